@@ -1,0 +1,1 @@
+"""Figure scripts: each reads run directories only and never trains."""
