@@ -1,0 +1,108 @@
+r"""Losses in output space, with the output-space gradient ``g`` and Hessian ``B`` of THEORY.md §1.
+
+Every loss is a mean over the ``n`` examples on the leading axis, so that
+
+* squared loss ``Φ_S(u) = ‖u − y‖² / (2n)`` has ``g = (u − y)/n`` and ``B = I/n``, and
+  ``Φ_S = (n/2)‖g‖²``;
+* softmax cross-entropy ``Φ_S(u) = −(1/n) Σ_i log softmax(u_i)[y_i]`` has, with
+  ``π_i = softmax(u_i)``, ``g_i = (π_i − e_{y_i})/n`` and
+  ``B = (1/n) blockdiag(diag(π_i) − π_i π_iᵀ)``.
+
+Output-space vectors are flattened example-major: entry ``i*p + a`` is output ``a`` of example
+``i`` (``u.reshape(-1)`` for ``u`` of shape ``(n, p)``). These are the ``g`` and ``out_hessian``
+that :mod:`dyntheory.dissipation` consumes.
+
+References:
+  Litman & Guo, "A Theory of Generalization in Deep Learning", arXiv:2605.01172 (2026), §2.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def _n_examples(u: jax.Array) -> int:
+    if jnp.ndim(u) == 0:
+        raise ValueError("outputs must have a leading example axis, got a scalar")
+    return u.shape[0]
+
+
+def squared_loss(u: jax.Array, y: jax.Array) -> jax.Array:
+    r"""``‖u − y‖² / (2n)`` for outputs ``u`` and targets ``y`` of shape ``(n,)`` or ``(n, p)``."""
+    if jnp.shape(u) != jnp.shape(y):
+        raise ValueError(f"outputs {jnp.shape(u)} and targets {jnp.shape(y)} differ in shape")
+    return 0.5 * jnp.sum(jnp.square(u - y)) / _n_examples(u)
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    r"""Mean over examples of ``−log softmax(logits_i)[labels_i]``.
+
+    Args:
+      logits: ``(n, p)`` unnormalised log-probabilities.
+      labels: ``(n,)`` integer class indices in ``[0, p)``.
+    """
+    _check_logits_labels(logits, labels)
+    logp = jax.nn.log_softmax(logits, axis=-1)  # stable: subtracts the row max
+    picked = jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return -jnp.mean(picked)
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Fraction of examples whose arg-max logit equals the integer label."""
+    _check_logits_labels(logits, labels)
+    return jnp.mean(jnp.argmax(logits, axis=-1) == labels)
+
+
+def squared_out_grad(u: jax.Array, y: jax.Array) -> jax.Array:
+    r"""``g = ∇_u Φ_S = (u − y)/n``, flattened example-major to shape ``(n p,)``."""
+    if jnp.shape(u) != jnp.shape(y):
+        raise ValueError(f"outputs {jnp.shape(u)} and targets {jnp.shape(y)} differ in shape")
+    return ((u - y) / _n_examples(u)).reshape(-1)
+
+
+def squared_out_hessian(n: int) -> float:
+    r"""``B = ∇²_u Φ_S = I/n`` for squared loss, as the scalar ``1/n`` (meaning ``(1/n)·I``).
+
+    ``n`` is the number of examples (not of outputs). Pass it as ``out_hessian`` to
+    :func:`dyntheory.dissipation.update`, which then takes the closed-form symmetric path.
+    """
+    if int(n) <= 0:
+        raise ValueError(f"number of examples must be positive, got {n}")
+    return 1.0 / int(n)
+
+
+def softmax_out_grad(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    r"""``g_i = (softmax(logits_i) − onehot(labels_i))/n``, flattened example-major: ``(n p,)``."""
+    _check_logits_labels(logits, labels)
+    n, p = logits.shape
+    pi = jax.nn.softmax(logits, axis=-1)
+    return ((pi - jax.nn.one_hot(labels, p, dtype=pi.dtype)) / n).reshape(-1)
+
+
+def softmax_out_hessian(logits: jax.Array) -> jax.Array:
+    r"""``B = (1/n) blockdiag(diag(π_i) − π_i π_iᵀ)``, an ``(n p, n p)`` PSD matrix.
+
+    Each ``p × p`` block is singular (the all-ones vector is in its kernel: shifting all logits of
+    an example leaves the loss unchanged).
+    """
+    if jnp.ndim(logits) != 2:
+        raise ValueError(f"logits must have shape (n, p), got {jnp.shape(logits)}")
+    n, p = logits.shape
+    pi = jax.nn.softmax(logits, axis=-1)
+    blocks = jax.vmap(jnp.diag)(pi) - pi[:, :, None] * pi[:, None, :]  # (n, p, p)
+    eye_n = jnp.eye(n, dtype=pi.dtype)
+    # Block-diagonal assembly: out[i, a, j, b] = δ_ij blocks[i, a, b].
+    out = eye_n[:, None, :, None] * blocks[:, :, None, :]
+    return out.reshape(n * p, n * p) / n
+
+
+def _check_logits_labels(logits: jax.Array, labels: jax.Array) -> None:
+    if jnp.ndim(logits) != 2:
+        raise ValueError(f"logits must have shape (n, p), got {jnp.shape(logits)}")
+    if jnp.shape(labels) != logits.shape[:1]:
+        raise ValueError(f"labels must have shape ({logits.shape[0]},), got {jnp.shape(labels)}")
+    if not jnp.issubdtype(jnp.result_type(labels), jnp.integer):
+        raise ValueError(
+            f"labels must be integer class indices, got dtype {jnp.result_type(labels)}"
+        )
