@@ -1,0 +1,362 @@
+r"""PRM, the population-risk gated AdamW, as an optax transformation (paper Algorithm 1).
+
+Adam moves every coordinate along :math:`\hat m / (\sqrt{\hat v} + \varepsilon)`. PRM also keeps an
+EMA :math:`s` of the gradient's variance around its running mean and multiplies Adam's direction by
+a gate :math:`q \in [0, 1]` that stays open where the coherent part :math:`\hat m^2` of the gradient
+dominates the sampling noise :math:`\alpha \hat s` (a first-order estimate of whether the step
+lowers the *population* risk, paper Thm 6.5), so updates that only memorise the sample are held
+back without a validation set. With :math:`q \equiv 1` it is exactly :func:`optax.adamw`.
+
+Public API: :func:`scale_by_population_risk` (the gated direction, an optax transformation),
+:func:`prm` (the full optimizer, a drop-in for :func:`optax.adamw`), :func:`finite_dataset_alpha`
+and :class:`ScaleByPopulationRiskState`. The gates themselves are in :mod:`dyntheory.optim.masks`.
+
+References:
+  E. Litman and G. Guo, "A Theory of Generalization in Deep Learning", arXiv:2605.01172 (2026),
+  Sec. 6, Algorithm 1, Thm 6.5 and App. F; reference package ``popriskmin`` (PyTorch ``PRM``).
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dyntheory.optim.masks import GATES, REDUCTIONS, paired_sum, tensor_gate
+
+VARIANCES = ("ema", "batch")
+
+
+class ScaleByPopulationRiskState(NamedTuple):
+    """State of :func:`scale_by_population_risk`, in the paper's symbols (Algorithm 1)."""
+
+    count: jax.Array  # shape=(), dtype=int32: t, the number of updates taken so far.
+    mu: optax.Updates  # like params (shape, dtype, sharding): m, EMA of g with rate b1.
+    nu: optax.Updates  # like params: v, EMA of g² with rate b2.
+    # like params: s, EMA of (g − m_{t−1})² with rate rho (not bias-corrected); with
+    # variance="batch", the batch_variance passed at the last step (the ŝ the gate used).
+    s: optax.Updates
+    # Gate statistics of the last step, over all coordinates (each counts once), 0 before it:
+    gate_mean: jax.Array  # shape=(), dtype=float32: mean of q.
+    gate_open_fraction: jax.Array  # shape=(), dtype=float32: fraction of coordinates with q > ½.
+
+
+def _check_choice(name: str, value: Any, choices) -> None:
+    if value not in choices:
+        valid = ", ".join(repr(c) for c in choices)
+        raise ValueError(f"{name} must be one of {valid}; got {value!r}.")
+
+
+def _check_range(name: str, value: Any, lo: float, hi: float | None = None) -> None:
+    # Only Python numbers are checked: under inject_hyperparams values arrive as (traced) arrays.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if value < lo or (hi is not None and value >= hi):
+        bound = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
+        raise ValueError(f"{name} must be {bound}; got {value!r}.")
+
+
+def scale_by_population_risk(
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    rho: jax.typing.ArrayLike = 0.99,
+    eps: jax.typing.ArrayLike = 1e-8,
+    mask: str = "snr",
+    softness: jax.typing.ArrayLike = 1.0,
+    alpha: jax.typing.ArrayLike = 1.0,
+    reduction: str = "per_parameter",
+    warmup_steps: jax.typing.ArrayLike = 0,
+    variance: str = "ema",
+) -> optax.GradientTransformationExtraArgs:
+    r"""Rescale updates by Adam's direction times the population-risk gate (Algorithm 1).
+
+    With :math:`g_t` the incoming (batch-mean) gradient and :math:`m_0 = v_0 = s_0 = 0`:
+
+    .. math::
+
+      \begin{align*}
+        s_t &\leftarrow \rho\, s_{t-1} + (1 - \rho)\,(g_t - m_{t-1})^2
+          && \text{centred on } m \text{ before its update} \\
+        m_t &\leftarrow \beta_1 m_{t-1} + (1 - \beta_1)\, g_t, \qquad
+        v_t \leftarrow \beta_2 v_{t-1} + (1 - \beta_2)\, g_t^2 \\
+        \hat m_t, \hat v_t, \hat s_t &= m_t / (1 - \beta_1^t),\; v_t / (1 - \beta_2^t),\;
+          s_t / (1 - \rho^t) \\
+        q_t &= \mathrm{mask}(\hat m_t^2, \hat s_t) \in [0, 1]
+          && (q_t = 1 \text{ while } t \le \texttt{warmup\_steps}) \\
+        u_t &= q_t \odot \hat m_t / (\sqrt{\hat v_t} + \varepsilon)
+      \end{align*}
+
+    and the masks of :mod:`dyntheory.optim.masks`: ``hard`` :math:`1[\hat m^2 > \alpha\hat s]`,
+    ``soft`` :math:`\delta/(\delta + \lambda\hat s + \varepsilon)` with
+    :math:`\delta = \max(\hat m^2 - \alpha\hat s, 0)`, ``snr``
+    :math:`\hat m^2/(\hat m^2 + \lambda\alpha\hat s + \varepsilon)`, :math:`\lambda` = ``softness``.
+    Decisions the paper leaves open [ours]: the one ``eps`` goes outside Adam's square root (as in
+    :func:`optax.adam`, ``eps_root = 0``) and is added as is to the mask denominators (units of
+    gradient in Adam's, of gradient² in the masks'; at 1e-8 it only guards 0/0); ``m``, ``v`` and
+    ``s`` take the dtype of the params (``optax.adam``'s ``mu_dtype=None``); the statistics keep
+    filling during warm-up. Because :math:`m_{t-1}` carries noise of its own, for i.i.d. gradients
+    of variance :math:`\sigma^2` the centred EMA settles at
+    :math:`E[\hat s] = \sigma^2 \cdot 2/(1 + \beta_1)` (1.05 σ² at β1 = 0.9), slightly above the
+    variance of one batch-mean gradient that α = 1 compares with.
+
+    ``variance="batch"`` is the exact variant [ours]: the caller measures per-example gradients
+    and passes ``update(g, state, params, batch_variance=...)``, a pytree like the params holding
+    :math:`\Sigma_B / (b - 1)` per coordinate (:func:`dyntheory.poprisk.batch_variance` computes
+    it); it replaces :math:`\hat s` (no EMA, no bias correction) and is stored in ``state.s``.
+    Leaving it out raises, and so does passing it with ``variance="ema"`` (a silently ignored
+    variance is a wrong experiment). Other extra arguments are ignored, as optax requires.
+
+    Args:
+      b1: EMA rate of the first moment ``m``.
+      b2: EMA rate of the second moment ``v``.
+      rho: EMA rate of the variance ``s``; usually shorter than ``b2``.
+      eps: Added to Adam's denominator and to the soft/snr mask denominators.
+      mask: ``"snr"`` (default), ``"soft"`` or ``"hard"``.
+      softness: λ of the soft and snr masks (the package suggests trying 0.3, 1, 3, 10).
+      alpha: Noise multiplier α: 1 for fresh batches (online data), ``b/(n − b)`` for a fixed
+        dataset of ``n`` examples, see :func:`finite_dataset_alpha`.
+      reduction: ``"per_parameter"`` (one q per coordinate) or ``"per_tensor"`` (one q per leaf,
+        from the leaf's mean m̂² and mean ŝ; recommended for large generative models).
+      warmup_steps: Number of first steps with q = 1 (plain Adam) while the statistics fill.
+      variance: ``"ema"`` (Algorithm 1) or ``"batch"`` (measured batch variance, see above).
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs` with state
+      :class:`ScaleByPopulationRiskState`; ``optax.tree.get(state, "gate_mean")`` and
+      ``"gate_open_fraction"`` read the gate statistics of the last step.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> from dyntheory.optim import scale_by_population_risk
+      >>> tx = scale_by_population_risk(mask="snr")
+      >>> params = jnp.array([1.0, -2.0])
+      >>> state = tx.init(params)
+      >>> updates, state = tx.update(jnp.array([0.5, 0.5]), state)
+      >>> print(updates.round(4))  # t = 1: m̂² = ŝ = g², so snr gives q = ½ of Adam's sign step
+      [0.5 0.5]
+      >>> q_mean = optax.tree.get(state, "gate_mean")
+      >>> print(f"{q_mean:.4f} {optax.tree.get(state, 'gate_open_fraction'):.4f}")
+      0.5000 0.0000
+
+    References:
+      Litman and Guo, arXiv:2605.01172, Algorithm 1 (the update), Thm 6.5 (the gate), App. F.
+    """
+    _check_choice("mask", mask, tuple(GATES))
+    _check_choice("reduction", reduction, REDUCTIONS)
+    _check_choice("variance", variance, VARIANCES)
+    for name, value in (("b1", b1), ("b2", b2), ("rho", rho)):
+        _check_range(name, value, 0.0, 1.0)
+    for name, value in (("eps", eps), ("softness", softness), ("alpha", alpha)):
+        _check_range(name, value, 0.0)
+    _check_range("warmup_steps", warmup_steps, 0)
+
+    # s is centred on m_{t−1}, the mean BEFORE its update (Algorithm 1). Since
+    # m_t = β1 m_{t−1} + (1 − β1) g, the residual g − m_{t−1} equals (g − m_t)/β1; computing it from
+    # m_t lets XLA write m_t over a donated m_{t−1} (reading m_{t−1} after that write costs a full
+    # copy of m per step on CPU). [ours] The rewrite adds a rounding error of ulp(m_t)/β1 to the
+    # residual, negligible for β1 ≥ 1/2; for smaller or traced β1 (inject_hyperparams) the literal
+    # form is used.
+    centre_on_new_m = isinstance(b1, (int, float)) and b1 >= 0.5
+
+    def init_fn(params):
+        return ScaleByPopulationRiskState(
+            count=jnp.zeros([], jnp.int32),
+            mu=optax.tree.zeros_like(params),
+            nu=optax.tree.zeros_like(params),
+            s=optax.tree.zeros_like(params),
+            gate_mean=jnp.zeros([], jnp.float32),
+            gate_open_fraction=jnp.zeros([], jnp.float32),
+        )
+
+    def update_fn(updates, state, params=None, *, batch_variance=None, **extra_args):
+        del params, extra_args
+        if variance == "batch" and batch_variance is None:
+            raise ValueError(
+                'variance="batch" needs update(..., batch_variance=...): a pytree like the params '
+                "holding the per-coordinate variance of the batch-mean gradient, Σ_B/(b − 1), "
+                'from per-example gradients. Use variance="ema" to estimate it from the stream.'
+            )
+        if variance == "ema" and batch_variance is not None:
+            raise ValueError(
+                'batch_variance was passed but variance="ema" would ignore it; construct the '
+                'optimizer with variance="batch" to gate with the measured batch variance.'
+            )
+        if batch_variance is not None and (
+            jax.tree.structure(batch_variance) != jax.tree.structure(updates)
+        ):
+            raise ValueError(
+                "batch_variance must have the structure of the gradients: "
+                f"{jax.tree.structure(batch_variance)} vs {jax.tree.structure(updates)}."
+            )
+
+        t = optax.safe_increment(state.count)
+        # Same expressions as optax.scale_by_adam / optax.tree.bias_correction, so an open gate
+        # reproduces optax.adamw bit for bit.
+        c1, c2, c_rho = 1 - b1**t, 1 - b2**t, 1 - rho**t
+        in_warmup = t <= warmup_steps
+
+        def leaf(g, m, v, s, bv):
+            m_prev, m = m, (1 - b1) * g + b1 * m
+            if bv is not None:
+                s = bv.astype(s.dtype)
+            elif centre_on_new_m:
+                s = (1 - rho) * ((g - m) * (1 / b1)) ** 2 + rho * s
+            else:
+                s = (1 - rho) * (g - m_prev) ** 2 + rho * s
+            v = (1 - b2) * g**2 + b2 * v
+            m_hat = m / c1.astype(m.dtype)
+            v_hat = v / c2.astype(v.dtype)
+            s_hat = s if bv is not None else s / c_rho.astype(s.dtype)
+            m2 = m_hat**2
+            if reduction == "per_tensor":  # one scalar q, in float32 or wider
+                q = tensor_gate(m2, s_hat, mask=mask, alpha=alpha, softness=softness, eps=eps)
+                q = jnp.where(in_warmup, 1, q)
+                stats = (q * g.size, jnp.where(q > 0.5, g.size, 0))
+            else:
+                q = GATES[mask](m2, s_hat, alpha=alpha, softness=softness, eps=eps)
+                q = jnp.where(in_warmup, 1, q.astype(g.dtype))
+                stats = paired_sum(q, q > 0.5)
+            stats = tuple(x.astype(jnp.float32) for x in stats)
+            # Adam's direction exactly as optax.scale_by_adam computes it (eps_root = 0), gated.
+            u = q.astype(g.dtype) * (m_hat / (jnp.sqrt(v_hat) + eps))
+            return u.astype(g.dtype), m, v, s, stats
+
+        flat_g, treedef = jax.tree.flatten(updates)
+        flat_bv = (
+            [None] * len(flat_g) if batch_variance is None else jax.tree.leaves(batch_variance)
+        )
+        out = [
+            leaf(*args)
+            for args in zip(
+                flat_g,
+                treedef.flatten_up_to(state.mu),
+                treedef.flatten_up_to(state.nu),
+                treedef.flatten_up_to(state.s),
+                flat_bv,
+                strict=True,
+            )
+        ]
+        new_updates, mu, nu, s = (treedef.unflatten([o[i] for o in out]) for i in range(4))
+        n = max(sum(g.size for g in flat_g), 1)
+        q_sum = sum((o[4][0] for o in out), jnp.zeros([], jnp.float32))
+        open_sum = sum((o[4][1] for o in out), jnp.zeros([], jnp.float32))
+        new_state = ScaleByPopulationRiskState(
+            count=t,
+            mu=optax.tree.cast_like(mu, state.mu),
+            nu=optax.tree.cast_like(nu, state.nu),
+            s=optax.tree.cast_like(s, state.s),
+            gate_mean=q_sum / n,
+            gate_open_fraction=open_sum / n,
+        )
+        return new_updates, new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def prm(
+    learning_rate: optax.ScalarOrSchedule,
+    b1: jax.typing.ArrayLike = 0.9,
+    b2: jax.typing.ArrayLike = 0.999,
+    rho: jax.typing.ArrayLike = 0.99,
+    eps: jax.typing.ArrayLike = 1e-8,
+    weight_decay: optax.ScalarOrSchedule = 0.01,
+    mask: str = "snr",
+    softness: jax.typing.ArrayLike = 1.0,
+    alpha: jax.typing.ArrayLike = 1.0,
+    reduction: str = "per_parameter",
+    warmup_steps: jax.typing.ArrayLike = 0,
+    variance: str = "ema",
+    weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""PRM: the population-risk gated AdamW of paper Algorithm 1, a drop-in for ``optax.adamw``.
+
+    .. math::
+
+      w_{t+1} = w_t - \eta_t \left( q_t \odot \frac{\hat m_t}{\sqrt{\hat v_t} + \varepsilon}
+        + \lambda_{wd}\, w_t \right)
+
+    with :math:`q_t` the gate of :func:`scale_by_population_risk` (see there for the statistics and
+    masks). Built as ``optax.chain(scale_by_population_risk(...), optax.add_decayed_weights(
+    weight_decay, weight_decay_mask), optax.scale_by_learning_rate(learning_rate))``, the chain of
+    :func:`optax.adamw`: weight decay is decoupled and *not* gated (paper Algorithm 1), and is
+    multiplied by the learning rate as in optax and PyTorch. With the gate held open
+    (``mask="hard", alpha=0``, or ``warmup_steps`` covering the run) it equals ``optax.adamw`` with
+    the same ``learning_rate, b1, b2, eps, weight_decay``. The defaults are the reference package's
+    (note ``weight_decay=0.01`` where ``optax.adamw`` defaults to 1e-4).
+
+    Args:
+      learning_rate: A float or an optax schedule.
+      b1, b2, rho, eps, mask, softness, alpha, reduction, warmup_steps, variance: As in
+        :func:`scale_by_population_risk`.
+      weight_decay: Decoupled weight decay λ_wd (a float or a schedule).
+      weight_decay_mask: ``optax.adamw``'s ``mask``, renamed because ``mask`` is the gate here: a
+        pytree of booleans like the params (or a prefix, or a callable returning one), ``True``
+        where weight decay applies. The gate always applies to every parameter. Under
+        ``optax.inject_hyperparams`` pass a callable mask through ``static_args``.
+
+    Returns:
+      An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs ``params``.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, optax
+      >>> from dyntheory.optim import prm
+      >>> f = lambda w: jnp.sum((w - jnp.array([1.0, -1.0, 1.0])) ** 2)
+      >>> opt = prm(learning_rate=0.1, weight_decay=0.0)
+      >>> w = jnp.array([-1.0, 10.0, 1.0])
+      >>> state = opt.init(w)
+      >>> @jax.jit
+      ... def step(w, state):
+      ...     updates, state = opt.update(jax.grad(f)(w), state, w)
+      ...     return optax.apply_updates(w, updates), state
+      >>> for _ in range(500):
+      ...     w, state = step(w, state)
+      >>> print(bool(f(w) < 0.05), optax.tree.get(state, "gate_mean").shape)
+      True ()
+
+    References:
+      Litman and Guo, arXiv:2605.01172, Algorithm 1, Thm 6.5, App. F.
+      Loshchilov and Hutter, "Decoupled Weight Decay Regularization", arXiv:1711.05101.
+    """
+    return optax.chain(
+        scale_by_population_risk(
+            b1=b1,
+            b2=b2,
+            rho=rho,
+            eps=eps,
+            mask=mask,
+            softness=softness,
+            alpha=alpha,
+            reduction=reduction,
+            warmup_steps=warmup_steps,
+            variance=variance,
+        ),
+        optax.add_decayed_weights(weight_decay, weight_decay_mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def finite_dataset_alpha(batch_size: int, n_train: int) -> float:
+    r"""α = b / (n − b) for minibatches of ``b`` drawn from a fixed dataset of ``n`` examples.
+
+    Paper Sec. 6: sampling without replacement from a finite set shrinks the variance of the batch
+    mean by the finite-population factor, so the noise threshold is :math:`\alpha = b/(n - b)`
+    instead of the α = 1 of fresh (online) batches. On large datasets (n ≫ b) α → 0 and the gate
+    is nearly AdamW (a known criticism, THEORY §9).
+
+    Example:
+      >>> finite_dataset_alpha(batch_size=512, n_train=2352)
+      0.2782608695652174
+    """
+    b, n = operator.index(batch_size), operator.index(n_train)
+    if b < 1:
+        raise ValueError(f"batch_size must be >= 1; got {b}.")
+    if n <= b:
+        raise ValueError(
+            f"n_train must exceed batch_size (got batch_size={b}, n_train={n}): with full-batch "
+            "training there is no sampling noise to gate on (α = b/(n − b) would be infinite)."
+        )
+    return b / (n - b)
