@@ -1,0 +1,271 @@
+"""Typed, frozen run configurations and validated ``key=value`` overrides.
+
+An experiment's config is a frozen dataclass; the engine's knobs live in :class:`TrainConfig`,
+which experiment configs inherit, so ``--set steps=5000`` works everywhere. Nested dataclass
+fields are reached with dotted keys (``--set model.width=256``). Values are parsed by the field's
+type annotation: ``int``, ``float``, ``str``, ``bool`` (true/false/1/0/yes/no), ``X | None``
+(``none``), ``Literal[...]``, ``tuple[X, ...]`` / ``list[X]`` from ``"1,2,3"`` (empty string: empty
+tuple). An unknown key or an unparsable value raises :class:`ConfigError` naming the key and the
+allowed keys or the expected type. Validation that needs several fields belongs in the config's
+``__post_init__`` (it runs again on every override).
+
+    @dataclasses.dataclass(frozen=True)
+    class Config(TrainConfig):
+        width: int = 64
+        activations: tuple[str, ...] = ("relu",)
+
+    cfg = apply_overrides(Config(), ["width=128", "steps=200", "activations=tanh,gelu"])
+    to_dict(cfg)  ->  JSON-ready dict;  from_dict(Config, d)  ->  Config (strict)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal, NamedTuple
+
+
+class ConfigError(ValueError):
+    """A bad config key or value; the message names the key and what is allowed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The engine's knobs (:func:`dyntheory.train.fit`); experiment configs inherit them.
+
+    Attributes:
+      steps: optimizer updates in the run (``resume --set steps=N`` extends a run).
+      batch_size: examples per step; ``None`` = the full dataset every step (full-batch GD).
+      sampling: minibatches from a fixed dataset: ``"epoch"`` (reshuffled each epoch, the
+        remainder dropped) or ``"replacement"`` (i.i.d. indices each step).
+      seed: root seed; seed ``s`` of a multi-seed run uses ``seed + s``.
+      seeds: number of seeds trained at once with ``vmap`` (``> 1`` adds a leading seed axis).
+      fuse: optimizer steps fused into one dispatch with ``lax.scan`` (K).
+      log_every: write a metrics line every this many steps (eval/probe steps always logged).
+      eval_every: evaluate the held-out sets every this many steps (and at the end); 0 = only at
+        the end.
+      checkpoint_every: orbax checkpoint every this many steps (and at the end); 0 = at the end
+        only.
+      keep_checkpoints: how many recent checkpoints to keep.
+      layout: ``"replicated"`` (data parallel) or ``"fsdp"`` (parameters sharded too).
+      devices: devices in the mesh; 0 = all.
+      probe_size: examples in the fixed train / test probe subsets.
+    """
+
+    steps: int = 1000
+    batch_size: int | None = None
+    sampling: Literal["epoch", "replacement"] = "epoch"
+    seed: int = 0
+    seeds: int = 1
+    fuse: int = 100
+    log_every: int = 10
+    eval_every: int = 100
+    checkpoint_every: int = 0
+    keep_checkpoints: int = 2
+    layout: Literal["replicated", "fsdp"] = "replicated"
+    devices: int = 0
+    probe_size: int = 64
+
+    def __post_init__(self):
+        positive = ("steps", "seeds", "fuse", "log_every", "keep_checkpoints", "probe_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("eval_every", "checkpoint_every", "devices"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1 or None, got {self.batch_size}.")
+
+
+class Preset(NamedTuple):
+    """A named starting config of an experiment, with its one-line description."""
+
+    config: Any
+    description: str
+
+
+# ----------------------------------------------------------------------------- parsing
+
+
+def _hints(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _is_union(tp) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def parse_value(text: str, tp, key: str = "value") -> Any:
+    """Parse ``text`` as type ``tp`` (module docstring); :class:`ConfigError` if it fails."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    fail = ConfigError(f"{key}: cannot parse {text!r} as {_type_name(tp)}.")
+    if _is_union(tp):
+        if text.strip().lower() in ("none", "null") and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return parse_value(text, arg, key)
+            except ConfigError:
+                pass
+        raise fail
+    if origin is Literal:
+        for choice in args:
+            if str(choice) == text:
+                return choice
+        raise ConfigError(f"{key}: {text!r} is not one of {', '.join(map(repr, args))}.")
+    if origin in (tuple, list):
+        items = [s.strip() for s in text.split(",")] if text.strip() else []
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(items) != len(args):
+                raise ConfigError(
+                    f"{key}: expected {len(args)} comma-separated values, got {text!r}."
+                )
+            return tuple(parse_value(s, a, key) for s, a in zip(items, args, strict=True))
+        elem = args[0] if args else str
+        values = [parse_value(s, elem, key) for s in items]
+        return tuple(values) if origin is tuple else values
+    if tp is bool:
+        low = text.strip().lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise fail
+    if tp in (int, float, str):
+        try:
+            return tp(text)
+        except ValueError:
+            raise fail from None
+    raise ConfigError(
+        f"{key}: fields of type {_type_name(tp)} cannot be set from the command line."
+    )
+
+
+def _check_value(value: Any, tp, key: str) -> Any:
+    """Coerce a JSON / Python value to ``tp`` (lists to tuples, ints to floats) or raise."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    bad = ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}.")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, _prefix=f"{key}.") if isinstance(value, Mapping) else value
+    if _is_union(tp):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _check_value(value, arg, key)
+            except ConfigError:
+                pass
+        raise bad
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}.")
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise bad
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise bad
+            return tuple(_check_value(v, a, key) for v, a in zip(value, args, strict=True))
+        elem = args[0] if args else Any
+        out = [_check_value(v, elem, key) for v in value]
+        return tuple(out) if origin is tuple else out
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, bool):
+        raise bad
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise bad
+    return value
+
+
+def _fields(cls) -> dict[str, Any]:
+    hints = _hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
+
+
+def keys(cls_or_cfg) -> list[str]:
+    """Every settable (dotted) key of a config class or instance."""
+    cls = cls_or_cfg if isinstance(cls_or_cfg, type) else type(cls_or_cfg)
+    out = []
+    for name, tp in _fields(cls).items():
+        if dataclasses.is_dataclass(tp):
+            out += [f"{name}.{k}" for k in keys(tp)]
+        else:
+            out.append(name)
+    return out
+
+
+def _set(cfg, path: list[str], text: str, full_key: str):
+    fields = _fields(type(cfg))
+    name = path[0]
+    if name not in fields:
+        raise ConfigError(
+            f"unknown config key {full_key!r} for {type(cfg).__name__}; "
+            f"allowed keys: {', '.join(keys(cfg))}."
+        )
+    tp = fields[name]
+    if dataclasses.is_dataclass(tp):
+        if len(path) == 1:
+            raise ConfigError(
+                f"{full_key!r} is a group; set one of its keys: "
+                f"{', '.join(f'{full_key}.{k}' for k in keys(tp))}."
+            )
+        value = _set(getattr(cfg, name), path[1:], text, full_key)
+    elif len(path) > 1:
+        raise ConfigError(f"unknown config key {full_key!r}: {name!r} has no sub-keys.")
+    else:
+        value = parse_value(text, tp, full_key)
+    try:
+        return dataclasses.replace(cfg, **{name: value})
+    except (ValueError, TypeError) as e:  # the config's own __post_init__ validation
+        raise ConfigError(f"{full_key}={text}: {e}") from None
+
+
+def apply_overrides(cfg, overrides: Iterable[str] | Mapping[str, str]):
+    """A copy of ``cfg`` with ``key=value`` overrides applied (dotted keys for nested configs)."""
+    items = overrides.items() if isinstance(overrides, Mapping) else map(_split, overrides)
+    for key, text in items:
+        cfg = _set(cfg, key.split("."), str(text), key)
+    return cfg
+
+
+def _split(item: str) -> tuple[str, str]:
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} is not of the form key=value.")
+    key, text = item.split("=", 1)
+    return key.strip(), text.strip()
+
+
+def to_dict(cfg) -> dict[str, Any]:
+    """A JSON-ready dict of a config (nested configs as dicts, tuples as lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[f.name] = value
+    return out
+
+
+def from_dict(cls, d: Mapping[str, Any], _prefix: str = ""):
+    """Rebuild a config from :func:`to_dict`'s output; unknown keys or wrong types raise."""
+    fields = _fields(cls)
+    unknown = sorted(set(d) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(_prefix + k for k in unknown)} for {cls.__name__}; "
+            f"allowed keys: {', '.join(fields)}."
+        )
+    return cls(**{k: _check_value(v, fields[k], _prefix + k) for k, v in d.items()})

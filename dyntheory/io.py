@@ -1,0 +1,226 @@
+"""Run directories: what a run writes, and how figures and resumes read it back.
+
+Layout of ``RUN_DIR``::
+
+    config.json     {"experiment", "preset", "overrides", "config": {...}} — the resolved config
+    metrics.jsonl   one JSON object per logged step: {"step": t, ["seed": s,] "train/loss": ...}
+    probes.npz      probe arrays over time: "<probe>/<array>" (T, ...) with "<probe>/step" (T,)
+    checkpoints/    orbax checkpoints (dyntheory.checkpoint)
+    results.json    the run's headline numbers
+
+Metric keys are ``/``-namespaced scalars: ``train/*``, ``<eval set>/*``, ``probe/<probe>/*``,
+``time/*`` (cumulative seconds: ``time/train_s``, ``time/probe_s``, ``time/checkpoint_s``).
+Multi-seed runs write one line per seed and step with a ``"seed"`` field; :func:`metrics_table`
+turns either form into arrays of shape ``(T,)`` or ``(T, S)``. Non-finite values are written as
+``NaN`` / ``Infinity`` (Python's ``json`` reads them).
+
+Every whole-file write goes to a temporary file in the same directory and is renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CONFIG, METRICS, ARRAYS, RESULTS, CHECKPOINTS = (
+    "config.json",
+    "metrics.jsonl",
+    "probes.npz",
+    "results.json",
+    "checkpoints",
+)
+
+
+class RunDirError(OSError):
+    """The run directory cannot be used (not writable, not a run directory, ...)."""
+
+
+def _atomic_write(path: Path, write) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, np.ndarray | np.generic):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if hasattr(x, "__array__"):
+        return np.asarray(x).tolist()
+    return x
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
+    _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path) as f:
+        return json.load(f)
+
+
+class RunDir:
+    """A run directory; creating one checks it is writable (before any compute)."""
+
+    def __init__(self, path: str | os.PathLike, create: bool = True):
+        self.path = Path(path)
+        if create:
+            try:
+                self.path.mkdir(parents=True, exist_ok=True)
+                probe = tempfile.NamedTemporaryFile(dir=self.path, prefix=".write-test-")
+                probe.close()
+            except OSError as e:
+                raise RunDirError(f"cannot write to the run directory {self.path}: {e}") from None
+        elif not self.path.is_dir():
+            raise RunDirError(f"{self.path} is not a directory.")
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # config / results
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        write_json(self.file(CONFIG), config)
+
+    def read_config(self) -> dict[str, Any]:
+        if not self.file(CONFIG).exists():
+            raise RunDirError(f"{self.path} is not a run directory (no {CONFIG}).")
+        return read_json(self.file(CONFIG))
+
+    def write_results(self, results: Mapping[str, Any]) -> None:
+        write_json(self.file(RESULTS), results)
+
+    def read_results(self) -> dict[str, Any]:
+        return read_json(self.file(RESULTS))
+
+    # metrics
+    def append_metrics(self, lines: Iterable[Mapping[str, Any]]) -> None:
+        text = "".join(json.dumps(_jsonable(line)) + "\n" for line in lines)
+        if text:
+            with open(self.file(METRICS), "a") as f:
+                f.write(text)
+                f.flush()
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.file(METRICS)
+        if not path.exists():
+            return []
+        with open(path) as f:
+            return [json.loads(line) for line in f if line.strip()]
+
+    def truncate_metrics(self, before_step: int) -> None:
+        """Keep only the lines of steps ``< before_step`` (a resume recomputes the rest)."""
+        path = self.file(METRICS)
+        if not path.exists():
+            return
+        with open(path) as f:
+            keep = [line for line in f if line.strip() and json.loads(line)["step"] < before_step]
+        _atomic_write(path, lambda f: f.write("".join(keep).encode()))
+
+    def reset(self) -> None:
+        """Remove what a previous run wrote (metrics, arrays, results, checkpoints)."""
+        import shutil
+
+        for name in (METRICS, ARRAYS, RESULTS):
+            self.file(name).unlink(missing_ok=True)
+        shutil.rmtree(self.file(CHECKPOINTS), ignore_errors=True)
+
+    # probe arrays
+    def write_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
+        _atomic_write(self.file(ARRAYS), lambda f: np.savez(f, **arrays))
+
+    def read_arrays(self) -> dict[str, np.ndarray]:
+        path = self.file(ARRAYS)
+        if not path.exists():
+            return {}
+        with np.load(path) as z:
+            return {k: z[k] for k in z.files}
+
+    def checkpointer(self, keep: int = 2):
+        from dyntheory.checkpoint import Checkpointer
+
+        return Checkpointer(self.file(CHECKPOINTS), keep=keep)
+
+    def has_checkpoint(self) -> bool:
+        d = self.file(CHECKPOINTS)
+        return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+
+
+def metrics_table(lines: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
+    """Lines -> ``{"step": (T,), key: (T,) or (T, S)}``; missing values are NaN.
+
+    ``T`` runs over the distinct logged steps in order; with a ``"seed"`` field the second axis
+    runs over seeds.
+    """
+    lines = list(lines)
+    steps = sorted({int(line["step"]) for line in lines})
+    seeds = sorted({int(line.get("seed", 0)) for line in lines}) or [0]
+    row = {s: i for i, s in enumerate(steps)}
+    col = {s: i for i, s in enumerate(seeds)}
+    keys = sorted({k for line in lines for k in line} - {"step", "seed"})
+    out = {k: np.full((len(steps), len(seeds)), np.nan) for k in keys}
+    for line in lines:
+        r, c = row[int(line["step"])], col[int(line.get("seed", 0))]
+        for k in keys:
+            v = line.get(k)
+            if isinstance(v, int | float) and not isinstance(v, bool):
+                out[k][r, c] = v
+    multi = any("seed" in line for line in lines)
+    out = {k: v if multi else v[:, 0] for k, v in out.items()}
+    out["step"] = np.asarray(steps, dtype=np.int64)
+    return out
+
+
+def load_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """:func:`metrics_table` of a run directory's ``metrics.jsonl``."""
+    return metrics_table(RunDir(run_dir, create=False).read_metrics())
+
+
+def stack_arrays(records: Mapping[str, list[tuple[int, dict[str, np.ndarray]]]]) -> dict:
+    """``{probe: [(step, {name: array})]}`` -> ``{"probe/name": (T, ...), "probe/step": (T,)}``."""
+    out = {}
+    for probe, recs in records.items():
+        if not recs:
+            continue
+        out[f"{probe}/step"] = np.asarray([s for s, _ in recs], dtype=np.int64)
+        for name in recs[0][1]:
+            out[f"{probe}/{name}"] = np.stack([np.asarray(a[name]) for _, a in recs])
+    return out
+
+
+def unstack_arrays(arrays: Mapping[str, np.ndarray], before_step: int) -> dict:
+    """Inverse of :func:`stack_arrays`, keeping the records of steps ``< before_step``."""
+    records: dict[str, list] = {}
+    for key in arrays:
+        if key.endswith("/step"):
+            probe = key[: -len("/step")]
+            names = [k[len(probe) + 1 :] for k in arrays if k.startswith(probe + "/") and k != key]
+            steps = arrays[key]
+            records[probe] = [
+                (int(s), {n: arrays[f"{probe}/{n}"][i] for n in names})
+                for i, s in enumerate(steps)
+                if s < before_step
+            ]
+    return records

@@ -1,0 +1,238 @@
+"""The host side of :meth:`dyntheory.train.Trainer.run`: dispatch, log, probe, checkpoint, resume.
+
+Order of work at a step ``t`` (the same in an uninterrupted and a resumed run, which is what makes
+resuming exact): checkpoint (if due; the state *before* step ``t``) → probes due at ``t`` → one
+dispatch of up to ``cfg.fuse`` steps, cut short at the next probe or checkpoint step → read the
+*previous* dispatch's metrics (NaN check, metrics lines, progress bar). After the last step: a
+checkpoint, the probes due at the end, and a final metrics line measured at the final params.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import numpy as np
+
+from dyntheory import io, sharding
+from dyntheory.progress import Progress
+from dyntheory.train import FitResult, NonFiniteError, Trainer, TrainState
+
+
+class _Clock:
+    """Cumulative seconds: ``train_s`` (wall time minus the others), ``probe_s`` (and per probe),
+    ``checkpoint_s``, ``compile_s`` (ahead-of-time compilation of the step and probe functions)."""
+
+    EXCLUSIVE = ("probe_s", "checkpoint_s", "compile_s")
+
+    def __init__(self, saved: dict[str, float] | None = None):
+        self.saved = dict(saved or {})
+        self.t0 = time.perf_counter()
+        self.spent: dict[str, float] = {}
+
+    def add(self, key: str, seconds: float) -> None:
+        self.spent[key] = self.spent.get(key, 0.0) + seconds
+
+    def totals(self) -> dict[str, float]:
+        out = {
+            k: self.saved.get(k, 0.0) + self.spent.get(k, 0.0)
+            for k in {*self.saved, *self.spent, *self.EXCLUSIVE}
+        }
+        other = sum(self.spent.get(k, 0.0) for k in self.EXCLUSIVE)
+        out["train_s"] = self.saved.get("train_s", 0.0) + time.perf_counter() - self.t0 - other
+        return out
+
+
+def _ckpt_tree(state: TrainState, pstates) -> dict:
+    return {
+        "params": state.params,
+        "opt_state": state.opt_state,
+        "step": state.step,
+        "key": jax.random.key_data(state.key),
+        "probes": tuple(pstates),
+    }
+
+
+def _abstract_ckpt(tr: Trainer) -> dict:
+    a, sh = tr.abstract_state, tr.state_shardings
+    rep = tr._rep
+    sds = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
+    pstates = tr.prober.abstract(a)
+    key = jax.eval_shape(jax.random.key_data, a.key)
+    return {
+        "params": jax.tree.map(sds, a.params, sh.params),
+        "opt_state": jax.tree.map(sds, a.opt_state, sh.opt_state),
+        "step": sds(a.step, rep),
+        "key": sds(key, rep),
+        "probes": jax.tree.map(lambda x: sds(x, rep), pstates),
+    }
+
+
+def run_loop(
+    tr: Trainer,
+    run_dir=None,
+    *,
+    steps: int | None = None,
+    resume: bool = True,
+    progress: bool | None = None,
+) -> FitResult:
+    cfg = tr.cfg
+    total = cfg.steps if steps is None else int(steps)
+    if total < 1:
+        raise ValueError(f"steps must be >= 1, got {total}.")
+    main = sharding.is_main_process()
+    rd = io.RunDir(run_dir) if run_dir is not None else None
+    ckpt, start, records, probe_lines, written = None, None, {p.name: [] for p in tr.probes}, {}, []
+    clock_saved = None
+    if rd is not None:
+        resuming = resume and rd.has_checkpoint()
+        if not resuming and main:
+            rd.reset()
+        ckpt = rd.checkpointer(cfg.keep_checkpoints)
+        start = ckpt.latest_step() if resuming else None
+    if start is not None:
+        if start > total:
+            raise ValueError(
+                f"the latest checkpoint is at step {start}, beyond steps={total}; "
+                f"set steps >= {start} to resume."
+            )
+        tree, meta = ckpt.restore(start, _abstract_ckpt(tr))
+        state = TrainState(
+            tree["params"], tree["opt_state"], tree["step"], jax.random.wrap_key_data(tree["key"])
+        )
+        pstates = tuple(tree["probes"])
+        clock_saved = meta.get("time")
+        records.update(io.unstack_arrays(rd.read_arrays(), start))
+        if main:
+            rd.truncate_metrics(start)
+    else:
+        state = tr.init_state()
+        pstates = tr.prober.init(state)
+        start = 0
+
+    clock = _Clock(clock_saved)
+    t_start = time.perf_counter()
+    tr.compile(state, pstates)
+    clock.add("compile_s", time.perf_counter() - t_start)
+    bar = Progress(total, start, show=progress if main else False)
+    seeds = cfg.seeds if tr.seeded else None
+    every_log, every_eval = cfg.log_every, cfg.eval_every
+
+    def emit(step: int, values: dict[str, np.ndarray]) -> list[dict]:
+        values = {**values, **probe_lines.pop(step, {})}
+        times = {f"time/{k}": v for k, v in sorted(clock.totals().items())}
+        if seeds is None:
+            lines = [{"step": step, **{k: float(v) for k, v in values.items()}, **times}]
+        else:
+            lines = [
+                {"step": step, "seed": s, **{k: float(v[s]) for k, v in values.items()}, **times}
+                for s in range(seeds)
+            ]
+        if rd is None:
+            written.extend(lines)
+        elif main:
+            rd.append_metrics(lines)
+        return lines
+
+    def process(pending) -> None:
+        """Read a dispatch's metrics: NaN check, metrics lines, progress bar."""
+        t0, n, metrics = pending
+        m = sharding.to_host(metrics)
+        params_finite = m.pop("_params_finite")
+        eval_keys = tuple(f"{name}/" for name in tr.eval_sets)
+        for i in range(n):
+            t = t0 + i
+            bad = ~np.isfinite(np.atleast_1d(m["train/loss"][i]))
+            if bad.any():
+                _raise("train/loss", t, bad, ckpt, seeds)
+            due_eval = bool(every_eval) and t % every_eval == 0
+            if t % every_log == 0 or due_eval or t in probe_lines:
+                vals = {k: v[i] for k, v in m.items() if due_eval or not k.startswith(eval_keys)}
+                bar.update(t, emit(t, vals)[0])
+            bad = ~np.atleast_1d(params_finite[i])
+            if bad.any():  # the update of step t produced the params of step t + 1
+                _raise("params", t + 1, bad, ckpt, seeds)
+
+    def run_probes(t: int, state: TrainState, pstates):
+        due = [i for i, p in enumerate(tr.probes) if p.schedule.due(t, total)]
+        if not due:
+            return pstates
+        jax.block_until_ready(state)
+        pstates = list(pstates)
+        for i in due:
+            probe = tr.probes[i]
+            t_start = time.perf_counter()
+            pstates[i], scalars, arrays = tr.prober(probe, pstates[i], state, t)
+            jax.block_until_ready(pstates[i])
+            scalars, arrays = sharding.to_host((scalars, arrays))
+            seconds = time.perf_counter() - t_start
+            clock.add("probe_s", seconds)
+            clock.add(f"probe/{probe.name}_s", seconds)
+            probe_lines.setdefault(t, {}).update(
+                {f"probe/{probe.name}/{k}": v for k, v in scalars.items()}
+            )
+            if arrays:
+                records[probe.name].append((t, arrays))
+        return tuple(pstates)
+
+    def save(t: int, state: TrainState, pstates) -> None:
+        t_start = time.perf_counter()
+        if main:
+            rd.write_arrays(io.stack_arrays(records))
+        ckpt.save(t, _ckpt_tree(state, pstates), {"step": t, "time": clock.totals()})
+        clock.add("checkpoint_s", time.perf_counter() - t_start)
+
+    t, pending = start, None
+    try:
+        while True:
+            if (
+                ckpt is not None
+                and t != start
+                and (t == total or (cfg.checkpoint_every and t % cfg.checkpoint_every == 0))
+            ):
+                if pending is not None:
+                    process(pending)
+                    pending = None
+                save(t, state, pstates)
+            if t == total:
+                break
+            pstates = run_probes(t, state, pstates)
+            stop = min(
+                [total]
+                + [p.schedule.next(t, total) for p in tr.probes]
+                + (
+                    [(t // cfg.checkpoint_every + 1) * cfg.checkpoint_every]
+                    if ckpt is not None and cfg.checkpoint_every
+                    else []
+                )
+            )
+            n = min(cfg.fuse, stop - t)
+            state, metrics = tr._chunk(state, tr.data, tr.eval_sets, np.int32(n), np.bool_(False))
+            if pending is not None:
+                process(pending)
+            pending = (t, n, metrics)
+            t += n
+        if pending is not None:
+            process(pending)
+        pstates = run_probes(total, state, pstates)
+        state, final = tr._chunk(state, tr.data, tr.eval_sets, np.int32(0), np.bool_(True))
+        final = {k: v[0] for k, v in sharding.to_host(final).items() if k != "_params_finite"}
+        emit(total, final)
+        bar.update(total, {k: np.mean(v) for k, v in final.items()})
+        arrays = io.stack_arrays(records)
+        if rd is not None and main:
+            rd.write_arrays(arrays)
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    history = io.metrics_table(rd.read_metrics() if rd is not None else written)
+    probe_states = {p.name: ps for p, ps in zip(tr.probes, pstates, strict=True)}
+    return FitResult(
+        state, final, history, arrays, probe_states, rd.path if rd is not None else None
+    )
+
+
+def _raise(quantity: str, step: int, mask: np.ndarray, ckpt, seeds) -> None:
+    seed = int(np.argmax(mask)) if seeds is not None else None
+    raise NonFiniteError(step, quantity, ckpt.latest_step() if ckpt is not None else None, seed)

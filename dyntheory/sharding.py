@@ -1,0 +1,138 @@
+"""Device mesh, array layouts and multi-host start-up for the training engine.
+
+One mesh axis, ``"data"``, over all (or the first ``n``) devices. Two layouts of the train state:
+
+- ``"replicated"`` (data parallel, the default): every parameter and optimizer-state leaf is
+  replicated; batches are sharded along their example axis.
+- ``"fsdp"`` (parameter sharded, ZeRO-3 style): each leaf is sharded over ``"data"`` along its
+  largest axis divisible by the device count (replicated when none is); XLA inserts the
+  all-gathers. The rule looks at shapes only, so Adam's ``mu``/``nu`` get their parameter's layout.
+
+With ``seeds`` batched by ``vmap`` every leaf has a leading seed axis, which is never sharded.
+
+The mesh uses ``AxisType.Auto`` axes (classic GSPMD: ``jit`` in/out shardings and
+``with_sharding_constraint``), so eager operations on its arrays need no ``jax.set_mesh``.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+AXIS = "data"
+Layout = Literal["replicated", "fsdp"]
+LAYOUTS = ("replicated", "fsdp")
+
+_distributed_started = False
+
+
+def initialize_distributed() -> bool:
+    """Start ``jax.distributed`` when launched multi-host; a no-op on one host.
+
+    Multi-host is detected from the environment: ``JAX_COORDINATOR_ADDRESS`` (with
+    ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``), or ``DYNTHEORY_DISTRIBUTED=1`` to let JAX
+    auto-detect a cluster (SLURM, Open MPI, Kubernetes, Cloud TPU). Must run before any other JAX
+    call touches the devices. Returns whether ``jax.distributed`` was (already) initialized.
+    """
+    global _distributed_started
+    if _distributed_started:
+        return True
+    env = os.environ
+    if env.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(
+            coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
+            process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
+        )
+    elif env.get("DYNTHEORY_DISTRIBUTED") == "1":
+        jax.distributed.initialize()
+    else:
+        return False
+    _distributed_started = True
+    return True
+
+
+def make_mesh(devices: int = 0) -> Mesh:
+    """A 1-D ``("data",)`` mesh over the first ``devices`` devices (``0``: all of them)."""
+    initialize_distributed()
+    available = jax.devices()
+    n = len(available) if devices in (0, None) else int(devices)
+    if not 1 <= n <= len(available):
+        raise ValueError(f"devices={devices}: this process sees {len(available)} device(s).")
+    return jax.make_mesh((n,), (AXIS,), axis_types=(AxisType.Auto,), devices=available[:n])
+
+
+def mesh_size(mesh: Mesh) -> int:
+    return int(mesh.shape[AXIS])
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, seed_axis: bool = False) -> NamedSharding:
+    """Examples (axis 0, or axis 1 after a seed axis) split over ``"data"``."""
+    return NamedSharding(mesh, P(None, AXIS) if seed_axis else P(AXIS))
+
+
+def fsdp_spec(shape: tuple[int, ...], n: int, skip_leading: bool = False) -> P:
+    """Shard the largest axis divisible by ``n`` (the first such on ties); else replicate."""
+    axes = range(1 if skip_leading else 0, len(shape))
+    best = max(
+        (a for a in axes if shape[a] % n == 0 and shape[a] >= n),
+        key=lambda a: shape[a],
+        default=None,
+    )
+    if best is None or n == 1:
+        return P()
+    spec = [None] * len(shape)
+    spec[best] = AXIS
+    return P(*spec)
+
+
+def state_shardings(abstract: Any, mesh: Mesh, layout: Layout, seed_axis: bool = False) -> Any:
+    """Shardings for a pytree of ``ShapeDtypeStruct`` (params, optimizer state) under ``layout``."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
+    n = mesh_size(mesh)
+
+    def one(x):
+        if layout == "replicated" or not hasattr(x, "shape"):
+            return replicated(mesh)
+        return NamedSharding(mesh, fsdp_spec(tuple(x.shape), n, skip_leading=seed_axis))
+
+    return jax.tree.map(one, abstract)
+
+
+def put(x: Any, sharding: NamedSharding) -> jax.Array:
+    """Place a host array (identical on every process) as a global array with ``sharding``."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda idx: x[idx])
+
+
+def put_tree(tree: Any, sharding: NamedSharding) -> Any:
+    return jax.tree.map(lambda x: put(x, sharding), tree)
+
+
+def to_host(tree: Any) -> Any:
+    """Fetch a pytree of (replicated) arrays to NumPy, also when not fully addressable."""
+    leaves = jax.tree.leaves(tree)
+    if all(not isinstance(x, jax.Array) or x.is_fully_addressable for x in leaves):
+        return jax.tree.map(np.asarray, jax.device_get(tree))  # one batched transfer
+
+    def one(x):
+        if isinstance(x, jax.Array) and not x.is_fully_addressable:
+            return np.asarray(x.addressable_data(0))
+        return np.asarray(x)
+
+    return jax.tree.map(one, tree)
+
+
+def is_main_process() -> bool:
+    """Only process 0 writes files in a multi-host run."""
+    return jax.process_index() == 0

@@ -1,0 +1,365 @@
+r"""The training engine: jit-compiled, scan-fused, mesh-sharded, probed and resumable runs.
+
+One call trains a model and (optionally) writes a run directory::
+
+    import optax
+    from dyntheory import probes
+    from dyntheory.config import TrainConfig
+    from dyntheory.train import fit
+
+    cfg = TrainConfig(steps=2000, batch_size=64, eval_every=100, checkpoint_every=500, seeds=3)
+    result = fit(
+        cfg,
+        apply_fn=apply_fn,                      # (params, x) -> outputs (n, p)
+        init_params=lambda key: init(key),      # key -> params pytree (or a params pytree)
+        optimizer=optax.adam(1e-3),
+        data={"x": x_train, "y": y_train},      # a dataset dict, or a sampler (key, b) -> batch
+        loss="squared",                         # "squared", "softmax_ce", or a loss_fn (below)
+        eval_sets={"test": {"x": x_test, "y": y_test}},
+        probes=[probes.NTKSpectrum(probes.Schedule.log(4))],
+        run_dir="runs/my-run",                  # None: nothing written, nothing resumed
+    )
+    result.final["test/loss"], result.history["train/loss"], result.state.params
+
+``Trainer(cfg, **same_arguments)`` compiles once and ``.run(run_dir, steps=...)`` can be called
+repeatedly (other run dirs, longer runs); :func:`fit` is ``Trainer(...).run(...)``. The result is
+a :class:`FitResult`: ``state`` (on the mesh), ``final`` (the last metrics line), ``history``
+(``{"step": (T,), key: (T,) or (T, S)}`` of every logged line), ``arrays`` (probe arrays over
+time), ``probe_states`` (e.g. the final dissipation accumulator) and ``run_dir``.
+
+**What a step is.** ``TrainState(params, opt_state, step, key)``; ``step`` counts the updates
+done. Step ``t`` draws its batch with ``fold_in(key, t)`` (see :mod:`dyntheory.batching` for the
+full-batch / epoch / with-replacement / fresh-sampler regimes), evaluates the loss at the current
+params ``w_t``, and applies one optimizer update. The metrics line of step ``t`` holds quantities
+at ``w_t``: ``train/loss`` (the batch loss), the loss's aux metrics (``train/acc``),
+``train/grad_norm``, held-out ``<set>/loss`` / ``<set>/acc`` on eval steps, and probe scalars on
+probe steps; a last line at ``t = steps`` measures the final params.
+
+**Losses.** ``"squared"`` is ``‖u − y‖²/(2n)`` and ``"softmax_ce"`` the mean cross-entropy with
+integer labels (adds ``acc``), both from :mod:`dyntheory.losses`. A custom loss is any
+``loss_fn(apply_fn, params, batch, key) -> (loss, aux_metrics)``: ``batch`` is the dict the data
+gives (any keys), ``key`` a per-step key for dropout-like randomness, ``aux_metrics`` a dict of
+scalars logged as ``train/<name>`` (and ``<set>/<name>`` on eval sets). A PINN residual is one.
+
+**Speed and scale.** ``cfg.fuse`` (K) steps run in one dispatch with ``lax.scan``; the host reads
+the metrics of dispatch ``c − 1`` after dispatching ``c``. Batches are sharded over a 1-D
+``("data",)`` mesh of ``cfg.devices`` devices; params and optimizer state are replicated
+(``layout="replicated"``) or sharded (``layout="fsdp"``), created already sharded by a jitted init.
+``cfg.seeds = S > 1`` trains S seeds at once by ``vmap``: every state leaf gets a leading ``(S,)``
+axis and seed ``s`` is exactly the single-seed run with ``seed + s``.
+
+**Run directory** (:mod:`dyntheory.io`): ``config.json``, ``metrics.jsonl`` (one line per logged
+step, plus ``"seed"`` in multi-seed runs), ``probes.npz``, ``checkpoints/`` (orbax, every
+``cfg.checkpoint_every`` steps and at the end), ``results.json`` (written by the caller, e.g. the
+CLI). Calling :func:`fit` again on a directory with a checkpoint resumes from the latest one:
+lines after it are dropped and recomputed, so the run continues exactly (``resume=False`` starts
+over). NaN/Inf in the loss or the params stops the run with :class:`NonFiniteError` naming the
+step and the quantity; the last good checkpoint stays.
+
+**Probes** (:mod:`dyntheory.probes`) run on their own schedules on fixed probe subsets (the first
+``cfg.probe_size`` train examples, and of the first eval set; or ``probe_data=``), outside the fused
+loop, each jitted once. Their scalars land in the metrics as ``probe/<name>/...``, their arrays in
+``probes.npz``; their cost is timed separately: ``time/train_s``, ``time/probe_s`` (and
+``time/probe/<name>_s``), ``time/checkpoint_s`` and ``time/compile_s`` (ahead-of-time compilation
+at the start of a run), all cumulative over resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from dyntheory import batching, losses, sharding
+from dyntheory.config import TrainConfig
+from dyntheory.probing import ProbeRunner
+
+Params = Any
+Batch = dict[str, jax.Array]
+LossFn = Callable[[Callable, Params, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+class TrainState(NamedTuple):
+    """The whole training state; with ``seeds > 1`` every field but ``step`` has a seed axis."""
+
+    params: Params  # the model's params pytree ((S, ...) leaves with seeds)
+    opt_state: Any  # the optimizer's state, laid out like the params
+    step: jax.Array  # int32 (): optimizer updates applied so far (shared by all seeds)
+    key: jax.Array  # typed PRNG key () or (S,): the root of the per-step keys fold_in(key, step)
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or the params became NaN/Inf; ``.step`` and ``.quantity`` say where."""
+
+    def __init__(self, step: int, quantity: str, checkpoint: int | None, seed: int | None = None):
+        self.step, self.quantity, self.checkpoint = step, quantity, checkpoint
+        where = f" (seed {seed})" if seed is not None else ""
+        last = (
+            f"the last good checkpoint is step {checkpoint}"
+            if checkpoint is not None
+            else ("no checkpoint was written")
+        )
+        super().__init__(
+            f"non-finite {quantity} at step {step}{where}; the run stopped and {last}."
+        )
+
+
+def squared_loss(apply_fn, params, batch, key):
+    """``‖f(x) − y‖²/(2n)`` (THEORY.md §1), no aux metrics."""
+    del key
+    return losses.squared_loss(apply_fn(params, batch["x"]), batch["y"]), {}
+
+
+def softmax_ce_loss(apply_fn, params, batch, key):
+    """Mean softmax cross-entropy on integer labels; aux ``acc``."""
+    del key
+    logits = apply_fn(params, batch["x"])
+    return losses.softmax_cross_entropy(logits, batch["y"]), {
+        "acc": losses.accuracy(logits, batch["y"])
+    }
+
+
+LOSSES: dict[str, LossFn] = {"squared": squared_loss, "softmax_ce": softmax_ce_loss}
+
+
+def resolve_loss(loss: str | LossFn) -> LossFn:
+    if callable(loss):
+        return loss
+    if loss not in LOSSES:
+        raise ValueError(
+            f"unknown loss {loss!r}; built-in: {', '.join(LOSSES)}, or pass a loss_fn."
+        )
+    return LOSSES[loss]
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+class Trainer:
+    """Builds the jitted functions of a run once; :meth:`run` trains (see the module docstring)."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        apply_fn: Callable,
+        init_params: Callable[[jax.Array], Params] | Params,
+        optimizer: optax.GradientTransformation,
+        data: Mapping[str, Any] | batching.Sampler,
+        loss: str | LossFn = "squared",
+        eval_sets: Mapping[str, Mapping[str, Any]] | None = None,
+        probes: Sequence[Any] = (),
+        probe_data: Mapping[str, Mapping[str, Any]] | None = None,
+        mesh: jax.sharding.Mesh | None = None,
+    ):
+        self.cfg, self.apply_fn, self.optimizer = cfg, apply_fn, optimizer
+        self.loss_fn = resolve_loss(loss)
+        self.probes = tuple(probes)
+        names = [p.name for p in self.probes]
+        if len(set(names)) != len(names) or any("/" in n for n in names):
+            raise ValueError(f"probe names must be unique and free of '/', got {names}.")
+        self.mesh = mesh if mesh is not None else sharding.make_mesh(cfg.devices)
+        if sharding.AXIS not in self.mesh.axis_names:
+            raise ValueError(
+                f"the mesh needs an axis {sharding.AXIS!r}, got {self.mesh.axis_names}."
+            )
+        ndev = sharding.mesh_size(self.mesh)
+        self.seeded = cfg.seeds > 1
+        self.batcher = batching.make_batcher(data, cfg.batch_size, cfg.sampling)
+        if self.batcher.batch_size % ndev:
+            what = "the full dataset" if self.batcher.kind == "full" else "batch_size"
+            raise ValueError(
+                f"{what} ({self.batcher.batch_size} examples) is not divisible by the {ndev} "
+                f"devices of the mesh; choose a multiple of {ndev} or set devices=... ."
+            )
+        if not callable(init_params) and self.seeded:
+            raise ValueError("seeds > 1 needs init_params as a function key -> params.")
+        self.init_params = init_params
+        rep, data_sh = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
+        self._rep = rep
+        self._batch_sh = data_sh
+        full = self.batcher.kind == "full"
+        self.data = (
+            None if callable(data) else sharding.put_tree(dict(data), data_sh if full else rep)
+        )
+        self.eval_sets = {
+            name: sharding.put_tree(
+                dict(s), data_sh if batching.dataset_size(s) % ndev == 0 else rep
+            )
+            for name, s in (eval_sets or {}).items()
+        }
+        self._build()
+        self.prober = ProbeRunner(self, data, eval_sets or {}, probe_data)
+
+    # ------------------------------------------------------------------ set-up
+
+    def _vmap(self, fn, in_axes):
+        return jax.vmap(fn, in_axes=in_axes) if self.seeded else fn
+
+    def _seed_keys(self):
+        seeds = [self.cfg.seed + s for s in range(self.cfg.seeds)]
+        keys = (
+            jnp.stack([jax.random.key(s) for s in seeds])
+            if self.seeded
+            else jax.random.key(seeds[0])
+        )
+        return keys
+
+    def _init_one(self, key, params=None):
+        k_init, k_train = jax.random.split(key)
+        if params is None:
+            params = self.init_params(k_init)
+        return params, self.optimizer.init(params), k_train
+
+    def _build(self):
+        cfg = self.cfg
+        # Abstract state -> shardings (layout), then init jitted with out_shardings.
+        if callable(self.init_params):
+            init = lambda keys: self._vmap(self._init_one, 0)(keys)
+            args = (self._seed_keys(),)
+        else:
+            init = lambda keys, p: self._init_one(keys, p)
+            args = (self._seed_keys(), self.init_params)
+
+        def init_state(*a):
+            params, opt_state, key = init(*a)
+            return TrainState(params, opt_state, jnp.zeros((), jnp.int32), key)
+
+        abstract = jax.eval_shape(init_state, *args)
+        sh = sharding.state_shardings(abstract, self.mesh, cfg.layout, seed_axis=self.seeded)
+        self.state_shardings = sh._replace(step=self._rep, key=self._rep)
+        self.abstract_state = abstract
+        self._init_args = args
+        self._init = jax.jit(init_state, out_shardings=self.state_shardings)
+
+        data_sh = jax.tree.map(lambda x: x.sharding, self.data)
+        eval_sh = jax.tree.map(lambda x: x.sharding, self.eval_sets)
+        self._chunk = jax.jit(
+            self._chunk_fn,
+            in_shardings=(self.state_shardings, data_sh, eval_sh, self._rep, self._rep),
+            out_shardings=(self.state_shardings, self._rep),
+            donate_argnums=0,
+        )
+
+    # ------------------------------------------------------------------ pure functions
+
+    def _loss_grad(self, params, key, step, carry, data):
+        batch, carry = self.batcher.get(data, key, step, carry)
+        batch = jax.lax.with_sharding_constraint(batch, self._batch_sh)
+        loss_key = batching.step_key(key, step, 1)
+        (loss, aux), grads = jax.value_and_grad(self.loss_fn, argnums=1, has_aux=True)(
+            self.apply_fn, params, batch, loss_key
+        )
+        metrics = {"train/loss": loss, **{f"train/{k}": v for k, v in aux.items()}}
+        metrics["train/grad_norm"] = optax.tree.norm(grads)
+        return grads, carry, metrics
+
+    def _train_one(self, params, opt_state, key, step, carry, data):
+        grads, carry, metrics = self._loss_grad(params, key, step, carry, data)
+        updates, opt_state = self.optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        metrics["_params_finite"] = all_finite(params)
+        return params, opt_state, carry, metrics
+
+    def _eval_one(self, params, key, eval_sets):
+        out = {}
+        for name, batch in eval_sets.items():
+            ekey = jax.random.fold_in(key, batching.EVAL_TAG)
+            loss, aux = self.loss_fn(self.apply_fn, params, batch, ekey)
+            out[f"{name}/loss"] = loss
+            out.update({f"{name}/{k}": v for k, v in aux.items()})
+        return out
+
+    def _chunk_fn(self, state: TrainState, data, eval_sets, n_active, measure):
+        """``cfg.fuse`` scan iterations: the first ``n_active`` are train steps; if ``measure``,
+        iteration ``n_active`` only measures (batch loss and every eval set) at the current params
+        (the final metrics line); the rest are no-ops."""
+        train = self._vmap(self._train_one, (0, 0, 0, None, 0, None))
+        grad_metrics = self._vmap(lambda *a: self._loss_grad(*a)[2], (0, 0, None, 0, None))
+        evaluate = self._vmap(self._eval_one, (0, 0, None))
+        every = self.cfg.eval_every
+
+        def evals(st, due):
+            if not self.eval_sets:
+                return {}
+            shapes = jax.eval_shape(evaluate, st.params, st.key, eval_sets)
+            nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
+            return lax.cond(due, lambda: evaluate(st.params, st.key, eval_sets), lambda: nan)
+
+        def active(carry):
+            st, bcarry = carry
+            params, opt_state, bcarry, m = train(
+                st.params, st.opt_state, st.key, st.step, bcarry, data
+            )
+            m.update(evals(st, (st.step % every == 0) if every else jnp.array(False)))
+            return (TrainState(params, opt_state, st.step + 1, st.key), bcarry), m
+
+        def measure_only(carry):
+            st, bcarry = carry
+            m = grad_metrics(st.params, st.key, st.step, bcarry, data)
+            m["_params_finite"] = self._vmap(all_finite, 0)(st.params)
+            return carry, {**m, **evals(st, jnp.array(True))}
+
+        def body(carry, i):
+            shapes = jax.eval_shape(active, carry)[1]
+            idle = lambda: (carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes))
+            branch = jnp.where(i < n_active, 0, jnp.where((i == n_active) & measure, 1, 2))
+            return lax.switch(branch, [lambda: active(carry), lambda: measure_only(carry), idle])
+
+        start = self._vmap(self.batcher.start, (0, None))(state.key, state.step)
+        (state, _), metrics = lax.scan(body, (state, start), jnp.arange(self.cfg.fuse))
+        return state, metrics
+
+    # ------------------------------------------------------------------ host side
+
+    def init_state(self) -> TrainState:
+        """The initial state, created already laid out on the mesh."""
+        return self._init(*self._init_args)
+
+    def compile(self, state: TrainState, pstates: tuple) -> None:
+        """Compile the fused step and the probes ahead of time (``jit`` then reuses them)."""
+        n, flag = np.int32(0), np.bool_(False)
+        self._chunk.lower(state, self.data, self.eval_sets, n, flag).compile()
+        self.prober.compile(state, pstates)
+
+    def run(
+        self,
+        run_dir=None,
+        *,
+        steps: int | None = None,
+        resume: bool = True,
+        progress: bool | None = None,
+    ) -> FitResult:
+        """Train to ``steps`` (default ``cfg.steps``), resuming from ``run_dir``'s latest
+        checkpoint if there is one and ``resume``; ``progress`` None: a bar on terminals only.
+
+        A Trainer can run several times (other run dirs, more steps) without recompiling.
+        """
+        from dyntheory.loop import run_loop
+
+        return run_loop(self, run_dir, steps=steps, resume=resume, progress=progress)
+
+
+def fit(
+    cfg: TrainConfig, *, run_dir=None, resume: bool = True, progress: bool | None = None, **kwargs
+):
+    """``Trainer(cfg, **kwargs).run(run_dir)``: train and return a :class:`FitResult`."""
+    return Trainer(cfg, **kwargs).run(run_dir, resume=resume, progress=progress)
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns."""
+
+    state: TrainState  # the final state (on the mesh)
+    final: dict[str, np.ndarray]  # the last metrics line (arrays of shape (S,) with seeds)
+    history: dict[str, np.ndarray]  # every logged line of the run (``io.metrics_table``)
+    arrays: dict[str, np.ndarray]  # probe arrays over time (what probes.npz holds)
+    probe_states: dict[str, Any]  # each probe's final state (e.g. the dissipation accumulator)
+    run_dir: Any  # the run directory's Path, or None

@@ -1,0 +1,197 @@
+"""The dyntheory CLI, typed configs with --set overrides, and the progress bar."""
+
+import dataclasses
+import io as stdio
+import json
+from typing import Literal
+
+import pytest
+
+from dyntheory import cli, io
+from dyntheory.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    from_dict,
+    keys,
+    parse_value,
+    to_dict,
+)
+from dyntheory.progress import Progress
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    width: int = 4
+    acts: tuple[str, ...] = ("relu",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer(TrainConfig):
+    lr: float = 0.1
+    mode: Literal["a", "b"] = "a"
+    scale: float | None = None
+    flag: bool = False
+    model: Inner = Inner()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.lr <= 0:
+            raise ValueError("lr must be positive")
+
+
+def test_overrides_parse_by_type():
+    cfg = apply_overrides(
+        Outer(),
+        [
+            "lr=1e-3",
+            "mode=b",
+            "scale=none",
+            "flag=true",
+            "steps=7",
+            "model.width=16",
+            "model.acts=tanh, gelu",
+            "batch_size=32",
+        ],
+    )
+    assert (cfg.lr, cfg.mode, cfg.scale, cfg.flag, cfg.steps) == (1e-3, "b", None, True, 7)
+    assert cfg.model == Inner(16, ("tanh", "gelu")) and cfg.batch_size == 32
+    assert apply_overrides(cfg, {"batch_size": "none", "model.acts": ""}).model.acts == ()
+    assert parse_value("2", int | None) == 2 and parse_value("3,4", tuple[int, float]) == (3, 4.0)
+    assert "model.width" in keys(Outer) and "steps" in keys(Outer)
+    assert from_dict(Outer, json.loads(json.dumps(to_dict(cfg)))) == cfg
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("nope=1", r"unknown config key 'nope' for Outer; allowed keys: steps, .*model\.width"),
+        ("lr=fast", r"lr: cannot parse 'fast' as float"),
+        ("steps=1.5", r"steps: cannot parse '1.5' as int"),
+        ("mode=c", r"mode: 'c' is not one of 'a', 'b'"),
+        ("flag=maybe", r"flag: cannot parse 'maybe' as bool"),
+        ("model=3", r"'model' is a group; set one of its keys: model\.width, model\.acts"),
+        ("model.depth=3", r"unknown config key 'model\.depth' for Inner"),
+        ("lr=-1", r"lr=-1: lr must be positive"),
+        ("steps=0", r"steps must be >= 1"),
+        ("lr", r"not of the form key=value"),
+    ],
+)
+def test_override_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        apply_overrides(Outer(), [override])
+
+
+def test_from_dict_is_strict():
+    with pytest.raises(ConfigError, match="unknown config key.*extra"):
+        from_dict(Outer, {"extra": 1})
+    with pytest.raises(ConfigError, match="lr: expected float"):
+        from_dict(Outer, {"lr": "x"})
+
+
+def test_progress_bar():
+    out = stdio.StringIO()
+    bar = Progress(100, show=True, stream=out, delay=0.0, interval=0.0)
+    bar.update(50, {"train/loss": 0.125, "test/acc": 0.5})
+    bar.close()
+    text = out.getvalue()
+    assert "50/100" in text and "ETA" in text and "loss 0.125" in text and "test acc 0.5" in text
+    assert text.endswith("\n")
+    quiet = stdio.StringIO()  # not a terminal: nothing is drawn
+    Progress(100, stream=quiet, delay=0.0).update(50, {"train/loss": 1.0})
+    assert quiet.getvalue() == ""
+
+
+def run_cli(capsys, *argv):
+    code = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_list(capsys):
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    assert "toy_regression: Teacher-student MLP regression" in out
+    assert "--preset tiny" in out and "--preset quick (default)" in out
+
+
+def test_run_then_resume_toy_experiment(capsys, tmp_path):
+    out_dir = tmp_path / "toy"
+    code, out, err = run_cli(
+        capsys, "run", "toy_regression", "--preset", "tiny", "--out", str(out_dir)
+    )
+    assert code == 0, err
+    assert f"run directory: {out_dir}" in out
+    rd = io.RunDir(out_dir, create=False)
+    config = rd.read_config()
+    assert config["experiment"] == "toy_regression" and config["preset"] == "tiny"
+    assert config["config"]["steps"] == 60
+    results = rd.read_results()
+    assert results["steps"] == 60 and results["final_train_loss"] < results["final_test_loss"] + 1
+    for key in ("ntk_drift", "w_effective_rank", "coupling_corr", "noise_reservoir_fraction"):
+        assert results[key] is not None
+    table = io.load_metrics(out_dir)
+    assert table["step"][-1] == 60 and "probe/dissipation/w_lambda_max" in table
+    assert set(rd.read_arrays()) >= {"ntk/eigenvalues", "ntk/step", "dissipation/w_eigenvalues"}
+
+    code, _, err = run_cli(
+        capsys, "run", "toy_regression", "--preset", "tiny", "--out", str(out_dir)
+    )
+    assert code == 2 and "already holds a run" in err and "dyntheory resume" in err
+
+    code, out, err = run_cli(capsys, "resume", str(out_dir), "--set", "steps=80")
+    assert code == 0, err
+    assert rd.read_config()["config"]["steps"] == 80
+    assert rd.read_config()["overrides"] == ["steps=80"]
+    steps = [line["step"] for line in rd.read_metrics()]
+    assert steps == sorted(set(steps)) and steps[-1] == 80 and 60 in steps
+    assert rd.checkpointer().latest_step() == 80 and rd.read_results()["steps"] == 80
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--set", "widht=3"], "unknown config key 'widht' for Config; allowed keys: steps"),
+        (["--set", "width=wide"], "width: cannot parse 'wide' as int"),
+        (["--set", "probes=ntk,spectra"], "unknown probe"),
+        (["--preset", "huge"], "unknown preset 'huge' for toy_regression; available: tiny"),
+        (["--set", "batch_size=6"], "batch_size (6 examples) is not divisible by the 8 devices"),
+        (["--set", "data_file=/no/such/data.npz"], "data_file '/no/such/data.npz' does not exist"),
+    ],
+)
+def test_run_bad_inputs(capsys, tmp_path, args, message):
+    code, _, err = run_cli(
+        capsys, "run", "toy_regression", "--preset", "tiny", "--out", str(tmp_path / "r"), *args
+    )
+    assert code == 2 and message in err
+    assert not (tmp_path / "r" / "metrics.jsonl").exists()
+
+
+def test_cli_errors_and_plugins(capsys, tmp_path, monkeypatch):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    code, _, err = run_cli(capsys, "run", "toy_regression", "--out", str(blocker / "run"))
+    assert code == 2 and "cannot write to the run directory" in err
+    code, _, err = run_cli(capsys, "run", "no_such_experiment")
+    assert code == 2 and "unknown experiment 'no_such_experiment'; available:" in err
+    code, _, err = run_cli(capsys, "resume", str(tmp_path))
+    assert code == 2 and "not a run directory" in err
+
+    calls = []
+    monkeypatch.setitem(cli.PLUGINS, "echo", ("tests.test_cli:_plugin", "test plug-in"))
+    monkeypatch.setitem(cli.PLUGINS, "later", ("no_such_pkg.cli:main", "not written yet"))
+    monkeypatch.setattr("tests.test_cli._CALLS", calls, raising=False)
+    assert run_cli(capsys, "echo", "--x", "1")[0] == 3 and calls == [["--x", "1"]]
+    code, _, err = run_cli(capsys, "later")
+    assert code == 2 and "`dyntheory later` is not available yet" in err
+    assert {"figures", "diagnose"} <= set(cli.PLUGINS)
+    with pytest.raises(ValueError, match="already taken"):
+        cli.register_command("figures", "", lambda p: None, lambda a: 0)
+
+
+_CALLS: list = []
+
+
+def _plugin(argv):
+    _CALLS.append(argv)
+    return 3

@@ -1,0 +1,82 @@
+"""Run directories: metrics lines, arrays, JSON, checkpoints."""
+
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dyntheory import io, sharding
+from dyntheory.checkpoint import Checkpointer, abstract_like
+from tests.helpers import assert_trees_all_equal
+
+
+def test_run_dir_errors(tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    with pytest.raises(io.RunDirError, match="cannot write to the run directory"):
+        io.RunDir(blocker / "run")
+    with pytest.raises(io.RunDirError, match="not a directory"):
+        io.RunDir(tmp_path / "missing", create=False)
+    with pytest.raises(io.RunDirError, match="not a run directory"):
+        io.RunDir(tmp_path).read_config()
+
+
+def test_metrics_lines_truncate_and_table(tmp_path):
+    rd = io.RunDir(tmp_path)
+    rd.append_metrics([{"step": t, "train/loss": 1.0 / (t + 1)} for t in range(0, 50, 10)])
+    rd.append_metrics([{"step": 50, "train/loss": float("nan"), "test/acc": np.float32(0.5)}])
+    lines = rd.read_metrics()
+    assert [line["step"] for line in lines] == [0, 10, 20, 30, 40, 50]
+    assert math.isnan(lines[-1]["train/loss"]) and lines[-1]["test/acc"] == 0.5
+    rd.truncate_metrics(30)
+    assert [line["step"] for line in rd.read_metrics()] == [0, 10, 20]
+    table = io.load_metrics(tmp_path)
+    assert table["step"].tolist() == [0, 10, 20] and table["train/loss"].shape == (3,)
+
+    seeded = [{"step": t, "seed": s, "train/loss": t + s} for t in (0, 5) for s in (0, 1)]
+    seeded.append({"step": 9, "seed": 1, "test/acc": 1.0})
+    table = io.metrics_table(seeded)
+    assert table["train/loss"].shape == (3, 2)
+    np.testing.assert_array_equal(table["train/loss"][:2], [[0, 1], [5, 6]])
+    assert np.isnan(table["test/acc"][:2]).all() and table["test/acc"][2, 1] == 1.0
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]  # atomic writes clean up
+
+
+def test_json_and_arrays_roundtrip(tmp_path):
+    io.write_json(tmp_path / "r.json", {"a": np.float32(1.5), "b": np.arange(3), "c": (1, None)})
+    assert io.read_json(tmp_path / "r.json") == {"a": 1.5, "b": [0, 1, 2], "c": [1, None]}
+    records = {"ntk": [(0, {"eig": np.ones(3)}), (10, {"eig": np.zeros(3)})], "empty": []}
+    arrays = io.stack_arrays(records)
+    assert arrays["ntk/eig"].shape == (2, 3) and arrays["ntk/step"].tolist() == [0, 10]
+    rd = io.RunDir(tmp_path)
+    rd.write_arrays(arrays)
+    back = io.unstack_arrays(rd.read_arrays(), before_step=10)
+    assert list(back) == ["ntk"] and back["ntk"][0][0] == 0 and len(back["ntk"]) == 1
+    np.testing.assert_array_equal(back["ntk"][0][1]["eig"], np.ones(3))
+
+
+def test_checkpoint_roundtrip_keeps_shardings(tmp_path):
+    mesh = sharding.make_mesh(8)
+    abstract = {
+        "w": jax.ShapeDtypeStruct((16, 4), jnp.float32),
+        "n": jax.ShapeDtypeStruct((), jnp.int32),
+    }
+    sh = sharding.state_shardings(abstract, mesh, "fsdp")
+    tree = {
+        "w": jax.device_put(jnp.arange(64.0, dtype=jnp.float32).reshape(16, 4), sh["w"]),
+        "n": jax.device_put(jnp.int32(7), sh["n"]),
+        "nested": ((), {"k": jnp.ones(2)}),
+    }
+    ckpt = Checkpointer(tmp_path / "ckpt", keep=2)
+    for step in (10, 20, 30):
+        ckpt.save(step, tree, {"step": step, "time": {"train_s": 1.5}})
+    assert ckpt.all_steps() == [20, 30] and ckpt.latest_step() == 30
+    restored, meta = ckpt.restore(30, abstract_like(tree))
+    assert meta == {"step": 30, "time": {"train_s": 1.5}}
+    assert_trees_all_equal(jax.device_get(restored), jax.device_get(tree))
+    assert restored["w"].sharding.spec == sh["w"].spec
+    ckpt.close()
+    assert io.RunDir(tmp_path).checkpointer().latest_step() is None  # a different directory

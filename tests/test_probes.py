@@ -1,0 +1,222 @@
+"""Each probe against the standalone library call on the same params; schedules; the
+effective kernel."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from dyntheory import dissipation, losses, ntk, poprisk, spectrum
+from dyntheory import probes as P
+from dyntheory.config import TrainConfig
+from dyntheory.models import MLP, functional
+from dyntheory.optim import prm
+from dyntheory.train import Trainer
+
+APPLY, _ = functional(MLP(3, (8,), 2, activation="tanh", rngs=nnx.Rngs(0)))
+N, LR, EVERY, STEPS = 16, 0.02, 5, 20
+PRM_KW = dict(alpha=1.0, softness=1.0, mask="snr")
+
+
+def init(key):
+    return functional(MLP(3, (8,), 2, activation="tanh", rngs=nnx.Rngs(key)))[1]
+
+
+def make_data(seed):
+    rng = np.random.RandomState(seed)
+    x = rng.randn(N, 3).astype(np.float32)
+    y_clean = np.stack([np.sin(x.sum(1)), np.cos(x[:, 0])], 1).astype(np.float32)
+    return {"x": x, "y": y_clean + 0.2 * rng.randn(N, 2).astype(np.float32), "y_clean": y_clean}
+
+
+def loss_fn(params, batch):
+    return losses.squared_loss(APPLY(params, batch["x"]), batch["y"])
+
+
+@pytest.fixture(scope="module")
+def run():
+    """Full-batch PRM on 8 devices with every probe every 5 steps (probe set = train set)."""
+    train, test = make_data(0), make_data(1)
+    precond = P.prm_preconditioner(LR, **PRM_KW)
+    sched = P.Schedule.every(EVERY)
+    tr = Trainer(
+        TrainConfig(steps=STEPS, fuse=8, probe_size=N),
+        apply_fn=APPLY,
+        init_params=init,
+        optimizer=prm(LR, weight_decay=0.0, **PRM_KW),
+        data=train,
+        eval_sets={"test": test},
+        probes=[
+            P.NTKSpectrum(sched, top_k=N * 2),
+            P.Dissipation(sched, preconditioner=precond),
+            P.GateStats(sched),
+            P.PopulationRisk(sched, preconditioner=precond),
+            P.Norms(sched),
+        ],
+    )
+    return tr, tr.run(progress=False), train, test, precond
+
+
+def _final(run):
+    tr, res, *_ = run
+    return jax.device_get(res.state.params), jax.device_get(res.state.opt_state)
+
+
+def last(res, key):
+    return res.history[key][-1]
+
+
+def test_ntk_probe_matches_library(run):
+    tr, res, train, *_ = run
+    params, _ = _final(run)
+    k = np.asarray(ntk.empirical_ntk(APPLY, params, train["x"]))
+    lam = np.linalg.eigvalsh(np.asarray(k, np.float64))[::-1]
+    np.testing.assert_allclose(res.arrays["ntk/eigenvalues"][-1], lam, rtol=1e-4, atol=1e-6)
+    assert list(res.arrays["ntk/step"]) == [0, 5, 10, 15, 20]
+    ref = jax.jit(lambda lam: spectrum.summaries(lam, n=N))(lam)
+    for key in ("lambda_max", "trace", "effective_rank_participation", "gd_stability_lr"):
+        np.testing.assert_allclose(last(res, f"probe/ntk/{key}"), ref[key], rtol=1e-4)
+    align = jax.jit(spectrum.kernel_target_alignment)(k, train["y"])
+    np.testing.assert_allclose(last(res, "probe/ntk/kernel_target_alignment"), align, rtol=1e-5)
+    k0 = np.asarray(ntk.empirical_ntk(APPLY, jax.device_get(tr.init_state().params), train["x"]))
+    drift = np.linalg.norm(k - k0) / np.linalg.norm(k0)
+    np.testing.assert_allclose(last(res, "probe/ntk/drift"), drift, rtol=1e-4)
+    assert drift > 0
+
+
+def test_dissipation_probe_matches_replayed_accumulation(run):
+    """Replay the run step by step and accumulate W_S, D, G_Q with dissipation.update on the
+    effective PRM kernel refreshed every 5 steps: the probe's accumulator must agree."""
+    tr, res, train, test, precond = run
+    state = jax.device_get(tr.init_state())
+    params, opt_state = state.params, state.opt_state
+    opt = prm(LR, weight_decay=0.0, **PRM_KW)
+    acc = dissipation.init(N * 2, N * 2)
+    g0 = losses.squared_out_grad(APPLY(params, train["x"]), train["y"])
+
+    @jax.jit
+    def kernels(params, opt_state):
+        p = precond(opt_state)
+        return (
+            P.effective_ntk(APPLY, params, p, train["x"]),
+            P.effective_ntk(APPLY, params, p, test["x"], train["x"]),
+        )
+
+    @jax.jit
+    def step(params, opt_state):
+        updates, opt_state = opt.update(jax.grad(loss_fn)(params, train), opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    update = jax.jit(
+        lambda acc, k, kq: dissipation.update(
+            acc, k, 1.0, out_hessian=1.0 / N, steps=EVERY, k_query_train=kq
+        )
+    )
+    k = kq = None
+    for t in range(STEPS + 1):
+        if t % EVERY == 0:
+            if t:
+                acc = update(acc, k, kq)
+            k, kq = kernels(params, opt_state)
+        if t < STEPS:
+            params, opt_state = step(params, opt_state)
+    got = res.probe_states["dissipation"].acc
+    scale = np.abs(np.asarray(acc.W)).max()
+    np.testing.assert_allclose(got.W, acc.W, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(got.G, acc.G, rtol=0, atol=1e-4 * np.abs(np.asarray(acc.G)).max())
+    np.testing.assert_allclose(got.P, acc.P, rtol=0, atol=1e-5)
+    lam = np.linalg.eigvalsh(np.asarray(acc.W))[::-1]
+    np.testing.assert_allclose(
+        res.arrays["dissipation/w_eigenvalues"][-1], lam, rtol=0, atol=1e-4 * scale
+    )
+    np.testing.assert_allclose(
+        last(res, "probe/dissipation/predicted_loss_drop"), g0 @ acc.W @ g0, rtol=1e-4
+    )
+    assert last(res, "probe/dissipation/loss_drop") > 0
+    for part in ("g0", "g", "noise"):  # energies add up to the squared norm
+        total = last(res, f"probe/dissipation/{part}_channel") + last(
+            res, f"probe/dissipation/{part}_reservoir"
+        )
+        assert total > 0
+    assert np.isfinite(last(res, "probe/dissipation/coupling_corr"))
+
+
+def test_effective_ntk_is_j_diag_p_jt():
+    params = init(jax.random.key(1))
+    x1, x2 = (
+        jax.random.normal(jax.random.key(2), (4, 3)),
+        jax.random.normal(jax.random.key(3), (3, 3)),
+    )
+    p = jax.tree.map(lambda w: jax.random.uniform(jax.random.key(w.size), w.shape), params)
+
+    @jax.jit
+    def reference(params, p):
+        # jacrev of the batched apply: (n, p, *leaf) per leaf -> (n*p, size), tree order
+        jac = lambda x: jnp.concatenate(
+            [j.reshape(x.shape[0] * 2, -1) for j in jax.tree.leaves(jax.jacrev(APPLY)(params, x))],
+            axis=-1,
+        )
+        pflat = jnp.concatenate([v.reshape(-1) for v in jax.tree.leaves(p)])
+        return jac(x1) @ (pflat[:, None] * jac(x2).T)
+
+    ref = reference(params, p)
+    got = jax.jit(lambda params, p: P.effective_ntk(APPLY, params, p, x1, x2))(params, p)
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_gate_poprisk_norms_probes_match_library(run):
+    tr, res, train, _, precond = run
+    params, opt_state = _final(run)
+    for key in ("gate_mean", "gate_open_fraction"):
+        np.testing.assert_allclose(last(res, f"probe/gate/{key}"), optax.tree.get(opt_state, key))
+
+    @jax.jit
+    def library(params, opt_state):
+        grads_pe = poprisk.per_example_grads(loss_fn, params, train)
+        change = poprisk.predicted_risk_change(grads_pe, 1.0, precond=precond(opt_state))
+        return poprisk.loo_sum(grads_pe), change, jax.grad(loss_fn)(params, train)
+
+    loo, change, grads = library(params, opt_state)
+    np.testing.assert_allclose(last(res, "probe/poprisk/loo_sum"), loo, rtol=1e-4)
+    np.testing.assert_allclose(last(res, "probe/poprisk/predicted_change"), change, rtol=1e-4)
+    np.testing.assert_allclose(
+        last(res, "probe/norms/grad/global"), optax.tree.norm(grads), rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        last(res, "probe/norms/param/layers/0/kernel"),
+        np.linalg.norm(params["layers"][0]["kernel"]),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        last(res, "probe/norms/grad/readout/bias"),
+        np.linalg.norm(grads["readout"]["bias"]),
+        rtol=1e-5,
+    )
+    assert res.history["time/probe_s"][-1] > 0
+
+
+def test_schedules():
+    total = 1000
+    every = P.Schedule.every(100)
+    assert [t for t in range(total + 1) if every.due(t, total)] == list(range(0, 1001, 100))
+    assert every.next(0, total) == 100 and every.next(950, total) == 1000
+    log = P.Schedule.log(4)
+    due = [t for t in range(total + 1) if log.due(t, total)]
+    assert due[:8] == [0, 1, 2, 3, 6, 10, 18, 32] and due[-1] == 1000 and 562 in due
+    t, seen = 0, [0]
+    while t < total:  # next() walks exactly the due steps
+        t = log.next(t, total)
+        seen.append(t)
+    assert seen == due
+    at = P.Schedule.at(7, 3, 3)
+    assert at.steps == (3, 7) and not at.due(total, total) and at.next(3, total) == 7
+    assert P.Schedule.parse("every:5") == P.Schedule.every(5)
+    assert P.Schedule.parse("log:2") == P.Schedule.log(2)
+    assert P.Schedule.parse("at:1,2").steps == (1, 2)
+    assert not any(P.Schedule.parse("never").due(t, 10) for t in range(11))
+    with pytest.raises(ValueError, match="bad schedule"):
+        P.Schedule.parse("sometimes")
+    with pytest.raises(ValueError, match="n >= 1"):
+        P.Schedule.every(0)
