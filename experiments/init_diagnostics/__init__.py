@@ -1,0 +1,16 @@
+"""Trainability at initialization: do the init diagnostics predict short GD runs (max lr, fit)?
+
+A sweep over MLP depth × activation × (LayerNorm, residual): every configuration is diagnosed at
+init with :mod:`dyntheory.diagnostics_report` (suggested max learning rate ``2n/λ_max`` of the NTK,
+gradient / Jacobian / NTK warnings, the frozen-NTK prediction of the overfit test), then trained
+with full-batch GD on the same batch at multiples of the predicted learning rate.
+``results.json`` lists, per configuration, the predicted and the measured (bracketed) maximum
+stable learning rate, the warnings, and whether GD at half the prediction fit the batch.
+"""
+
+from experiments.init_diagnostics.config import DEFAULT_PRESET, PRESETS, VARIANTS, Config
+from experiments.init_diagnostics.run import run
+
+DESCRIPTION = __doc__.splitlines()[0]
+
+__all__ = ["DEFAULT_PRESET", "DESCRIPTION", "PRESETS", "VARIANTS", "Config", "run"]
