@@ -1,0 +1,244 @@
+"""Wiring of the INR experiment: data, Fourier-feature MLP, loss hook, the sweep, results.json.
+
+Run directory::
+
+    config.json, results.json, inr.png / inr.pdf
+    <signal>/<optimizer>_lr<lr>/    one engine run per (signal, optimizer, lr), all seeds (vmap):
+                                    metrics.jsonl (grid/psnr, grid/noise_coef, ... every
+                                    eval_every steps), probes.npz, checkpoints/
+
+``results.json`` (schema checked by ``tests/test_exp_inr.py``)::
+
+    {"experiment": "inr", "wall_s": ...,
+     "signals": {"<signal>": {
+        "n_train", "n_grid", "batch_size", "alpha", "noisy_psnr" (the targets' own PSNR),
+        "arms": {"adamw": {"<lr>": {"lr", "best_psnr": [per seed], "best_step": [...],
+                                    "final_psnr", "final_psnr_heldout", "final_noise_coef",
+                                    "final_noise_fit", "median_best_psnr", "median_final_psnr",
+                                    "median_final_noise_coef", "median_final_noise_fit",
+                                    "wall_s", ["final_gate_mean": PRM only]}}, "prm": {...}},
+        "best": {"adamw": {"lr", "median_best_psnr", "median_final_psnr",
+                           "median_final_noise_coef", "median_final_noise_fit"}, "prm": {...}},
+        "peak": {"adamw": {"lr", "median_best_psnr", "best_step"}, "prm": {...}},
+        "curves": {"step": [...], "<optimizer>_lr<lr>/psnr": [...], ".../noise_coef": [...]}}}}
+
+"best" per optimizer = the lr with the highest median *final* clean PSNR (the quantity the
+paper's claim is about: no early stopping), ties broken by the best PSNR; "peak" = the lr with the
+highest median best-over-training PSNR (what an oracle early stop would get).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dyntheory import io
+from dyntheory.config import TrainConfig
+from dyntheory.models import MLP, functional
+from dyntheory.optim import finite_dataset_alpha, prm
+from dyntheory.probes import GateStats, Schedule
+from dyntheory.train import fit
+from experiments.inr import signals
+from experiments.inr.config import Config
+
+SUMMARY = (
+    "median_best_psnr",
+    "median_final_psnr",
+    "median_final_noise_coef",
+    "median_final_noise_fit",
+)
+
+
+def arm_name(opt: str, lr: float) -> str:
+    return f"{opt}_lr{lr:.0e}"
+
+
+def make_data(cfg: Config, name: str) -> dict:
+    """Grid, clean signal, noisy training samples and the Fourier features of one signal."""
+    dim = signals.signal_dim(name)
+    side = cfg.side1d if dim == 1 else cfg.side2d
+    coords, clean = signals.signal_on_grid(name, side)
+    data_range = float(clean.max() - clean.min())
+    train_idx = signals.split_train(side, dim, cfg.stride)
+    root = jax.random.key(cfg.data_seed)
+    eps, y = signals.add_noise(
+        jax.random.fold_in(root, 0), clean[train_idx], cfg.sigma * data_range
+    )
+    scale = cfg.scale1d if dim == 1 else cfg.scale2d
+    B = signals.fourier_matrix(jax.random.fold_in(root, 1), cfg.n_features, dim, scale)
+    feats = signals.fourier_features(coords, B).astype(np.float32)
+    train = np.zeros(len(clean), np.float32)
+    train[train_idx] = 1.0
+    y_full, eps_full = np.zeros_like(train), np.zeros_like(train)
+    y_full[train_idx], eps_full[train_idx] = y, eps
+    n = len(train_idx)
+    return {
+        "train": {"x": feats[train_idx], "y": y.astype(np.float32)},
+        "grid": {
+            "x": feats,
+            "clean": clean.astype(np.float32),
+            "y": y_full,
+            "eps": eps_full,
+            "train": train,
+        },
+        "data_range": data_range,
+        "n_train": n,
+        "batch_size": max(1, round(cfg.batch_fraction * n)),
+        "noisy_psnr": float(signals.psnr(y, clean[train_idx], data_range)),
+    }
+
+
+def make_loss(data_range: float):
+    """Squared loss ``‖f − y‖²/(2n)`` on train batches; the INR metrics on the ``grid`` set."""
+
+    def loss_fn(apply_fn, params, batch, key):
+        del key
+        f = apply_fn(params, batch["x"]).reshape(-1)
+        if "clean" in batch:
+            m = signals.masked_metrics(
+                f, batch["clean"], batch["y"], batch["eps"], batch["train"], data_range
+            )
+            return 0.5 * m["mse_noisy"], m
+        return 0.5 * jnp.mean((f - batch["y"]) ** 2), {}
+
+    return loss_fn
+
+
+def make_model(cfg: Config):
+    build = lambda key: MLP(
+        2 * cfg.n_features,
+        (cfg.width,) * cfg.depth,
+        1,
+        activation=cfg.activation,
+        rngs=nnx.Rngs(params=key),
+    )
+    apply_fn, _ = functional(build(jax.random.key(0)))
+    return apply_fn, lambda key: functional(build(key))[1]
+
+
+def make_optimizer(cfg: Config, opt: str, lr: float, alpha: float):
+    common = dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if opt == "adamw":
+        return optax.adamw(lr, **common)
+    return prm(
+        lr, rho=cfg.prm_rho, mask=cfg.prm_mask, softness=cfg.prm_softness, alpha=alpha, **common
+    )
+
+
+def _per_seed(a: np.ndarray) -> np.ndarray:
+    return a[:, None] if a.ndim == 1 else a
+
+
+def summarize_arm(history: dict) -> dict:
+    """Per-seed best/final PSNR and final memorization of one run from its metrics table."""
+    psnr = _per_seed(history["grid/psnr"])
+    ok = ~np.isnan(psnr[:, 0])
+    steps = history["step"][ok]
+    psnr = psnr[ok]
+    get = lambda k: _per_seed(history[f"grid/{k}"])[ok]
+    coef, fitf, held = get("noise_coef"), get("noise_fit"), get("psnr_heldout")
+    seeds = range(psnr.shape[1])
+    out = {
+        "best_psnr": [float(psnr[:, s].max()) for s in seeds],
+        "best_step": [int(steps[int(np.argmax(psnr[:, s]))]) for s in seeds],
+        "final_psnr": [float(x) for x in psnr[-1]],
+        "final_psnr_heldout": [float(x) for x in held[-1]],
+        "final_noise_coef": [float(x) for x in coef[-1]],
+        "final_noise_fit": [float(x) for x in fitf[-1]],
+    }
+    for k in ("best_psnr", "final_psnr", "final_noise_coef", "final_noise_fit"):
+        out[f"median_{k}"] = float(np.median(out[k]))
+    out["_curves"] = (steps, np.median(psnr, axis=1), np.median(coef, axis=1))
+    return out
+
+
+def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
+    """Fit every signal with every (optimizer, lr) on the same noise and seeds into ``run_dir``.
+
+    Each arm is one :func:`dyntheory.train.fit` into ``run_dir/<signal>/<optimizer>_lr<lr>/`` (an
+    interrupted sweep resumes arm by arm); returns the results (also written to results.json,
+    then the figure is drawn from it).
+    """
+    t_start = time.perf_counter()
+    out = run_dir if isinstance(run_dir, io.RunDir) else io.RunDir(run_dir)
+    apply_fn, init_params = make_model(cfg)
+    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
+    results: dict = {"experiment": "inr", "signals": {}}
+    for name in cfg.signals:
+        d = make_data(cfg, name)
+        alpha = (
+            finite_dataset_alpha(d["batch_size"], d["n_train"])
+            if cfg.prm_alpha is None
+            else cfg.prm_alpha
+        )
+        tcfg = TrainConfig(**{**base, "batch_size": d["batch_size"], "sampling": "epoch"})
+        loss_fn = make_loss(d["data_range"])
+        arms: dict = {}
+        curves: dict = {}
+        for opt in cfg.optimizers:
+            arms[opt] = {}
+            for lr in cfg.lrs:
+                t0 = time.perf_counter()
+                res = fit(
+                    tcfg,
+                    apply_fn=apply_fn,
+                    init_params=init_params,
+                    optimizer=make_optimizer(cfg, opt, lr, alpha),
+                    data=d["train"],
+                    loss=loss_fn,
+                    eval_sets={"grid": d["grid"]},
+                    probes=[GateStats(Schedule.every(100))] if opt == "prm" else [],
+                    run_dir=out.file(name) / arm_name(opt, lr),
+                    progress=progress,
+                )
+                arm = summarize_arm(res.history)
+                steps, psnr_curve, coef_curve = arm.pop("_curves")
+                curves.setdefault("step", steps.tolist())
+                curves[f"{arm_name(opt, lr)}/psnr"] = psnr_curve.tolist()
+                curves[f"{arm_name(opt, lr)}/noise_coef"] = coef_curve.tolist()
+                if opt == "prm":
+                    arm["final_gate_mean"] = _final_seedwise(res.history, "probe/gate/gate_mean")
+                arms[opt][f"{lr:g}"] = {"lr": lr, **arm, "wall_s": time.perf_counter() - t0}
+        best, peak = {}, {}
+        for opt, by_lr in arms.items():
+            top = max(by_lr.values(), key=lambda a: (a["median_final_psnr"], a["median_best_psnr"]))
+            best[opt] = {"lr": top["lr"], **{k: top[k] for k in SUMMARY}}
+            top = max(by_lr.values(), key=lambda a: a["median_best_psnr"])
+            peak[opt] = {
+                "lr": top["lr"],
+                "median_best_psnr": top["median_best_psnr"],
+                "best_step": top["best_step"],
+            }
+        results["signals"][name] = {
+            "n_train": d["n_train"],
+            "n_grid": int(len(d["grid"]["clean"])),
+            "batch_size": d["batch_size"],
+            "alpha": alpha,
+            "noisy_psnr": d["noisy_psnr"],
+            "arms": arms,
+            "best": best,
+            "peak": peak,
+            "curves": curves,
+        }
+    results["wall_s"] = time.perf_counter() - t_start
+    out.write_results(results)
+
+    from experiments.inr.figure import draw
+
+    draw(out.path)
+    return results
+
+
+def _final_seedwise(history: dict, key: str) -> list[float] | None:
+    """The last logged value of ``key`` per seed (None if it was never logged)."""
+    if key not in history:
+        return None
+    v = history[key]
+    v = v[:, None] if v.ndim == 1 else v
+    return [float(col[~np.isnan(col)][-1]) if np.any(~np.isnan(col)) else None for col in v.T]
