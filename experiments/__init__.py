@@ -1,1 +1,1 @@
-"""Experiment packages: each ``experiments/<name>/`` holds a config and a run function (wiring only)."""
+"""Experiment packages: each ``experiments/<name>/`` holds a config and a run (wiring only)."""

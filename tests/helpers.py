@@ -51,7 +51,9 @@ def assert_tree_shapes_dtypes_equal(a, b) -> None:
 
 def assert_tree_all_finite(a) -> None:
     for path, x in jax.tree.flatten_with_path(a)[0]:
-        assert np.all(np.isfinite(np.asarray(x))), f"non-finite values at {jax.tree_util.keystr(path)}"
+        assert np.all(np.isfinite(np.asarray(x))), (
+            f"non-finite values at {jax.tree_util.keystr(path)}"
+        )
 
 
 def relative_error(x, y) -> float:
@@ -62,5 +64,5 @@ def relative_error(x, y) -> float:
 
 
 def log_slope(xs, ys) -> float:
-    """Least-squares slope of log(ys) against log(xs): a convergence order or a power-law exponent."""
+    """Least-squares slope of log(ys) vs log(xs): a convergence order or a power-law exponent."""
     return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)), 1)[0])
