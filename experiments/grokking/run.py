@@ -1,0 +1,322 @@
+"""Train AdamW and PRM on the same modular-arithmetic split and seeds; write results and figure.
+
+Run directory (``out_dir``)::
+
+    config.json            the resolved config (written here if the caller has not)
+    adamw/, prm/           one engine run directory per optimizer: metrics.jsonl (every seed,
+                           "trainset/acc" = accuracy on the whole train split, "test/acc"),
+                           probes.npz (NTK eigenvalues, W_S eigenvalues)
+    results.json           steps to the train / test targets per seed and median, their ratio
+    grokking.png, .pdf     the figure (:func:`experiments.grokking.figure.draw`)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from dyntheory import io, probes
+from dyntheory.config import to_dict
+from dyntheory.models import EmbedMLP, Transformer, count_params, functional
+from dyntheory.optim import finite_dataset_alpha, prm
+from dyntheory.optim.masks import gate
+from dyntheory.train import fit
+from experiments.grokking import figure
+from experiments.grokking.config import Config
+from experiments.grokking.data import ModularData, make_data
+from experiments.grokking.wsprobe import TrainDissipation
+
+
+def load_data(cfg: Config) -> ModularData:
+    fmt = "pair" if cfg.model == "mlp" else "sequence"
+    return make_data(cfg.p, cfg.op, cfg.train_fraction, cfg.split_seed, fmt)
+
+
+def build_model(cfg: Config, data: ModularData, key: jax.Array) -> nnx.Module:
+    rngs = nnx.Rngs(key)
+    if cfg.model == "mlp":
+        return EmbedMLP(
+            data.vocab_size, cfg.p, n_tokens=2, embed_dim=cfg.width, hidden=(cfg.hidden,), rngs=rngs
+        )
+    return Transformer(
+        data.vocab_size,
+        data.x_train.shape[1],
+        cfg.p,
+        width=cfg.width,
+        depth=cfg.depth,
+        heads=cfg.heads,
+        rngs=rngs,
+    )
+
+
+def prm_alpha(cfg: Config, n_train: int) -> float:
+    """α of the gate: the config's, else ``b/(n − b)`` (finite dataset, paper Sec. 6)."""
+    if cfg.prm_alpha is not None:
+        return cfg.prm_alpha
+    if cfg.batch_size is None or cfg.batch_size >= n_train:
+        raise ValueError(
+            f"PRM's α = b/(n − b) is undefined for batch_size={cfg.batch_size} with n_train="
+            f"{n_train}: a full batch has no sampling noise (the gate's ŝ then only measures how "
+            "the full-batch gradient drifts from step to step). Set prm_alpha explicitly (e.g. "
+            "prm_alpha=1) or train on minibatches smaller than the train set."
+        )
+    return finite_dataset_alpha(cfg.batch_size, n_train)
+
+
+def make_optimizer(cfg: Config, name: str, n_train: int) -> optax.GradientTransformation:
+    shared = dict(
+        learning_rate=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay
+    )
+    if name == "adamw":
+        return optax.adamw(**shared)
+    return prm(
+        **shared,
+        rho=cfg.prm_rho,
+        mask=cfg.prm_mask,
+        softness=cfg.prm_softness,
+        alpha=prm_alpha(cfg, n_train),
+    )
+
+
+def probe_steps(cfg: Config) -> tuple[int, ...]:
+    """``probe_points`` log-spaced steps in ``[10, steps)`` plus step 0 (the last step is added by
+    the schedule's ``final``)."""
+    if cfg.probe_points == 0:
+        return ()
+    hi = max(cfg.steps - 1, 10)
+    pts = np.unique(np.round(np.geomspace(10, hi, cfg.probe_points)).astype(int))
+    return (0, *(int(s) for s in pts if s < cfg.steps))
+
+
+def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
+    out: list[probes.Probe] = []
+    if name == "prm":
+        out.append(probes.GateStats(probes.Schedule.every(cfg.eval_every)))
+    steps = probe_steps(cfg)
+    if steps:
+        sched = probes.Schedule.at(*steps, final=True)
+        common = dict(lr=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+        if name == "adamw":
+            precond = probes.adam_preconditioner(cfg.lr, b2=cfg.b2, eps=cfg.eps)
+        else:
+            precond = probes.prm_preconditioner(
+                **common,
+                rho=cfg.prm_rho,
+                mask=cfg.prm_mask,
+                softness=cfg.prm_softness,
+                alpha=prm_alpha(cfg, n_train),
+            )
+        out.append(probes.NTKSpectrum(sched, top_k=32))
+        # The preconditioned kernel J diag(p) Jᵀ has no structured form; NTK-vector products cost
+        # O(n p · forward) where the Jacobian contraction costs O((n p)² P).
+        out.append(TrainDissipation(sched, preconditioner=_finite(precond)))
+    return out
+
+
+def _finite(precond):
+    """Zero where Adam's preconditioner is undefined: at step 0 the bias correction 1 − β₂⁰ = 0
+    makes ``η/(√v̂ + ε)`` 0/0, so the first probe interval would poison W_S with NaN. With this
+    guard W_S accumulates from the first probe step after 0."""
+    return lambda st: jax.tree.map(lambda p: jnp.where(jnp.isfinite(p), p, 0), precond(st))
+
+
+def first_crossing(steps: np.ndarray, values: np.ndarray, target: float) -> list[int | None]:
+    """Per seed (columns of ``values`` (T, S)), the first logged step with value >= target."""
+    out = []
+    for col in values.T:
+        ok = np.isfinite(col) & (col >= target)
+        out.append(int(steps[np.argmax(ok)]) if ok.any() else None)
+    return out
+
+
+def median_steps(per_seed: list[int | None]) -> float | None:
+    """Median with "not reached" counted as +∞; None when the median itself is not reached."""
+    vals = np.array([math.inf if s is None else s for s in per_seed], dtype=float)
+    med = float(np.median(vals))
+    return None if math.isinf(med) or math.isnan(med) else med
+
+
+def _last_finite(c: np.ndarray) -> float | None:
+    c = c[np.isfinite(c)]
+    return float(c[-1]) if len(c) else None
+
+
+def _seed_axis(x: np.ndarray) -> np.ndarray:
+    return x[:, None] if x.ndim == 1 else x
+
+
+def summarize(cfg: Config, history: dict[str, np.ndarray]) -> dict:
+    steps = history["step"]
+    train = _seed_axis(history["trainset/acc"])
+    test = _seed_axis(history["test/acc"])
+    tr = first_crossing(steps, train, cfg.train_target)
+    te = first_crossing(steps, test, cfg.test_target)
+    last = lambda a: [_last_finite(c) for c in a.T]
+    out = {
+        "steps_to_train_target": {"per_seed": tr, "median": median_steps(tr)},
+        "steps_to_test_target": {"per_seed": te, "median": median_steps(te)},
+        "final_train_acc": last(train),
+        "final_test_acc": last(test),
+        # memorize first, generalize later: train target reached strictly before the test target
+        "memorized_first": [
+            a is not None and (b is None or a < b) for a, b in zip(tr, te, strict=True)
+        ],
+    }
+    for key in ("probe/gate/gate_mean", "probe/gate/gate_open_fraction"):
+        if key in history:
+            g = _seed_axis(history[key])
+            out[key.split("/")[-1] + "_final"] = last(g)
+            out[key.split("/")[-1] + "_median_over_run"] = [
+                float(np.median(c[np.isfinite(c)])) if np.isfinite(c).any() else None for c in g.T
+            ]
+    if "probe/ntk/effective_rank_participation" in history:
+        for key in ("effective_rank_participation", "drift"):
+            out[f"ntk/{key}_final"] = last(_seed_axis(history[f"probe/ntk/{key}"]))
+    if "probe/dissipation/w_effective_rank" in history:
+        # W_S advances with the preconditioned kernel held fixed between probe steps; once Adam's
+        # step outgrows that linearization (η‖B K_eff‖ > 2) the accumulator overflows, so report
+        # the last probe step where it is finite.
+        valid = np.isfinite(_seed_axis(history["probe/dissipation/w_effective_rank"]))
+        rows = [int(np.flatnonzero(v)[-1]) if v.any() else None for v in valid.T]
+        out["dissipation/valid_until_step"] = [None if r is None else int(steps[r]) for r in rows]
+        for key in ("w_effective_rank", "channel_dim", "g0_channel", "g0_reservoir"):
+            v = _seed_axis(history[f"probe/dissipation/{key}"])
+            out[f"dissipation/{key}_last_valid"] = [
+                None if r is None else float(v[r, i]) for i, r in enumerate(rows)
+            ]
+    return out
+
+
+def gate_per_tensor(cfg: Config, opt_state, n_train: int) -> dict[str, list[float]]:
+    """PRM's gate at the final state, averaged over each parameter tensor: which parts it shuts.
+
+    Recomputes ``q = mask(m̂², ŝ)`` from the state's ``m`` and ``s`` (Algorithm 1) per leaf;
+    returns ``{"<layer path>": [mean q per seed]}`` (fraction of the update Adam would make).
+    """
+    st = probes.find_state(opt_state, "ScaleByPopulationRiskState")
+    t = np.asarray(st.count, np.float64).reshape(-1)[0]
+    c1, c_rho = 1 - cfg.b1**t, 1 - cfg.prm_rho**t
+    alpha = prm_alpha(cfg, n_train)
+    out = {}
+    for (path, m), s in zip(
+        jax.tree.flatten_with_path(st.mu)[0], jax.tree.leaves(st.s), strict=True
+    ):
+        q = gate(
+            (m / c1) ** 2,
+            s / c_rho,
+            mask=cfg.prm_mask,
+            reduction="per_parameter",
+            alpha=alpha,
+            softness=cfg.prm_softness,
+            eps=cfg.eps,
+        )
+        q = (
+            np.asarray(q, np.float64).reshape(cfg.seeds, -1)
+            if cfg.seeds > 1
+            else (np.asarray(q, np.float64).reshape(1, -1))
+        )
+        out[probes.path_name(path)] = q.mean(axis=1).tolist()
+    return out
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b == 0 else a / b
+
+
+def _resumable(sub: Path, cfg: Config, name: str) -> bool:
+    """Whether ``sub`` holds a run of the same config (up to ``steps``) to resume; records the
+    config there. A changed config (``--force`` with other ``--set`` values) starts over."""
+    mine = {"optimizer": name, "config": to_dict(cfg) | {"steps": None}}
+    path = sub / io.CONFIG
+    same = path.exists() and io.read_json(path) == json.loads(json.dumps(mine))
+    sub.mkdir(parents=True, exist_ok=True)
+    io.write_json(path, mine)
+    return same
+
+
+def run(cfg: Config, run_dir) -> dict:
+    """Train every optimizer of ``cfg`` on every seed; write ``results.json`` and the figure.
+
+    ``run_dir`` is the run directory (a :class:`dyntheory.io.RunDir` or a path); each optimizer
+    trains in its own engine run directory under it and resumes from its checkpoints when the
+    config is unchanged (``dyntheory resume``). Returns the results (also written).
+    """
+    t_start = time.perf_counter()
+    out = Path(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / io.CONFIG).exists():
+        io.write_json(out / io.CONFIG, {"experiment": "grokking", "config": to_dict(cfg)})
+    data = load_data(cfg)
+    n_train = len(data.y_train)
+    alpha = prm_alpha(cfg, n_train) if "prm" in cfg.optimizers else None  # fails before compute
+    apply_fn, params0 = functional(build_model(cfg, data, jax.random.key(0)))
+    init_params = lambda key: functional(build_model(cfg, data, key))[1]
+    train = {"x": data.x_train, "y": data.y_train}
+    eval_sets = {"test": {"x": data.x_test, "y": data.y_test}, "trainset": train}
+
+    per_opt, wall = {}, {}
+    for name in cfg.optimizers:
+        t0 = time.perf_counter()
+        result = fit(
+            cfg,
+            apply_fn=apply_fn,
+            init_params=init_params,
+            optimizer=make_optimizer(cfg, name, n_train),
+            data=train,
+            loss="softmax_ce",
+            eval_sets=eval_sets,
+            probes=make_probes(cfg, name, n_train),
+            run_dir=out / name,
+            resume=_resumable(out / name, cfg, name),
+        )
+        wall[name] = time.perf_counter() - t0
+        per_opt[name] = summarize(cfg, result.history) | {"wall_time_s": wall[name]}
+        if name == "prm":
+            per_opt[name]["gate_mean_per_tensor_final"] = gate_per_tensor(
+                cfg, result.state.opt_state, n_train
+            )
+
+    te = {o: r["steps_to_test_target"] for o, r in per_opt.items()}
+    both = "adamw" in te and "prm" in te
+    ratio = _ratio(te["adamw"]["median"], te["prm"]["median"]) if both else None
+    results = {
+        "experiment": "grokking",
+        "task": {
+            "p": cfg.p,
+            "op": cfg.op,
+            "train_fraction": cfg.train_fraction,
+            "n_train": n_train,
+            "n_test": len(data.y_test),
+        },
+        "model": {"kind": cfg.model, "params": count_params(params0)},
+        "steps": cfg.steps,
+        "seeds": [cfg.seed + s for s in range(cfg.seeds)],
+        "step_resolution": cfg.eval_every,
+        "train_target": cfg.train_target,
+        "test_target": cfg.test_target,
+        "prm_alpha": alpha,
+        "optimizers": per_opt,
+        # steps to the test target, AdamW / PRM: > 1 means PRM generalizes in fewer steps
+        "ratio_adamw_over_prm": ratio,
+        "ratio_adamw_over_prm_per_seed": [
+            _ratio(a, b)
+            for a, b in zip(te["adamw"]["per_seed"], te["prm"]["per_seed"], strict=True)
+        ]
+        if both
+        else None,
+        "prm_at_least_2x_fewer_steps": None if ratio is None else bool(ratio >= 2.0),
+        "wall_time_s": None,
+    }
+    io.write_json(out / io.RESULTS, results)
+    figure.draw(out)
+    results["wall_time_s"] = time.perf_counter() - t_start
+    io.write_json(out / io.RESULTS, results)
+    return results

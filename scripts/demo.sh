@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Set up .venv if needed, then run the main job: the quick grokking experiment (AdamW vs PRM,
+# 3 seeds, a few minutes on a 2-core CPU). Writes runs/grokking-quick/ with results.json and
+# grokking.png. Extra arguments go to `dyntheory run`, e.g.  bash scripts/demo.sh --set seeds=1
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/dyntheory run grokking --preset quick --out runs/grokking-quick "$@"
+echo "[demo] figure: runs/grokking-quick/grokking.png"

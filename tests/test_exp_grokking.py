@@ -1,0 +1,185 @@
+"""The grokking experiment: modular-arithmetic data, config validation, a tiny end-to-end run."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dyntheory import cli
+from dyntheory.config import ConfigError, apply_overrides
+from experiments.grokking import PRESETS, Config
+from experiments.grokking.data import OPS, all_pairs, is_prime, make_data, tokens
+from experiments.grokking.run import first_crossing, median_steps, prm_alpha
+
+# --------------------------------------------------------------------------- data
+
+
+def test_is_prime():
+    primes = [q for q in range(60) if is_prime(q)]
+    assert primes == [2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47, 53, 59]
+
+
+@pytest.mark.parametrize("p", [2, 5, 11, 97])
+def test_division_is_multiplication_by_the_inverse(p):
+    pairs, c = all_pairs(p, "div")
+    a, b = pairs[:, 0], pairs[:, 1]
+    assert np.all(b != 0)
+    np.testing.assert_array_equal((c.astype(np.int64) * b) % p, a)  # c = a / b  <=>  c b = a
+
+
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_all_pairs_once_with_brute_force_labels(op):
+    p = 7
+    pairs, c = all_pairs(p, op)
+    expected = {}
+    for a in range(p):
+        for b in range(p):
+            if op == "div" and b == 0:
+                continue
+            inv = next((x for x in range(p) if (b * x) % p == 1), None)
+            expected[(a, b)] = {"add": a + b, "sub": a - b, "mul": a * b, "div": a * (inv or 0)}[
+                op
+            ] % p
+    got = {(int(a), int(b)): int(y) for (a, b), y in zip(pairs, c, strict=True)}
+    assert len(got) == len(pairs) == (p * (p - 1) if op == "div" else p * p)
+    assert got == expected
+    assert pairs.dtype == c.dtype == np.int32
+
+
+@pytest.mark.parametrize("frac", [0.25, 0.5, 0.9])
+def test_split_sizes_disjoint_and_complete(frac):
+    d = make_data(p=13, op="div", train_fraction=frac, split_seed=3)
+    n = 13 * 12
+    assert len(d.y_train) == round(frac * n) and len(d.y_test) == n - round(frac * n)
+    rows = {tuple(r) for r in np.concatenate([d.x_train, d.x_test])}
+    assert len(rows) == n  # every pair exactly once, train and test disjoint
+    assert d.x_train.shape == (len(d.y_train), 2) and d.vocab_size == 13
+
+
+def test_split_is_deterministic_and_seeded():
+    a = make_data(11, "add", 0.5, split_seed=0)
+    b = make_data(11, "add", 0.5, split_seed=0)
+    c = make_data(11, "add", 0.5, split_seed=1)
+    np.testing.assert_array_equal(a.x_train, b.x_train)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert not np.array_equal(a.x_train, c.x_train)
+
+
+def test_sequence_tokens():
+    d = make_data(7, "mul", 0.5, fmt="sequence")
+    assert d.x_train.shape[1] == 4 and d.vocab_size == 9
+    np.testing.assert_array_equal(d.x_train[:, 1], 7)  # the operation token
+    np.testing.assert_array_equal(d.x_train[:, 3], 8)  # "="
+    np.testing.assert_array_equal((d.x_train[:, 0] * d.x_train[:, 2]) % 7, d.y_train)
+    with pytest.raises(ValueError, match="unknown token format"):
+        tokens(np.zeros((1, 2), np.int32), 7, "bytes")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        (dict(p=91, op="div"), "needs p prime.*91 is not prime.*89, 97"),
+        (dict(p=1, op="add"), "integer >= 2"),
+        (dict(p=7, op="pow"), "unknown operation 'pow'; valid operations: add.*sub.*mul.*div"),
+        (dict(p=7, op="add", train_fraction=0.0), "strictly between 0 and 1"),
+        (dict(p=7, op="add", train_fraction=1.0), "strictly between 0 and 1"),
+        (dict(p=7, op="add", train_fraction=0.01), "both the train and the test set"),
+    ],
+)
+def test_make_data_rejects_bad_tasks(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make_data(**{"train_fraction": 0.5, **kwargs})
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("override", "match"),
+    [
+        ("p=96", "needs p prime"),
+        ("train_fraction=1.5", "strictly between 0 and 1"),
+        ("train_fraction=0", "strictly between 0 and 1"),
+        ("op=pow", "valid operations: add"),
+        ("optimizers=sgd", "subset of adamw, prm"),
+    ],
+)
+def test_bad_set_values_raise_config_errors(override, match):
+    with pytest.raises(ConfigError, match=match):
+        apply_overrides(PRESETS["quick"].config, [override])
+
+
+def test_prm_alpha_is_b_over_n_minus_b_and_full_batch_needs_it_explicitly():
+    cfg = PRESETS["quick"].config  # ÷ mod 59, half of 59·58 pairs, batch 512
+    n = round(0.5 * 59 * 58)
+    assert prm_alpha(cfg, n) == pytest.approx(512 / (n - 512))
+    full = apply_overrides(cfg, ["batch_size=none", "prm_alpha=1"])
+    assert prm_alpha(full, n) == 1.0
+    with pytest.raises(ValueError, match="full batch has no sampling noise.*prm_alpha"):
+        prm_alpha(apply_overrides(cfg, ["batch_size=none"]), n)
+
+
+def test_cli_reports_bad_values_before_compute(tmp_path, capsys):
+    out = tmp_path / "run"
+    status = cli.main(["run", "grokking", "--preset", "tiny", "--set", "p=12", "--out", str(out)])
+    assert status == 2
+    assert "12 is not prime" in capsys.readouterr().err
+    assert not (out / "config.json").exists()
+
+
+def test_presets():
+    paper = PRESETS["paper"].config
+    assert (paper.p, paper.op, paper.train_fraction, paper.model) == (
+        97,
+        "div",
+        0.25,
+        "transformer",
+    )
+    assert (paper.depth, paper.width, paper.heads, paper.batch_size) == (2, 128, 4, 512)
+    assert (paper.lr, paper.weight_decay, paper.b1, paper.b2) == (1e-3, 1.0, 0.9, 0.98)
+    quick = PRESETS["quick"].config
+    assert quick.optimizers == ("adamw", "prm") and quick.seeds == 3
+    assert "dyntheory run grokking --preset quick" in Config.__doc__
+
+
+def test_first_crossing_and_median():
+    steps = np.array([0, 50, 100, 150])
+    acc = np.array([[0.1, 0.2], [0.96, np.nan], [0.5, 0.2], [0.97, 0.3]])
+    assert first_crossing(steps, acc, 0.95) == [50, None]
+    assert median_steps([100, None, 300]) == 300.0  # "not reached" counts as +inf
+    assert median_steps([100, None, None]) is None
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_tiny_run_writes_results_and_figure(tmp_path):
+    out = tmp_path / "run"
+    run_dir, results = cli.run_experiment("grokking", "tiny", out=out)
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["optimizers"].keys() == {"adamw", "prm"}
+    cfg = PRESETS["tiny"].config
+    for r in on_disk["optimizers"].values():
+        for key in ("steps_to_train_target", "steps_to_test_target"):
+            assert set(r[key]) == {"per_seed", "median"}
+            assert len(r[key]["per_seed"]) == cfg.seeds
+        assert len(r["final_test_acc"]) == cfg.seeds
+        assert all(0.0 <= a <= 1.0 for a in r["final_train_acc"] + r["final_test_acc"])
+        assert r["wall_time_s"] > 0
+        assert len(r["ntk/effective_rank_participation_final"]) == cfg.seeds
+        assert len(r["dissipation/w_effective_rank_last_valid"]) == cfg.seeds
+    assert len(on_disk["optimizers"]["prm"]["gate_open_fraction_final"]) == cfg.seeds
+    for key in (
+        "ratio_adamw_over_prm",
+        "ratio_adamw_over_prm_per_seed",
+        "wall_time_s",
+        "prm_alpha",
+        "task",
+        "step_resolution",
+    ):
+        assert key in on_disk
+    assert on_disk["wall_time_s"] > 0
+    assert (out / "grokking.png").stat().st_size > 0 and (out / "grokking.pdf").exists()
+    assert (out / "adamw" / "metrics.jsonl").exists() and (out / "prm" / "probes.npz").exists()
