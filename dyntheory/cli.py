@@ -44,7 +44,7 @@ EXPERIMENTS_PACKAGE = "experiments"
 
 # name -> ("module:function", help). function(argv: list[str]) -> int exit status.
 PLUGINS: dict[str, tuple[str, str]] = {
-    "figures": ("paper_figures.cli:main", "draw every paper figure from run directories"),
+    "figures": ("dyntheory.figures_cli:main", "draw every paper figure from run directories"),
     "diagnose": ("dyntheory.diagnostics_cli:main", "trainability diagnostics at initialization"),
 }
 

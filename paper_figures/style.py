@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -31,7 +32,13 @@ COLORS = {
     "signal": PALETTE["sky"],
     "noise": PALETTE["orange"],
     "fit": PALETTE["black"],
+    # the four cells of the channel/reservoir split (signal = clean targets, noise = label noise)
+    "clean_channel": PALETTE["blue"],
+    "clean_reservoir": PALETTE["sky"],
+    "noise_channel": PALETTE["vermillion"],
+    "noise_reservoir": PALETTE["orange"],
 }
+LABELS = {"adamw": "AdamW", "prm": "PRM"}
 CYCLE = [PALETTE[k] for k in ("blue", "vermillion", "green", "orange", "purple", "sky", "yellow")]
 
 WIDTH_ONE = 5.0  # inches, single panel
@@ -60,12 +67,76 @@ def apply() -> None:
     )
 
 
-def save(fig, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name``.png and ``name``.pdf into ``out_dir``; return both paths."""
+def save(fig, out_dir: Path, name: str, dpi: int | None = None) -> list[Path]:
+    """Write ``name``.png and ``name``.pdf into ``out_dir``; return both paths.
+
+    ``dpi`` overrides ``savefig.dpi`` for the PNG (the PDF is vector graphics either way).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     for p in paths:
-        fig.savefig(p)
+        fig.savefig(p, **({"dpi": dpi} if dpi and p.suffix == ".png" else {}))
     plt.close(fig)
     return paths
+
+
+def seed_axis(x: np.ndarray) -> np.ndarray:
+    """``(T,)`` or ``(T, S)`` metrics column as ``(T, S)``."""
+    x = np.asarray(x, dtype=float)
+    return x[:, None] if x.ndim == 1 else x
+
+
+def band(
+    ax,
+    x,
+    values,
+    color,
+    label: str | None = None,
+    ls: str = "-",
+    lw: float = 1.6,
+    alpha: float = 0.18,
+    where=None,
+) -> bool:
+    """Median over seeds (columns of ``values``) with a min–max band, on the rows where every seed
+    is measured (and ``where``, a boolean row mask); returns whether anything was drawn."""
+    x = np.asarray(x, dtype=float)
+    v = seed_axis(values)
+    ok = np.isfinite(v).all(axis=1) & np.isfinite(x)
+    if where is not None:
+        ok &= np.asarray(where, dtype=bool)
+    if not ok.any():
+        return False
+    x, v = x[ok], v[ok]
+    ax.plot(x, np.median(v, axis=1), ls=ls, color=color, lw=lw, label=label)
+    if v.shape[1] > 1:
+        ax.fill_between(x, v.min(axis=1), v.max(axis=1), color=color, alpha=alpha, lw=0)
+    return True
+
+
+def note(ax, text: str, loc: str = "lower right") -> None:
+    """A small boxed annotation in a corner of ``ax`` (the measured numbers of a panel)."""
+    xs = {"left": (0.02, "left"), "right": (0.98, "right"), "center": (0.5, "center")}
+    ys = {"lower": (0.03, "bottom"), "upper": (0.97, "top"), "center": (0.5, "center")}
+    v, h = loc.split() if " " in loc else ("center", loc)
+    (x, ha), (y, va) = xs[h], ys[v]
+    ax.text(
+        x,
+        y,
+        text,
+        transform=ax.transAxes,
+        ha=ha,
+        va=va,
+        fontsize=7.5,
+        bbox={"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.7", "alpha": 0.9},
+    )
+
+
+def plain_log_ticks(ax, axis: str = "x") -> None:
+    """Plain-number ticks at 1, 2, 5 × 10^k (0.25 → 0.2, 0.5, 1, 2, ...) on a log axis."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    target.set_minor_formatter(NullFormatter())
