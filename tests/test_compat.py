@@ -123,6 +123,34 @@ def test_implementations_match_jacobian_contraction_stax_mlp(nt, inputs, impleme
     assert relative_error(k, _reference_ntk(apply_fn, params, x1, x2)) <= 1e-5
 
 
+@pytest.mark.parametrize(
+    "window",
+    [((1, 0), (4, 5), None), ((0, 1), (5, 5), (2, 3)), ((2, 0), (3, 1), (1, 1))],
+    ids=["contiguous", "strided", "thin"],
+)
+def test_restored_slice_transposes_equal_jax_vjp(nt, window):
+    """The old-form slice / dynamic_slice rules equal jax's own cotangents (its vjp)."""
+    from jax import lax
+    from jax.interpreters import ad
+
+    start, limit, strides = window
+    x = jax.random.normal(jax.random.PRNGKey(0), (5, 5))
+    out, vjp = jax.vjp(lambda a: lax.slice(a, start, limit, strides), x)
+    ct = jax.random.normal(jax.random.PRNGKey(1), out.shape)
+    rule = ad.get_primitive_transpose(lax.slice_p)
+    got = rule(ct, ad.UndefinedPrimal(jax.core.ShapedArray(x.shape, x.dtype)),
+               start_indices=start, limit_indices=limit, strides=strides)[0]  # fmt: skip
+    assert jnp.array_equal(got, vjp(ct)[0])
+
+    sizes = tuple(b - a for a, b in zip(start, limit, strict=True))
+    _, dvjp = jax.vjp(lambda a: lax.dynamic_slice(a, start, sizes), x)
+    ct = jax.random.normal(jax.random.PRNGKey(2), sizes)
+    rule = ad.get_primitive_transpose(lax.dynamic_slice_p)
+    got = rule(ct, ad.UndefinedPrimal(jax.core.ShapedArray(x.shape, x.dtype)),
+               *map(jnp.int32, start), slice_sizes=sizes)  # fmt: skip
+    assert jnp.array_equal(got[0], dvjp(ct)[0]) and got[1:] == [None, None]
+
+
 @pytest.fixture
 def uncached(monkeypatch):
     monkeypatch.setattr(compat, "_nt_module", None)

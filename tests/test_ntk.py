@@ -125,12 +125,7 @@ def _neural_tangents_or_skip(name, trace, cross):
         import_neural_tangents()
     except ImportError as e:
         pytest.skip(str(e))
-    try:
-        return _run(name, "neural_tangents", trace, cross)
-    except NotImplementedError as e:
-        if "'slice'" in str(e):  # needs the slice transpose rule restored by dyntheory._compat
-            pytest.skip(f"dyntheory._compat does not yet restore lax.slice's transpose: {e}")
-        raise
+    return _run(name, "neural_tangents", trace, cross)
 
 
 @pytest.mark.parametrize("name", MODELS)

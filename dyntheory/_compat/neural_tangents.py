@@ -32,6 +32,14 @@ What neural-tangents touches, and why each patch exists (measured on jax 0.9.2):
 - ``neural_tangents._src.empirical._get_flops`` (used by ``NtkImplementation.AUTO`` to pick the
   cheapest implementation) indexes ``Compiled.cost_analysis()[0]``; jax now returns a dict, not a
   list of dicts. It is replaced by a version that accepts both.
+- ``ad.primitive_transposes[lax.slice_p / lax.dynamic_slice_p]``: the STRUCTURED_DERIVATIVES
+  backward pass calls ``ad.get_primitive_transpose(prim)(ct, *invals, **params)``, the old
+  ``ct -> [operand_ct]`` rule form. jax 0.9 moved these two primitives to the new accumulator form
+  (``ad.fancy_transposes``), so any model that slices (gated activations split their pre-activation,
+  attention splits heads) failed with ``NotImplementedError: Transpose rule (for reverse-mode
+  differentiation) for 'slice' not implemented``. Rules of the old form are added for both:
+  zero-padding the cotangent for ``slice`` and ``dynamic_update_slice`` into zeros for
+  ``dynamic_slice`` (the same maps jax uses).
 
 With these, all four ``NtkImplementation``s (JACOBIAN_CONTRACTION, NTK_VECTOR_PRODUCTS,
 STRUCTURED_DERIVATIVES, AUTO) run and agree with a plain Jacobian contraction
@@ -95,6 +103,49 @@ def _patch_jax() -> None:
         ad.zeros_like_p = jex_core.Primitive("zeros_like")
 
 
+def _slice_transpose(ct, operand, *, start_indices, limit_indices, strides):
+    """Old-form transpose of ``lax.slice``: scatter ``ct`` back into zeros by padding."""
+    import numpy as np
+    from jax import lax
+    from jax._src import ad_util
+    from jax.interpreters import ad
+
+    assert ad.is_undefined_primal(operand)
+    shape = operand.aval.shape
+    if type(ct) is ad_util.Zero:
+        return [ad_util.Zero(operand.aval)]
+    strides = (1,) * len(shape) if strides is None else tuple(strides)
+    # the extent actually covered along each axis: last element taken, plus one
+    taken = np.where(np.array(ct.shape) == 0, 0, 1 + (np.array(ct.shape) - 1) * strides)
+    high = np.subtract(shape, np.add(start_indices, taken))
+    pads = list(zip(start_indices, high, np.subtract(strides, 1), strict=True))
+    out = lax.pad(ct, lax.full((), 0, ct.dtype), pads)
+    assert out.shape == shape, (out.shape, shape)
+    return [out]
+
+
+def _dynamic_slice_transpose(ct, operand, *start_indices, slice_sizes):
+    """Old-form transpose of ``lax.dynamic_slice``: ``ct`` written into zeros at the start."""
+    from jax import lax
+    from jax._src import ad_util
+    from jax.interpreters import ad
+
+    assert ad.is_undefined_primal(operand)
+    if type(ct) is ad_util.Zero:
+        return [ad_util.Zero(operand.aval)] + [None] * len(start_indices)
+    zeros = lax.full(operand.aval.shape, 0, operand.aval.dtype)
+    return [lax.dynamic_update_slice(zeros, ct, start_indices)] + [None] * len(start_indices)
+
+
+def _patch_transposes() -> None:
+    """Add old-form transpose rules for ``slice``/``dynamic_slice`` where jax has none."""
+    from jax import lax
+    from jax.interpreters import ad
+
+    ad.primitive_transposes.setdefault(lax.slice_p, _slice_transpose)
+    ad.primitive_transposes.setdefault(lax.dynamic_slice_p, _dynamic_slice_transpose)
+
+
 def _experimental_stub() -> types.ModuleType:
     """A stand-in for the TensorFlow-only ``neural_tangents.experimental``."""
     stub = types.ModuleType(
@@ -143,6 +194,7 @@ def import_neural_tangents() -> types.ModuleType:
         raise ImportError(INSTALL_HINT)
 
     _patch_jax()
+    _patch_transposes()
     if "neural_tangents.experimental" not in sys.modules:
         sys.modules["neural_tangents.experimental"] = _experimental_stub()
     try:
