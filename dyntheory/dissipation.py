@@ -71,6 +71,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dyntheory import _linalg
+
 _TRACED_STEP_BITS = 31  # a traced `steps` must be < 2**31
 
 
@@ -216,7 +218,7 @@ def coupling(state: DissipationState, rcond: float | None = None) -> jax.Array:
     """
     if rcond is None:
         rcond = float(np.sqrt(np.finfo(state.D.dtype).eps))
-    return state.G @ jnp.linalg.pinv(state.D, rtol=rcond)
+    return state.G @ _linalg.pinv(state.D, rcond)
 
 
 def _geometric_sums(x: jax.Array, k, dtype) -> tuple[jax.Array, jax.Array, jax.Array]:

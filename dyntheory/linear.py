@@ -26,6 +26,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from dyntheory import _linalg
+
 Array = jax.Array
 
 
@@ -158,11 +160,14 @@ def min_norm_solution(Phi: Array, y: Array, *, rtol: float | None = None) -> Arr
     Args:
       Phi: ``(n, P)`` features. y: ``(n,)`` or ``(n, p)`` targets.
       rtol: singular values below ``rtol · σ_max`` are treated as zero (default as
-        ``jnp.linalg.pinv``).
+        ``jnp.linalg.pinv``: ``10 · max(n, P) · eps``).
 
     Returns:
       ``(P,)`` or ``(P, p)``.
     """
     if jnp.ndim(Phi) != 2 or jnp.shape(y)[:1] != Phi.shape[:1]:
         raise ValueError(f"need Phi (n, P) and y (n, ...), got {jnp.shape(Phi)}, {jnp.shape(y)}.")
-    return jnp.tensordot(jnp.linalg.pinv(Phi, rtol=rtol), y, axes=1)
+    Phi = jnp.asarray(Phi)
+    if rtol is None:
+        rtol = 10 * max(Phi.shape) * float(jnp.finfo(Phi.dtype).eps)
+    return jnp.tensordot(_linalg.pinv(Phi, rtol), y, axes=1)
