@@ -16,10 +16,6 @@ from experiments.double_descent.data import make_task
 from experiments.double_descent.exact import feature_counts, summarize_sweep
 from experiments.double_descent.trained import subrun_dir
 
-# Not yet verified on an idle machine: these smoke runs stalled under heavy CPU contention,
-# so they stay out of the default suite until checked (run with -m slow).
-pytestmark = pytest.mark.slow
-
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
 def test_make_task_noise(task):

@@ -18,10 +18,6 @@ from experiments.dynamics import PRESETS, Config
 from experiments.dynamics.probes import PARTS, SUBS, DriftDiffusion
 from experiments.dynamics.run import coherent, curves, fit_window, rms_over_seeds
 
-# Not yet verified on an idle machine: these smoke runs stalled under heavy CPU contention,
-# so they stay out of the default suite until checked (run with -m slow).
-pytestmark = pytest.mark.slow
-
 
 @pytest.mark.parametrize(
     "override, match",

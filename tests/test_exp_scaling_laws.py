@@ -14,10 +14,6 @@ from dyntheory import cli
 from dyntheory.config import ConfigError, apply_overrides
 from experiments.scaling_laws import DESCRIPTION, PRESETS, Config, classify, teacher
 
-# Not yet verified on an idle machine: these smoke runs stalled under heavy CPU contention,
-# so they stay out of the default suite until checked (run with -m slow).
-pytestmark = pytest.mark.slow
-
 TS = types.SimpleNamespace(
     M=64,
     a=1.5,

@@ -18,10 +18,6 @@ import pytest
 from dyntheory import cli, figures_cli
 from paper_figures import catalog, runs, style
 
-# Not yet verified on an idle machine: these smoke runs stalled under heavy CPU contention,
-# so they stay out of the default suite until checked (run with -m slow).
-pytestmark = pytest.mark.slow
-
 # Smaller than the tiny presets where a figure does not need the extra arms (speed only).
 SHRINK = {
     "grokking": ["probe_points=0"],
