@@ -11,7 +11,7 @@ from dyntheory import cli
 from dyntheory.config import ConfigError, apply_overrides
 from experiments.grokking import PRESETS, Config
 from experiments.grokking.data import OPS, all_pairs, is_prime, make_data, tokens
-from experiments.grokking.run import first_crossing, median_steps, prm_alpha
+from experiments.grokking.run import _resumable, first_crossing, median_steps, prm_alpha
 
 # --------------------------------------------------------------------------- data
 
@@ -150,6 +150,17 @@ def test_first_crossing_and_median():
     assert first_crossing(steps, acc, 0.95) == [50, None]
     assert median_steps([100, None, 300]) == 300.0  # "not reached" counts as +inf
     assert median_steps([100, None, None]) is None
+
+
+def test_sub_runs_resume_only_a_continued_run_of_the_same_config(tmp_path):
+    cfg = PRESETS["tiny"].config
+    assert not _resumable(tmp_path, "prm", cfg, continuing=True)  # nothing there yet
+    assert _resumable(tmp_path, "prm", cfg, continuing=True)  # same config: resume
+    longer = apply_overrides(cfg, ["steps=80"])
+    assert _resumable(tmp_path, "prm", longer, continuing=True)  # `resume --set steps=N`
+    assert not _resumable(tmp_path, "prm", longer, continuing=False)  # `run --force`
+    other = apply_overrides(cfg, ["lr=0.01"])
+    assert not _resumable(tmp_path, "prm", other, continuing=True)  # changed config
 
 
 # --------------------------------------------------------------------------- end to end

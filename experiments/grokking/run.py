@@ -3,6 +3,8 @@
 Run directory (``out_dir``)::
 
     config.json            the resolved config (written here if the caller has not)
+    metrics.jsonl          empty: marks a started run, so that ``dyntheory resume`` continues
+                           each optimizer from its checkpoints (``run --force`` removes it)
     adamw/, prm/           one engine run directory per optimizer: metrics.jsonl (every seed,
                            "trainset/acc" = accuracy on the whole train split, "test/acc"),
                            probes.npz (NTK eigenvalues, W_S eigenvalues)
@@ -231,12 +233,14 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _resumable(sub: Path, cfg: Config, name: str) -> bool:
-    """Whether ``sub`` holds a run of the same config (up to ``steps``) to resume; records the
-    config there. A changed config (``--force`` with other ``--set`` values) starts over."""
+def _resumable(out: Path, name: str, cfg: Config, continuing: bool) -> bool:
+    """Whether ``out/name`` holds a run of the same config (up to ``steps``) to resume; records the
+    config there. Only a continued run resumes: ``dyntheory run --force`` empties the top-level
+    run directory (its ``metrics.jsonl`` marker goes), and then every optimizer starts over."""
+    sub = out / name
     mine = {"optimizer": name, "config": to_dict(cfg) | {"steps": None}}
     path = sub / io.CONFIG
-    same = path.exists() and io.read_json(path) == json.loads(json.dumps(mine))
+    same = continuing and path.exists() and io.read_json(path) == json.loads(json.dumps(mine))
     sub.mkdir(parents=True, exist_ok=True)
     io.write_json(path, mine)
     return same
@@ -254,6 +258,8 @@ def run(cfg: Config, run_dir) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     if not (out / io.CONFIG).exists():
         io.write_json(out / io.CONFIG, {"experiment": "grokking", "config": to_dict(cfg)})
+    continuing = (out / io.METRICS).exists()  # written below; removed by RunDir.reset()
+    (out / io.METRICS).touch()
     data = load_data(cfg)
     n_train = len(data.y_train)
     alpha = prm_alpha(cfg, n_train) if "prm" in cfg.optimizers else None  # fails before compute
@@ -275,7 +281,7 @@ def run(cfg: Config, run_dir) -> dict:
             eval_sets=eval_sets,
             probes=make_probes(cfg, name, n_train),
             run_dir=out / name,
-            resume=_resumable(out / name, cfg, name),
+            resume=_resumable(out, name, cfg, continuing),
         )
         wall[name] = time.perf_counter() - t0
         per_opt[name] = summarize(cfg, result.history) | {"wall_time_s": wall[name]}
