@@ -6,11 +6,11 @@
 Both optimizers run the identical train step (forward, backward, ``opt.update``,
 ``optax.apply_updates``), jitted once each with params and optimizer state donated, on an MLP of
 about 1M parameters and a small decoder-only transformer from :mod:`dyntheory.models`. Repeats are
-interleaved (adamw, prm, prm per_tensor, adamw, ...) so drifting machine load hits all alike; the
-ratio is the median over repeats of the per-repeat time ratio. Because wall time on a shared
-machine is noisy, the table also gives the same ratio of process CPU time, and the ratio of the
-bytes XLA's cost analysis says the compiled step reads and writes (a load-independent proxy: the
-optimizer is memory-bound). State bytes are summed over the optimizer state's leaves;
+interleaved (adamw, prm, prm gate_stats=False, prm per_tensor, adamw, ...) so drifting machine load
+hits all alike; the ratio is the median over repeats of the per-repeat time ratio. Because wall
+time on a shared machine is noisy, the table also gives the same ratio of process CPU time, and the
+ratio of the bytes XLA's cost analysis says the compiled step reads and writes (a load-independent
+proxy: the optimizer is memory-bound). State bytes are summed over the optimizer state's leaves;
 "param-sized buffers" counts its non-scalar bytes in units of the params' bytes (adamw: m, v = 2;
 PRM: m, v, s = 3). Targets (issue 4): time ratio <= 1.10, exactly one extra param-sized buffer.
 Prints a markdown table.
@@ -116,6 +116,7 @@ def main(argv=None) -> None:
     optimizers = {
         "adamw": optax.adamw(LR, weight_decay=WD),
         "prm": prm(LR, weight_decay=WD),
+        "prm gate_stats=False": prm(LR, weight_decay=WD, gate_stats=False),
         "prm per_tensor": prm(LR, weight_decay=WD, reduction="per_tensor"),
     }
     dev = jax.devices()[0]

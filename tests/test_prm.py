@@ -327,6 +327,25 @@ def test_gate_statistics_count_coordinates_equally():
     assert float(state.gate_open_fraction) == 12 / 16
 
 
+@pytest.mark.parametrize("reduction", ["per_parameter", "per_tensor"])
+def test_without_gate_stats_updates_are_identical_and_stats_nan(reduction):
+    keys = jax.random.split(jax.random.key(3), 4)
+    params = {"w": jax.random.normal(keys[0], (5, 3)), "b": jnp.zeros(3)}
+    with_stats = prm(1e-2, reduction=reduction)
+    without = prm(1e-2, reduction=reduction, gate_stats=False)
+    p1, s1, p2, s2 = params, with_stats.init(params), params, without.init(params)
+    assert np.isnan(float(optax.tree.get(s2, "gate_mean")))
+    for k in keys[1:]:
+        g = jax.tree.map(lambda x: jax.random.normal(k, x.shape), params)
+        u1, s1 = with_stats.update(g, s1, p1)
+        u2, s2 = without.update(g, s2, p2)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+        assert_trees_all_close(p2, p1, rtol=0, atol=0)
+    assert 0 < float(optax.tree.get(s1, "gate_mean")) < 1
+    assert np.isnan(float(optax.tree.get(s2, "gate_mean")))
+    assert np.isnan(float(optax.tree.get(s2, "gate_open_fraction")))
+
+
 def test_low_precision_params_keep_their_dtypes():
     params = {"w": jnp.ones((4, 3), jnp.bfloat16), "b": jnp.zeros(3, jnp.float32)}
     opt = prm(1e-2)

@@ -71,6 +71,7 @@ def scale_by_population_risk(
     reduction: str = "per_parameter",
     warmup_steps: jax.typing.ArrayLike = 0,
     variance: str = "ema",
+    gate_stats: bool = True,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescale updates by Adam's direction times the population-risk gate (Algorithm 1).
 
@@ -123,6 +124,10 @@ def scale_by_population_risk(
         from the leaf's mean m̂² and mean ŝ; recommended for large generative models).
       warmup_steps: Number of first steps with q = 1 (plain Adam) while the statistics fill.
       variance: ``"ema"`` (Algorithm 1) or ``"batch"`` (measured batch variance, see above).
+      gate_stats: Record the gate's mean and open fraction in the state every step (two
+        reductions over all parameters). ``False`` leaves them NaN and makes the update purely
+        elementwise: on CPU, where XLA does not fuse the reductions with the update, this cuts the
+        optimizer's memory traffic from 1.9x to 1.5x AdamW's (``benchmarks/prm.py``).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
@@ -168,8 +173,8 @@ def scale_by_population_risk(
             mu=optax.tree.zeros_like(params),
             nu=optax.tree.zeros_like(params),
             s=optax.tree.zeros_like(params),
-            gate_mean=jnp.zeros([], jnp.float32),
-            gate_open_fraction=jnp.zeros([], jnp.float32),
+            gate_mean=jnp.full([], 0.0 if gate_stats else jnp.nan, jnp.float32),
+            gate_open_fraction=jnp.full([], 0.0 if gate_stats else jnp.nan, jnp.float32),
         )
 
     def update_fn(updates, state, params=None, *, batch_variance=None, **extra_args):
@@ -219,8 +224,9 @@ def scale_by_population_risk(
             else:
                 q = GATES[mask](m2, s_hat, alpha=alpha, softness=softness, eps=eps)
                 q = jnp.where(in_warmup, 1, q.astype(g.dtype))
-                stats = paired_sum(q, q > 0.5)
-            stats = tuple(x.astype(jnp.float32) for x in stats)
+                stats = paired_sum(q, q > 0.5) if gate_stats else None
+            stats = (jnp.nan, jnp.nan) if not gate_stats else stats
+            stats = tuple(jnp.asarray(x, jnp.float32) for x in stats)
             # Adam's direction exactly as optax.scale_by_adam computes it (eps_root = 0), gated.
             u = q.astype(g.dtype) * (m_hat / (jnp.sqrt(v_hat) + eps))
             return u.astype(g.dtype), m, v, s, stats
@@ -270,6 +276,7 @@ def prm(
     reduction: str = "per_parameter",
     warmup_steps: jax.typing.ArrayLike = 0,
     variance: str = "ema",
+    gate_stats: bool = True,
     weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""PRM: the population-risk gated AdamW of paper Algorithm 1, a drop-in for ``optax.adamw``.
@@ -290,7 +297,7 @@ def prm(
 
     Args:
       learning_rate: A float or an optax schedule.
-      b1, b2, rho, eps, mask, softness, alpha, reduction, warmup_steps, variance: As in
+      b1, b2, rho, eps, mask, softness, alpha, reduction, warmup_steps, variance, gate_stats: As in
         :func:`scale_by_population_risk`.
       weight_decay: Decoupled weight decay λ_wd (a float or a schedule).
       weight_decay_mask: ``optax.adamw``'s ``mask``, renamed because ``mask`` is the gate here: a
@@ -333,6 +340,7 @@ def prm(
             reduction=reduction,
             warmup_steps=warmup_steps,
             variance=variance,
+            gate_stats=gate_stats,
         ),
         optax.add_decayed_weights(weight_decay, weight_decay_mask),
         optax.scale_by_learning_rate(learning_rate),
