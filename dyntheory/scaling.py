@@ -204,7 +204,9 @@ def _fit(xs, L, delta, fit_offset, bounds, starts, n_starts) -> Fit:
 
     def full(z):
         cc, ee = unpack(z)
-        return _objective(_design(xs_s, ee, fit_offset) @ cc, L, delta)
+        with np.errstate(over="ignore", invalid="ignore"):  # an overshooting step: +inf, rejected
+            val = _objective(_design(xs_s, ee, fit_offset) @ cc, L, delta)
+        return val if np.isfinite(val) else np.inf
 
     z0 = np.concatenate([np.log(c[free]), best_exps])
     bnds = [(None, None)] * int(free.sum()) + [(lo, hi)] * k

@@ -61,11 +61,11 @@ class ExactConfig:
 class Config(TrainConfig):
     r"""Double descent, model-wise (exact random features) and model/epoch-wise (trained MLP).
 
-    Command, runtime and expected result (``quick``: about 5–8 minutes on a 2-core CPU)::
+    Command, runtime and expected result (``quick``: about 2 minutes on an idle 2-core CPU)::
 
         dyntheory run double_descent --preset quick
 
-    Exact part (min-norm random-features regression, ``n = 200``, 20 % label noise, 8 seeds):
+    Exact part (min-norm random-features regression, ``n = 200``, 20 % label noise, 6 seeds):
     test error vs ``N`` peaks at ``N = n`` for ReLU and Fourier features on both tasks, ≥ 3× the
     error at ``N = n/4`` and at ``N = 4n`` (``exact.<task>/<map>.checks``); the label-noise
     energy carried to the test outputs through the channel (``noise_test_energy``) peaks at
@@ -156,8 +156,8 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(_TINY, "smoke test: n = 16, three N, two widths, 40 steps (seconds)"),
     "quick": Preset(
         Config(),
-        "exact RF sweep n = 200 (2 tasks × 2 feature maps × 8 seeds) and an 11-width MLP sweep, "
-        "n = 128, 40,000 GD steps, 2 seeds, with and without 20 % label noise (≈ 5–8 min)",
+        "exact RF sweep n = 200 (2 tasks × 2 feature maps × 6 seeds) and a 10-width MLP sweep, "
+        "n = 128, 40,000 GD steps, 2 seeds, with and without 20 % label noise (≈ 2 min)",
     ),
     "paper": Preset(
         Config(

@@ -61,9 +61,11 @@ Why, from the same runs:
    (``dissipation/valid_until_step`` in results.json): the piecewise-constant model of THEORY.md §3
    does not reach the grokking phase here.
 
-The ``paper`` preset (Power et al.'s transformer) is the setting of the paper's claim; with it PRM
-starts to generalize early but its training is repeatedly interrupted by loss spikes (train
-accuracy falling back to 35–55 %, gradient norms ×10–50) — THEORY.md §9's second criticism.
+The ``paper`` preset (Power et al.'s transformer) is the setting of the paper's claim; it needs
+hours on this CPU and has only been run partially: PRM (seed 0) memorized by step 400 and was then
+interrupted by loss spikes (train accuracy back to 35 % at step 1,500 with the gate mean jumping
+from 0.04 to 0.28) and was at 3 % test accuracy at step 2,300, where the run was stopped —
+THEORY.md §9's second criticism, but not yet a measurement of the grokking step.
 
 Run directory: see :mod:`experiments.grokking.run`; figure: :mod:`experiments.grokking.figure`.
 """

@@ -147,8 +147,8 @@ class ClassifyConfig:
 class Config(TrainConfig):
     r"""Scaling laws L(N, D, t): exact teacher-student sweeps and an MLP classification sweep.
 
-    Command, runtime and expected result (``quick``: ≈ 250 s of CPU time; 8.5 min of wall time
-    measured on a 2-core CPU shared with other jobs, load ≈ 9)::
+    Command, runtime and expected result (``quick``: 97 s on an idle 2-core CPU; 8.5 min measured
+    on one shared with other jobs, load ≈ 9)::
 
         dyntheory run scaling_laws --preset quick
 
