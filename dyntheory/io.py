@@ -168,6 +168,25 @@ class RunDir:
         return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
 
 
+def subrun_dir(path: str | os.PathLike | None, spec: dict) -> RunDir | None:
+    """The engine run directory at ``path``, emptied first if it holds a run of another spec.
+
+    ``spec.json`` records what the sub-run is: a matching one lets the engine resume it (a re-run
+    after an interruption continues where it stopped), a different or missing one starts over.
+    Used by experiments that run one engine sub-run per grid point (width, data size, ...);
+    ``None`` passes through (no run directory).
+    """
+    if path is None:
+        return None
+    rd = RunDir(path)
+    spec = json.loads(json.dumps(spec))  # tuples → lists, as read back
+    f = rd.file("spec.json")
+    if not f.exists() or read_json(f) != spec:
+        rd.reset()
+        write_json(f, spec)
+    return rd
+
+
 def metrics_table(lines: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
     """Lines -> ``{"step": (T,), key: (T,) or (T, S)}``; missing values are NaN.
 

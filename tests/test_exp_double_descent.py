@@ -11,10 +11,10 @@ import pytest
 
 from dyntheory import cli
 from dyntheory.config import ConfigError, apply_overrides
+from dyntheory.io import subrun_dir
 from experiments.double_descent import DESCRIPTION, PRESETS, Config
 from experiments.double_descent.data import make_task
 from experiments.double_descent.exact import feature_counts, summarize_sweep
-from experiments.double_descent.trained import subrun_dir
 
 
 @pytest.mark.parametrize("task", ["regression", "binary"])

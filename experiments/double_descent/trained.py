@@ -18,7 +18,6 @@ GD's stability region and make the accumulator diverge; use an ``every:1`` sched
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 
@@ -28,8 +27,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dyntheory import io, ntk, probes, split
+from dyntheory import ntk, probes, split
 from dyntheory.config import to_dict
+from dyntheory.io import subrun_dir
 from dyntheory.models import MLP, count_params, functional
 from dyntheory.train import fit
 from experiments.double_descent.data import make_task
@@ -114,23 +114,6 @@ def _peak(widths, err) -> dict:
         "peak_over_ends": float(err[i] / ends) if ends > 0 else None,
         "peak_is_interior": 0 < i < len(widths) - 1,
     }
-
-
-def subrun_dir(path, spec: dict):
-    """The engine run directory at ``path``, emptied first if it holds a run of another spec.
-
-    ``spec.json`` records what the sub-run is: a matching one lets the engine resume it (a re-run
-    after an interruption continues where it stopped), a different or missing one starts over.
-    """
-    if path is None:
-        return None
-    rd = io.RunDir(path)
-    spec = json.loads(json.dumps(spec))  # tuples → lists, as read back
-    f = rd.file("spec.json")
-    if not f.exists() or io.read_json(f) != spec:
-        rd.reset()
-        io.write_json(f, spec)
-    return rd
 
 
 def run_one(cfg, data: dict, width: int, run_dir) -> dict:

@@ -17,7 +17,6 @@ the spectral prediction of the data exponent from the init NTK of the widest mod
 
 from __future__ import annotations
 
-import json
 import time
 
 import jax
@@ -26,8 +25,9 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dyntheory import io, ntk, probes, spectrum
+from dyntheory import ntk, probes, spectrum
 from dyntheory.config import to_dict
+from dyntheory.io import subrun_dir
 from dyntheory.models import MLP, count_params, functional
 from dyntheory.train import fit
 from experiments.scaling_laws.teacher import gram_exponents
@@ -68,23 +68,6 @@ def _model(cfg, width: int):
 def _per_seed(v) -> np.ndarray:
     v = np.asarray(v, float)
     return v[:, None] if v.ndim == 1 else v
-
-
-def subrun_dir(path, spec: dict):
-    """The engine run directory at ``path``, emptied first if it holds a run of another spec.
-
-    ``spec.json`` records what the sub-run is: a matching one lets the engine resume it (a re-run
-    after an interruption continues where it stopped), a different or missing one starts over.
-    """
-    if path is None:
-        return None
-    rd = io.RunDir(path)
-    spec = json.loads(json.dumps(spec))  # tuples → lists, as read back
-    f = rd.file("spec.json")
-    if not f.exists() or io.read_json(f) != spec:
-        rd.reset()
-        io.write_json(f, spec)
-    return rd
 
 
 def run_one(cfg, width: int, D: int, run_dir) -> dict:
