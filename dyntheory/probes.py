@@ -245,7 +245,11 @@ class Dissipation(Probe):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class GateStats(Probe):
-    """PRM's gate statistics of the last step, read with ``optax.tree.get`` from the state."""
+    """PRM's gate statistics of the last step, read with ``optax.tree.get`` from the state.
+
+    Needs an optimizer built with ``prm(..., gate_stats=True)`` (the statistics are off by default
+    to keep PRM's update elementwise); otherwise it raises when the run is compiled.
+    """
 
     schedule: Schedule = Schedule.every(100)
     name: str = "gate"
@@ -255,7 +259,10 @@ class GateStats(Probe):
         for key in ("gate_mean", "gate_open_fraction"):
             value = optax.tree.get(opt_state, key)
             if value is None:
-                raise ValueError(f"GateStats: the optimizer state has no {key!r}; is it PRM?")
+                raise ValueError(
+                    f"GateStats: the optimizer state has no {key!r}. It needs PRM built with "
+                    "gate_stats=True: prm(..., gate_stats=True)."
+                )
             out[key] = value
         return state, out, {}
 

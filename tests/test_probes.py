@@ -45,7 +45,7 @@ def run():
         TrainConfig(steps=STEPS, fuse=8, probe_size=N),
         apply_fn=APPLY,
         init_params=init,
-        optimizer=prm(LR, weight_decay=0.0, **PRM_KW),
+        optimizer=prm(LR, weight_decay=0.0, gate_stats=True, **PRM_KW),
         data=train,
         eval_sets={"test": test},
         probes=[
@@ -92,7 +92,7 @@ def test_dissipation_probe_matches_replayed_accumulation(run):
     tr, res, train, test, precond = run
     state = jax.device_get(tr.init_state())
     params, opt_state = state.params, state.opt_state
-    opt = prm(LR, weight_decay=0.0, **PRM_KW)
+    opt = prm(LR, weight_decay=0.0, gate_stats=True, **PRM_KW)
     acc = dissipation.init(N * 2, N * 2)
     g0 = losses.squared_out_grad(APPLY(params, train["x"]), train["y"])
 
@@ -220,3 +220,13 @@ def test_schedules():
         P.Schedule.parse("sometimes")
     with pytest.raises(ValueError, match="n >= 1"):
         P.Schedule.every(0)
+
+
+def test_gate_stats_probe_needs_prm_with_gate_stats():
+    params = {"w": jnp.ones(3)}
+    opt_state = prm(1e-3).init(params)  # gate_stats off (the default)
+    with pytest.raises(ValueError, match=r"gate_stats=True"):
+        P.GateStats()(None, (), params, opt_state, 0)
+    opt_state = prm(1e-3, gate_stats=True).init(params)
+    _, scalars, _ = P.GateStats()(None, (), params, opt_state, 0)
+    assert set(scalars) == {"gate_mean", "gate_open_fraction"}

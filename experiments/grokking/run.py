@@ -85,6 +85,7 @@ def make_optimizer(cfg: Config, name: str, n_train: int) -> optax.GradientTransf
         mask=cfg.prm_mask,
         softness=cfg.prm_softness,
         alpha=prm_alpha(cfg, n_train),
+        gate_stats=True,  # the GateStats probe
     )
 
 

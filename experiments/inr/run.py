@@ -127,7 +127,13 @@ def make_optimizer(cfg: Config, opt: str, lr: float, alpha: float):
     if opt == "adamw":
         return optax.adamw(lr, **common)
     return prm(
-        lr, rho=cfg.prm_rho, mask=cfg.prm_mask, softness=cfg.prm_softness, alpha=alpha, **common
+        lr,
+        rho=cfg.prm_rho,
+        mask=cfg.prm_mask,
+        softness=cfg.prm_softness,
+        alpha=alpha,
+        gate_stats=True,
+        **common,
     )
 
 

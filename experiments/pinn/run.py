@@ -134,6 +134,7 @@ def make_optimizer(cfg: Config, opt: str, lr: float) -> optax.GradientTransforma
         mask=cfg.prm_mask,
         softness=cfg.prm_softness,
         alpha=cfg.alpha,
+        gate_stats=True,
         **common,
     )
 

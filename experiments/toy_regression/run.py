@@ -78,7 +78,9 @@ def make_optimizer(cfg: Config):
         return optax.sgd(cfg.lr), None
     if cfg.optimizer == "adam":
         return optax.adam(cfg.lr), probes.adam_preconditioner(cfg.lr)
-    return prm(cfg.lr, weight_decay=0.0, alpha=1.0), probes.prm_preconditioner(cfg.lr, alpha=1.0)
+    return prm(cfg.lr, weight_decay=0.0, alpha=1.0, gate_stats=True), probes.prm_preconditioner(
+        cfg.lr, alpha=1.0
+    )
 
 
 def make_probes(cfg: Config, precond) -> list[probes.Probe]:
