@@ -164,8 +164,10 @@ class RunDir:
         return Checkpointer(self.file(CHECKPOINTS), keep=keep)
 
     def has_checkpoint(self) -> bool:
-        d = self.file(CHECKPOINTS)
-        return d.is_dir() and any(p.name.isdigit() for p in d.iterdir())
+        """Whether a checkpoint exists here or in a sub-run directory below (experiments that
+        run one engine run per optimizer or grid point keep them there)."""
+        dirs = [self.file(CHECKPOINTS), *self.path.glob(f"**/{CHECKPOINTS}")]
+        return any(d.is_dir() and any(p.name.isdigit() for p in d.iterdir()) for d in dirs)
 
 
 def subrun_dir(path: str | os.PathLike | None, spec: dict) -> RunDir | None:

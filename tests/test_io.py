@@ -80,3 +80,12 @@ def test_checkpoint_roundtrip_keeps_shardings(tmp_path):
     assert restored["w"].sharding.spec == sh["w"].spec
     ckpt.close()
     assert io.RunDir(tmp_path).checkpointer().latest_step() is None  # a different directory
+
+
+def test_has_checkpoint_sees_sub_runs(tmp_path):
+    rd = io.RunDir(tmp_path / "run")
+    assert not rd.has_checkpoint()
+    (tmp_path / "run" / "prm" / io.CHECKPOINTS / "tmp").mkdir(parents=True)
+    assert not rd.has_checkpoint()  # no step directory yet
+    (tmp_path / "run" / "prm" / io.CHECKPOINTS / "2000").mkdir()
+    assert rd.has_checkpoint()
