@@ -67,7 +67,7 @@ Why, from the same runs:
    does not reach the grokking phase here.
 
 The ``paper`` preset (Power et al.'s transformer) is the setting of the paper's claim. Measured
-with one seed (``--set seeds=1``; ≈ 45 min per optimizer on a 2-core CPU): AdamW reaches 95 % test
+with one seed (``--set seeds=1``; 45–50 min per optimizer on a 2-core CPU): AdamW reaches 95 % test
 at 13,200 steps (paper: 29,450); PRM does not in 40,000 (paper: 5,950). PRM generalizes partway
 (46 % test at 4,000, peak 82 % at 15,600) but repeated loss spikes throw it back (train accuracy
 below 90 % at a third of the evaluations after step 1,000, test accuracy oscillating between 30 and
