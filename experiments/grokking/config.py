@@ -7,8 +7,7 @@ from typing import Literal
 
 from dyntheory.config import ConfigError, Preset, TrainConfig
 from experiments.grokking.data import OPS, check_task
-
-OPTIMIZERS = ("adamw", "prm")
+from experiments.optimizers import OPTIMIZERS, check_optimizers
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,13 +90,7 @@ class Config(TrainConfig):
             check_task(self.p, self.op, self.train_fraction)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if not self.optimizers or any(o not in OPTIMIZERS for o in self.optimizers):
-            raise ConfigError(
-                f"optimizers must be a non-empty subset of {', '.join(OPTIMIZERS)}; "
-                f"got {','.join(self.optimizers) or '(empty)'}."
-            )
-        if len(set(self.optimizers)) != len(self.optimizers):
-            raise ConfigError(f"optimizers repeats a name: {','.join(self.optimizers)}.")
+        check_optimizers(self.optimizers)
         if self.width % self.heads and self.model == "transformer":
             raise ConfigError(f"width {self.width} is not divisible by heads {self.heads}.")
         for name in ("train_target", "test_target"):

@@ -28,9 +28,10 @@ from flax import nnx
 from dyntheory import io, probes
 from dyntheory.config import to_dict
 from dyntheory.models import EmbedMLP, Transformer, count_params, functional
-from dyntheory.optim import finite_dataset_alpha, prm
+from dyntheory.optim import finite_dataset_alpha
 from dyntheory.optim.masks import gate
 from dyntheory.train import fit
+from experiments import optimizers
 from experiments.grokking import figure
 from experiments.grokking.config import Config
 from experiments.grokking.data import ModularData, make_data
@@ -74,19 +75,8 @@ def prm_alpha(cfg: Config, n_train: int) -> float:
 
 
 def make_optimizer(cfg: Config, name: str, n_train: int) -> optax.GradientTransformation:
-    shared = dict(
-        learning_rate=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay
-    )
-    if name == "adamw":
-        return optax.adamw(**shared)
-    return prm(
-        **shared,
-        rho=cfg.prm_rho,
-        mask=cfg.prm_mask,
-        softness=cfg.prm_softness,
-        alpha=prm_alpha(cfg, n_train),
-        gate_stats=True,  # the GateStats probe
-    )
+    alpha = prm_alpha(cfg, n_train) if name == "prm" else None
+    return optimizers.make_optimizer(cfg, name, cfg.lr, alpha)
 
 
 def probe_steps(cfg: Config) -> tuple[int, ...]:

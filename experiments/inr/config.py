@@ -8,8 +8,7 @@ from typing import Literal
 
 from dyntheory.config import ConfigError, Preset, TrainConfig
 from experiments.inr.signals import SIGNALS
-
-OPTIMIZERS = ("adamw", "prm")
+from experiments.optimizers import OPTIMIZERS, check_optimizers, check_sweep_fields
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,22 +115,8 @@ class Config(TrainConfig):
             raise ConfigError(
                 "batch_size is derived per signal from batch_fraction; leave it unset (none)."
             )
-        if not self.optimizers or any(o not in OPTIMIZERS for o in self.optimizers):
-            raise ConfigError(
-                f"optimizers must be a non-empty subset of {', '.join(OPTIMIZERS)}; "
-                f"got {','.join(self.optimizers) or '(empty)'}."
-            )
-        if len(set(self.optimizers)) != len(self.optimizers):
-            raise ConfigError(f"optimizers repeats a name: {','.join(self.optimizers)}.")
-        if not self.lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in self.lrs):
-            raise ConfigError(f"lrs must be a non-empty list of positive numbers, got {self.lrs}.")
-        if len(set(self.lrs)) != len(self.lrs):
-            raise ConfigError(f"lrs repeats a value: {self.lrs}.")
-        for name in ("b1", "b2", "prm_rho"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ConfigError(f"{name} must lie in [0, 1), got {getattr(self, name)}.")
-        if self.prm_alpha is not None and not self.prm_alpha >= 0:
-            raise ConfigError(f"prm_alpha must be >= 0 or none, got {self.prm_alpha}.")
+        check_optimizers(self.optimizers)
+        check_sweep_fields(self)
 
 
 _QUICK = Config(steps=2000, seeds=2)

@@ -35,15 +35,15 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
 from dyntheory import io
 from dyntheory.config import TrainConfig
 from dyntheory.models import MLP, functional
-from dyntheory.optim import finite_dataset_alpha, prm
+from dyntheory.optim import finite_dataset_alpha
 from dyntheory.probes import GateStats, Schedule
 from dyntheory.train import fit
+from experiments import optimizers
 from experiments.inr import signals
 from experiments.inr.config import Config
 
@@ -123,18 +123,7 @@ def make_model(cfg: Config):
 
 
 def make_optimizer(cfg: Config, opt: str, lr: float, alpha: float):
-    common = dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if opt == "adamw":
-        return optax.adamw(lr, **common)
-    return prm(
-        lr,
-        rho=cfg.prm_rho,
-        mask=cfg.prm_mask,
-        softness=cfg.prm_softness,
-        alpha=alpha,
-        gate_stats=True,
-        **common,
-    )
+    return optimizers.make_optimizer(cfg, opt, lr, alpha)
 
 
 def _per_seed(a: np.ndarray) -> np.ndarray:

@@ -36,9 +36,9 @@ from flax import nnx
 from dyntheory import io
 from dyntheory.config import TrainConfig
 from dyntheory.models import MLP, functional
-from dyntheory.optim import prm
 from dyntheory.probes import GateStats, Schedule
 from dyntheory.train import fit
+from experiments import optimizers
 from experiments.pinn import problem
 from experiments.pinn.config import Config
 
@@ -125,18 +125,7 @@ def make_data(cfg: Config):
 
 
 def make_optimizer(cfg: Config, opt: str, lr: float) -> optax.GradientTransformation:
-    common = dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
-    if opt == "adamw":
-        return optax.adamw(lr, **common)
-    return prm(
-        lr,
-        rho=cfg.prm_rho,
-        mask=cfg.prm_mask,
-        softness=cfg.prm_softness,
-        alpha=cfg.alpha,
-        gate_stats=True,
-        **common,
-    )
+    return optimizers.make_optimizer(cfg, opt, lr, cfg.alpha)
 
 
 def train_config(cfg: Config) -> TrainConfig:

@@ -1,0 +1,57 @@
+"""AdamW vs PRM, shared by the experiments that compare them (grokking, PINN, INR).
+
+The config checks every such experiment makes on its optimizer fields, and the one way they build
+the two optimizers from a config with ``b1, b2, eps, weight_decay`` and PRM's ``prm_rho,
+prm_mask, prm_softness``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import optax
+
+from dyntheory.config import ConfigError
+from dyntheory.optim import prm
+
+OPTIMIZERS = ("adamw", "prm")
+
+
+def check_optimizers(optimizers) -> None:
+    """``optimizers`` is a non-empty subset of :data:`OPTIMIZERS` without repeats."""
+    if not optimizers or any(o not in OPTIMIZERS for o in optimizers):
+        raise ConfigError(
+            f"optimizers must be a non-empty subset of {', '.join(OPTIMIZERS)}; "
+            f"got {','.join(optimizers) or '(empty)'}."
+        )
+    if len(set(optimizers)) != len(optimizers):
+        raise ConfigError(f"optimizers repeats a name: {','.join(optimizers)}.")
+
+
+def check_sweep_fields(cfg) -> None:
+    """The learning-rate grid ``lrs``, the EMA rates and ``prm_alpha`` of a swept comparison."""
+    if not cfg.lrs or any(not (lr > 0 and math.isfinite(lr)) for lr in cfg.lrs):
+        raise ConfigError(f"lrs must be a non-empty list of positive numbers, got {cfg.lrs}.")
+    if len(set(cfg.lrs)) != len(cfg.lrs):
+        raise ConfigError(f"lrs repeats a value: {cfg.lrs}.")
+    for name in ("b1", "b2", "prm_rho"):
+        if not 0.0 <= getattr(cfg, name) < 1.0:
+            raise ConfigError(f"{name} must lie in [0, 1), got {getattr(cfg, name)}.")
+    if cfg.prm_alpha is not None and not cfg.prm_alpha >= 0:
+        raise ConfigError(f"prm_alpha must be >= 0 or none, got {cfg.prm_alpha}.")
+
+
+def make_optimizer(cfg, name: str, lr: float, alpha: float) -> optax.GradientTransformation:
+    """``optax.adamw`` or ``prm`` (with gate statistics, for the GateStats probe) from ``cfg``."""
+    common = dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
+    if name == "adamw":
+        return optax.adamw(lr, **common)
+    return prm(
+        lr,
+        rho=cfg.prm_rho,
+        mask=cfg.prm_mask,
+        softness=cfg.prm_softness,
+        alpha=alpha,
+        gate_stats=True,
+        **common,
+    )
