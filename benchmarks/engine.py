@@ -31,9 +31,9 @@ import optax
 from flax import nnx
 
 from dyntheory import probes
-from dyntheory.config import TrainConfig
+from dyntheory.engine import Trainer
+from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, count_params, functional
-from dyntheory.train import Trainer
 
 
 def task(n: int = 1024, d: int = 16):

@@ -162,3 +162,42 @@ def _project_one(grad, basis) -> jax.Array:
             f"population_grad has {v.shape[0]} entries, the basis has {basis.shape[1]}"
         )
     return basis @ v
+
+
+def rms_over_seeds(x: np.ndarray) -> np.ndarray:
+    """``√(mean_s x²)`` over the seed axis of a ``(T, S)`` curve: the root of the mean squared norm,
+    which for a random walk grows exactly like ``√t`` (the median of a few norms is noisier)."""
+    x = np.asarray(x, float)
+    return np.sqrt(np.mean(np.square(x.reshape(len(x), -1)), axis=1))
+
+
+def coherent(drift_rms: np.ndarray, noise_rms: np.ndarray) -> np.ndarray:
+    r"""The coherent part of the accumulated batch-mean gradient: ``√(E‖Σ η ĝ‖² − E‖Σ η ξ‖²)``.
+
+    The drift accumulator sums batch means ``ĝ = μ + ξ`` (the population gradient is unknown), so
+    ``E‖drift‖² = ‖Σ η μ‖² + E‖Σ η ξ‖²``; the noise accumulator has the law of ``Σ η ξ``
+    (:mod:`dyntheory.drift`), so subtracting its mean square leaves ``‖Σ η μ‖²``. NaN where the
+    difference is not positive (too few seeds to resolve it).
+    """
+    diff = np.square(drift_rms) - np.square(noise_rms)
+    return np.where(diff > 0, np.sqrt(np.maximum(diff, 0.0)), np.nan)
+
+
+def curves(history: dict, probe: str = "drift") -> dict[str, np.ndarray]:
+    """Curves of a :class:`dyntheory.probes.DriftDiffusion` probe called ``probe``.
+
+    ``history`` is a metrics table (:func:`dyntheory.engine.rundir.metrics_table`). Returns
+    ``count`` (steps accumulated) and, over it, the RMS over seeds of the accumulated noise
+    ``noise_{top,bottom}``, of the accumulated batch-mean gradient ``batch_{top,bottom}`` and its
+    coherent part ``drift_{top,bottom}`` (:func:`coherent`).
+    """
+    pre = f"probe/{probe}/"
+    t_rows = len(history["step"])
+    col = lambda k: np.asarray(history[f"{pre}{k}"], float).reshape(t_rows, -1)
+    rows = np.isfinite(col("count")).all(axis=1)
+    out = {"count": col("count")[rows, 0]}
+    for which in ("top", "bottom"):
+        out[f"batch_{which}"] = rms_over_seeds(col(f"drift_{which}")[rows])
+        out[f"noise_{which}"] = rms_over_seeds(col(f"noise_{which}")[rows])
+        out[f"drift_{which}"] = coherent(out[f"batch_{which}"], out[f"noise_{which}"])
+    return out

@@ -12,11 +12,21 @@ Output-space vectors are flattened example-major: entry ``i*p + a`` is output ``
 ``i`` (``u.reshape(-1)`` for ``u`` of shape ``(n, p)``). These are the ``g`` and ``out_hessian``
 that :mod:`dyntheory.dissipation` consumes.
 
+**The loss registry.** :data:`LOSSES` maps a name (``"squared"``, ``"softmax_ce"``) to an
+:class:`OutputLoss` bundling ``Φ``, ``g``, ``B`` and the aux metrics; :func:`get_loss` looks one up
+with a clear error, and :func:`loss_fn` turns a name into the engine's
+``loss_fn(apply_fn, params, batch, key) -> (loss, aux)``. The engine, the probes and the
+diagnostics all choose a loss by name through here.
+
 References:
   Litman & Guo, "A Theory of Generalization in Deep Learning", arXiv:2605.01172 (2026), §2.
 """
 
 from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -106,3 +116,69 @@ def _check_logits_labels(logits: jax.Array, labels: jax.Array) -> None:
         raise ValueError(
             f"labels must be integer class indices, got dtype {jnp.result_type(labels)}"
         )
+
+
+class OutputLoss(NamedTuple):
+    """A loss in output space: its value, output gradient ``g``, Hessian ``B`` and aux metrics."""
+
+    name: str
+    value: Callable[[jax.Array, jax.Array], jax.Array]  # (u, y) -> Φ, a scalar
+    out_grad: Callable[[jax.Array, jax.Array], jax.Array]  # (u, y) -> g, (n p,)
+    out_hessian: Callable[[jax.Array], Any]  # u -> B: scalar 1/n (means I/n) or (n p, n p)
+    aux: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]  # (u, y) -> {"acc": ...} or {}
+    targets: str  # "float (n, p)" or "int (n,)": what y is
+
+
+LOSSES: dict[str, OutputLoss] = {
+    "squared": OutputLoss(
+        "squared",
+        squared_loss,
+        squared_out_grad,
+        lambda u: squared_out_hessian(_n_examples(u)),
+        lambda u, y: {},
+        "float (n, p)",
+    ),
+    "softmax_ce": OutputLoss(
+        "softmax_ce",
+        softmax_cross_entropy,
+        softmax_out_grad,
+        softmax_out_hessian,
+        lambda u, y: {"acc": accuracy(u, y)},
+        "int (n,)",
+    ),
+}
+
+
+def get_loss(name: str) -> OutputLoss:
+    """The :class:`OutputLoss` called ``name``; a :class:`ValueError` names the choices."""
+    if not isinstance(name, str) or name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}.")
+    return LOSSES[name]
+
+
+LossFn = Callable[[Callable, Any, dict, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
+
+
+def loss_fn(loss: str | LossFn) -> LossFn:
+    """The engine's ``loss_fn(apply_fn, params, batch, key) -> (loss, aux)`` for a loss name.
+
+    ``"squared"``: ``‖f(x) − y‖²/(2n)`` (THEORY.md §1), no aux; ``"softmax_ce"``: mean
+    cross-entropy on integer labels, aux ``acc``. A callable passes through unchanged (a custom
+    loss: ``batch`` is the data's dict, ``key`` a per-step key, aux a dict of scalars).
+    """
+    if callable(loss):
+        return loss
+    return _named_loss_fn(get_loss(loss).name)
+
+
+@functools.cache
+def _named_loss_fn(name: str) -> LossFn:
+    spec = LOSSES[name]  # one function object per name: jit caches keyed on it stay warm
+
+    def fn(apply_fn, params, batch, key):
+        del key
+        u = apply_fn(params, batch["x"])
+        return spec.value(u, batch["y"]), spec.aux(u, batch["y"])
+
+    fn.__name__ = f"{spec.name}_loss_fn"
+    return fn

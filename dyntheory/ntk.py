@@ -310,3 +310,27 @@ def ntk_matvec(apply_fn: ApplyFn, params: Any, x: jax.Array) -> Callable[[jax.Ar
         return _matvec(apply_fn, params, x, v)
 
     return matvec
+
+
+def effective_ntk(apply_fn: ApplyFn, params: Any, precond: Any, x1, x2=None, **ntk_kwargs):
+    r"""``K_eff = J(x1) diag(p) J(x2)ᵀ``: the kernel that moves the outputs under a diagonal
+    preconditioner ``p`` (THEORY.md §3; ``p`` from :mod:`dyntheory.optim.state`).
+
+    Computed as the plain NTK of ``δ ↦ f(w + √p ⊙ δ)`` at ``δ = 0`` (whose Jacobian is
+    ``J diag(√p)``), so every :func:`empirical_ntk` implementation applies. Shape and ordering as
+    :func:`empirical_ntk` (example-major ``(n1*p_out, n2*p_out)``). ``p`` is a pytree like
+    ``params`` with non-negative leaves.
+    """
+    root = jax.tree.map(lambda q: jnp.sqrt(q).astype(jnp.result_type(q)), precond)
+    shifted = lambda d, x: apply_fn(
+        jax.tree.map(lambda w, r, e: w + (r * e).astype(w.dtype), params, root, d), x
+    )
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    return empirical_ntk(shifted, zeros, x1, x2, **ntk_kwargs)
+
+
+def kernel(apply_fn: ApplyFn, params: Any, x1, x2=None, precond=None, **ntk_kwargs) -> jax.Array:
+    """:func:`empirical_ntk` when ``precond`` is None, else :func:`effective_ntk`."""
+    if precond is None:
+        return empirical_ntk(apply_fn, params, x1, x2, **ntk_kwargs)
+    return effective_ntk(apply_fn, params, precond, x1, x2, **ntk_kwargs)

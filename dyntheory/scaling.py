@@ -32,9 +32,6 @@ References:
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import functools
 import itertools
 import math
 from collections.abc import Callable
@@ -42,6 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 from scipy import optimize
+from threadpoolctl import threadpool_limits
 
 NAMES = {1: ("E", "A", "alpha"), 2: ("E", "A", "alpha", "B", "beta")}
 _DEFAULT_STARTS = (0.1, 0.3, 0.7, 1.5, 3.0)
@@ -65,45 +63,13 @@ class Bootstrap(NamedTuple):
     level: float
 
 
-@functools.cache
-def _openblas_thread_controls() -> tuple:
-    """``(set, get)`` thread-count functions of every OpenBLAS loaded in this process."""
-    try:
-        with open("/proc/self/maps") as f:
-            paths = {ln.split()[-1] for ln in f if "openblas" in ln.lower() and ".so" in ln}
-    except OSError:
-        return ()
-    controls = []
-    for path in sorted(paths):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix, suffix in itertools.product(("scipy_openblas", "openblas"), ("", "64_")):
-            set_fn = getattr(lib, f"{prefix}_set_num_threads{suffix}", None)
-            get_fn = getattr(lib, f"{prefix}_get_num_threads{suffix}", None)
-            if set_fn is not None and get_fn is not None:
-                controls.append((set_fn, get_fn))
-                break
-    return tuple(controls)
-
-
-@contextlib.contextmanager
 def _single_threaded_blas():
-    """Run OpenBLAS on one thread inside the block.
+    """Run BLAS on one thread inside the block (threadpoolctl; a no-op where none is found).
 
     L-BFGS-B makes many tiny LAPACK calls; on a busy 2-core machine OpenBLAS's thread hand-offs
-    make each one ~10× slower than the arithmetic. A no-op where no OpenBLAS is found.
+    make each one ~10× slower than the arithmetic.
     """
-    controls = _openblas_thread_controls()
-    saved = [get() for _, get in controls]
-    for set_fn, _ in controls:
-        set_fn(1)
-    try:
-        yield
-    finally:
-        for (set_fn, _), n in zip(controls, saved, strict=True):
-            set_fn(n)
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def huber(r: np.ndarray, delta: float) -> np.ndarray:

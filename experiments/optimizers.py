@@ -11,7 +11,7 @@ import math
 
 import optax
 
-from dyntheory.config import ConfigError
+from dyntheory.engine.config import ConfigError
 from dyntheory.optim import prm
 
 OPTIMIZERS = ("adamw", "prm")

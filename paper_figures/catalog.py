@@ -1,23 +1,36 @@
 """Every paper figure, the run it draws from, and :func:`draw_all` (``dyntheory figures``).
 
 Each figure is a module of this package with ``NAME``, ``EXPERIMENT`` and ``draw(run_dir,
-out_dir) -> [png, pdf]``; it reads the run directory ``<runs>/<experiment>-<preset>`` only. A run
-directory that is missing (absent or empty) is first produced by ``dyntheory run <experiment>
---preset <preset> --out <dir>`` (the CLI itself, :func:`dyntheory.cli.main`), unless
-``run_missing=False``; a run directory that exists but lacks a file a figure needs is never
-touched: that figure reports what is missing and how to produce it.
+out_dir) -> [png, pdf]``; it reads the run directory ``<runs>/<experiment>-<preset>`` only and
+never trains. ``dyntheory figures`` (which finds this module through the ``dyntheory.figures``
+entry point) produces a missing run first with ``dyntheory run``; a run directory that exists but
+lacks a file a figure needs is never touched: that figure reports what is missing and how to
+produce it.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from paper_figures import (
+    coupling,
+    double_descent,
+    drift_diffusion,
+    four_cell,
+    grokking,
+    init_diagnostics,
+    inr,
+    pinn,
+    scaling_laws,
+    spectrum,
+)
 from paper_figures.runs import MissingRunError
+
+__all__ = ["FIGURES", "MissingRunError", "draw_all", "gallery", "is_missing", "run_dir", "select"]
 
 
 class Figure(NamedTuple):
@@ -38,8 +51,28 @@ FIGURES: tuple[Figure, ...] = (
     Figure("scaling_laws", "scaling_laws", "loss vs N and D, fits, CIs, held-out extrapolation"),
     Figure("pinn", "pinn", "PINN relative L2 error vs iteration per optimizer"),
     Figure("inr", "inr", "INR clean PSNR and memorized noise vs iteration per optimizer"),
+    Figure(
+        "init_diagnostics",
+        "init_diagnostics",
+        "predicted vs measured GD stability; trained vs linearized loss",
+    ),
 )
 NAMES = tuple(f.name for f in FIGURES)
+MODULES = {
+    m.NAME: m
+    for m in (
+        grokking,
+        spectrum,
+        four_cell,
+        coupling,
+        drift_diffusion,
+        double_descent,
+        scaling_laws,
+        pinn,
+        inr,
+        init_diagnostics,
+    )
+}
 
 
 def select(only: Iterable[str] | None = None) -> list[Figure]:
@@ -61,18 +94,6 @@ def run_dir(runs: str | os.PathLike, experiment: str, preset: str) -> Path:
 def is_missing(path: Path) -> bool:
     """Absent or empty: nothing was ever run there (an unfinished run is not "missing")."""
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
-
-
-def produce(experiment: str, preset: str, path: Path) -> None:
-    """``dyntheory run <experiment> --preset <preset> --out <path>`` through the CLI."""
-    from dyntheory import cli
-
-    status = cli.main(["run", experiment, "--preset", preset, "--out", str(path)])
-    if status != 0:
-        raise RuntimeError(
-            f"`dyntheory run {experiment} --preset {preset} --out {path}` failed with exit status "
-            f"{status} (its message is above)."
-        )
 
 
 def gallery(
@@ -106,37 +127,21 @@ def draw_all(
     out: str | os.PathLike = "figures",
     preset: str = "quick",
     *,
-    run_missing: bool = True,
     only: Iterable[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, list[Path]]:
-    """Produce missing runs (if ``run_missing``), then draw every selected figure into ``out``.
+    """Draw every selected figure from ``<runs>/<experiment>-<preset>`` into ``out``.
 
-    Prints one progress line per run and per figure and where each file went. A figure whose run
-    is incomplete is skipped with its message; at the end a :class:`MissingRunError` lists every
+    Prints one progress line per figure and where each file went. A figure whose run is missing
+    or incomplete is skipped with its message; at the end a :class:`MissingRunError` lists every
     skipped figure (the others are drawn). Returns ``{figure: [png, pdf]}``.
     """
     figures = select(only)
-    needed = list(dict.fromkeys(f.experiment for f in figures))
-    for i, exp in enumerate(needed, 1):
-        path = run_dir(runs, exp, preset)
-        if not is_missing(path):
-            log(f"run {i}/{len(needed)} {exp}: using {path}")
-        elif run_missing:
-            log(
-                f"run {i}/{len(needed)} {exp}: {path} is missing; running "
-                f"`dyntheory run {exp} --preset {preset} --out {path}`"
-            )
-            t0 = time.perf_counter()
-            produce(exp, preset, path)
-            log(f"run {i}/{len(needed)} {exp}: done in {time.perf_counter() - t0:.0f} s")
-        else:
-            log(f"run {i}/{len(needed)} {exp}: {path} is missing (not running it)")
     written, failed = {}, []
     for i, fig in enumerate(figures, 1):
         path = run_dir(runs, fig.experiment, preset)
         t0 = time.perf_counter()
-        module = importlib.import_module(f"paper_figures.{fig.name}")
+        module = MODULES[fig.name]
         try:
             written[fig.name] = module.draw(path, out)
         except MissingRunError as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dyntheory.drift import curves
 from paper_figures import runs, style
 
 NAME = "drift_diffusion"
@@ -35,8 +36,6 @@ def _fit(t: np.ndarray, y: np.ndarray, lo: float, hi: float) -> tuple[float, flo
 
 def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Draw ``drift_diffusion.png``/``.pdf`` into ``out_dir`` from a dynamics run directory."""
-    from experiments.dynamics.run import curves
-
     run_dir = runs.require(run_dir, figure=NAME, experiment=EXPERIMENT, files=FILES)
     where = dict(figure=NAME, experiment=EXPERIMENT, run_dir=run_dir)
     m = runs.metrics(run_dir / "sgd")

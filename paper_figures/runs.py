@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dyntheory import io
+from dyntheory.engine import rundir
 
 
 class MissingRunError(FileNotFoundError):
@@ -29,7 +29,7 @@ def preset_of(run_dir: Path, experiment: str) -> str:
     """The preset a run directory was (or would be) written with: its ``config.json``, else the
     ``<experiment>-<preset>`` directory name, else ``quick``."""
     try:
-        preset = io.read_json(run_dir / io.CONFIG).get("preset")
+        preset = rundir.read_json(run_dir / rundir.CONFIG).get("preset")
     except (OSError, ValueError, AttributeError):
         preset = None
     if isinstance(preset, str) and preset:
@@ -51,7 +51,7 @@ def _message(figure: str, experiment: str, run_dir: Path, what: str) -> str:
         f"  produce it with: {cmd}"
     )
     started = run_dir.is_dir() and any(
-        (run_dir / f).exists() for f in (io.CONFIG, io.METRICS, io.CHECKPOINTS)
+        (run_dir / f).exists() for f in (rundir.CONFIG, rundir.METRICS, rundir.CHECKPOINTS)
     )
     if started:
         text += (
@@ -101,9 +101,9 @@ def metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
     (T, S)}`` (a seed axis even for one seed; NaN where a line lacks the key)."""
     path = Path(path)
     if path.is_dir():
-        path = path / io.METRICS
+        path = path / rundir.METRICS
     with open(path) as f:
-        table = io.metrics_table(json.loads(line) for line in f if line.strip())
+        table = rundir.metrics_table(json.loads(line) for line in f if line.strip())
     return {k: (v if k == "step" or v.ndim == 2 else v[:, None]) for k, v in table.items()}
 
 
@@ -111,7 +111,7 @@ def arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A ``probes.npz`` file (or the run directory holding one)."""
     path = Path(path)
     if path.is_dir():
-        path = path / io.ARRAYS
+        path = path / rundir.ARRAYS
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 

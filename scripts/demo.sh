@@ -6,4 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/dyntheory run grokking --preset quick --out runs/grokking-quick "$@"
+# The figure is drawn from the run directory alone (paper_figures/grokking.py).
+.venv/bin/dyntheory figures --only grokking --runs runs --preset quick --no-run --out runs/grokking-quick
 echo "[demo] figure: runs/grokking-quick/grokking.png"

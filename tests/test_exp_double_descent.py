@@ -9,9 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dyntheory import cli
-from dyntheory.config import ConfigError, apply_overrides
-from dyntheory.io import subrun_dir
+from dyntheory.cli import app as cli
+from dyntheory.engine.config import ConfigError, apply_overrides
+from dyntheory.engine.rundir import subrun_dir
 from experiments.double_descent import DESCRIPTION, PRESETS, Config
 from experiments.double_descent.data import make_task
 from experiments.double_descent.exact import feature_counts, summarize_sweep
@@ -120,7 +120,7 @@ def test_tiny_run_writes_results(tmp_path):
     assert len(noisy["test_mse"]) == len(cfg.widths)
     assert len(noisy["noise_in_channel_fraction"]) == len(cfg.widths)
     run = noisy["runs"][0]
-    assert len(run["test_mse"]) == cfg.seeds
+    assert len(run["test_mse"]) == cfg.train.seeds
     assert np.shape(run["four_cell"]["test"]) == (2, 2)
     assert np.isfinite(run["invisibility"])  # soft split after 40 steps: not ~0 yet
     assert "noise_in_channel_fraction" not in trained["noise"]["0"]["runs"][0]

@@ -9,14 +9,16 @@ import optax
 import pytest
 from flax import nnx
 
-from dyntheory import cli, io
-from dyntheory.config import ConfigError, apply_overrides
+from dyntheory.cli import app as cli
+from dyntheory.drift import coherent, curves, rms_over_seeds
+from dyntheory.engine import rundir
+from dyntheory.engine.config import ConfigError, apply_overrides
+from dyntheory.losses import loss_fn
 from dyntheory.models import MLP, functional
-from dyntheory.probes import ProbeContext
-from dyntheory.train import squared_loss
+from dyntheory.probes import DriftDiffusion, ProbeContext
+from dyntheory.probes.dissipation import PARTS, SUBS
 from experiments.dynamics import PRESETS, Config
-from experiments.dynamics.probes import PARTS, SUBS, DriftDiffusion
-from experiments.dynamics.run import coherent, curves, fit_window, rms_over_seeds
+from experiments.dynamics.run import fit_window
 
 
 @pytest.mark.parametrize(
@@ -38,7 +40,7 @@ def test_bad_values_raise_config_errors(override, match):
 def test_presets_are_valid():
     assert {"tiny", "quick", "paper"} <= set(PRESETS)
     for p in PRESETS.values():
-        assert p.config.probe_size == p.config.n_train and p.config.sgd_batch % 8 == 0
+        assert p.config.train.probe_size == p.config.n_train and p.config.sgd_batch % 8 == 0
 
 
 # ----------------------------------------------------------------------------- the drift probe
@@ -47,7 +49,7 @@ def test_presets_are_valid():
 def _ctx(apply_fn, x, y, batch):
     return ProbeContext(
         apply_fn,
-        squared_loss,
+        loss_fn("squared"),
         optax.sgd(0.1),
         {"x": x, "y": y},
         None,
@@ -90,7 +92,7 @@ def test_identical_examples_give_pure_drift():
     st = probe.init(ctx, params, None)
     for k in range(2):
         st, scalars, _ = probe(ctx, st, params, None, jnp.int32(k))
-    grad = jax.grad(lambda p: squared_loss(apply_fn, p, batch, None)[0])(params)
+    grad = jax.grad(lambda p: loss_fn("squared")(apply_fn, p, batch, None)[0])(params)
     flat = jnp.concatenate([g.reshape(-1) for g in jax.tree.leaves(grad)]).astype(jnp.float64)
     expected = 2 * 0.2 * jnp.linalg.norm(st["top"] @ flat)
     np.testing.assert_allclose(scalars["drift_top"], expected, rtol=1e-5)
@@ -129,12 +131,12 @@ def tiny_run(tmp_path_factory):
 def test_tiny_run_results_and_arrays(tiny_run):
     path, results = tiny_run
     cfg = PRESETS["tiny"].config
-    assert io.read_json(path / io.RESULTS)["experiment"] == "dynamics"
+    assert rundir.read_json(path / rundir.RESULTS)["experiment"] == "dynamics"
     gd, sgd = results["gd"], results["sgd"]
     for key in ("coupling_corr", "coupling_rel_err", "ntk_drift_peak", "channel_dim"):
         assert np.isfinite(gd[key])
     assert set(sgd["slopes"]) == {"drift_top", "noise_top", "drift_bottom", "noise_bottom"}
-    arrays = io.RunDir(path / "gd", create=False).read_arrays()
+    arrays = rundir.RunDir(path / "gd", create=False).read_arrays()
     t = len(arrays["dissipation/step"])
     assert arrays["dissipation/w_eigenvalues"].shape == (t, cfg.n_train)
     assert arrays["ntk/eigenvalues"].shape == (t, cfg.n_train)
@@ -143,7 +145,7 @@ def test_tiny_run_results_and_arrays(tiny_run):
 
 def test_tiny_run_four_cells_add_up_and_coupling_matches(tiny_run):
     path, _ = tiny_run
-    m = io.load_metrics(path / "gd")
+    m = rundir.load_metrics(path / "gd")
     pre = "probe/dissipation/"
     rows = np.isfinite(m[f"{pre}train_clean_channel"])
     cells = {f"{p}_{s}": m[f"{pre}train_{p}_{s}"][rows] for p in PARTS for s in SUBS}
@@ -156,7 +158,7 @@ def test_tiny_run_four_cells_add_up_and_coupling_matches(tiny_run):
     np.testing.assert_allclose(clean, np.full_like(clean, clean[0]), rtol=1e-9)
     np.testing.assert_allclose(noise, np.full_like(noise, noise[0]), rtol=1e-9)
     # the logged correlation is that of the two displacement arrays
-    arrays = io.RunDir(path / "gd", create=False).read_arrays()
+    arrays = rundir.RunDir(path / "gd", create=False).read_arrays()
     pred = arrays["dissipation/predicted_displacement"][-1]
     actual = arrays["dissipation/actual_displacement"][-1]
     np.testing.assert_allclose(
@@ -166,7 +168,7 @@ def test_tiny_run_four_cells_add_up_and_coupling_matches(tiny_run):
 
 def test_tiny_run_drift_is_logged_every_step(tiny_run):
     path, _ = tiny_run
-    m = io.load_metrics(path / "sgd")
+    m = rundir.load_metrics(path / "sgd")
     count = m["probe/drift/count"][:, 0]
     rows = np.isfinite(count)
     np.testing.assert_array_equal(count[rows], m["step"][rows] + 1)

@@ -7,11 +7,12 @@ import json
 import numpy as np
 import pytest
 
-from dyntheory import cli
-from dyntheory.config import ConfigError, apply_overrides
+from dyntheory.cli import app as cli
+from dyntheory.engine.config import ConfigError, apply_overrides, to_dict
+from dyntheory.engine.rundir import subrun_dir
 from experiments.grokking import PRESETS, Config
 from experiments.grokking.data import OPS, all_pairs, is_prime, make_data, tokens
-from experiments.grokking.run import _resumable, first_crossing, median_steps, prm_alpha
+from experiments.grokking.run import first_crossing, median_steps, prm_alpha
 
 # --------------------------------------------------------------------------- data
 
@@ -137,10 +138,10 @@ def test_presets():
         0.25,
         "transformer",
     )
-    assert (paper.depth, paper.width, paper.heads, paper.batch_size) == (2, 128, 4, 512)
+    assert (paper.depth, paper.width, paper.heads, paper.train.batch_size) == (2, 128, 4, 512)
     assert (paper.lr, paper.weight_decay, paper.b1, paper.b2) == (1e-3, 1.0, 0.9, 0.98)
     quick = PRESETS["quick"].config
-    assert quick.optimizers == ("adamw", "prm") and quick.seeds == 3
+    assert quick.optimizers == ("adamw", "prm") and quick.train.seeds == 3
     assert "dyntheory run grokking --preset quick" in Config.__doc__
 
 
@@ -152,21 +153,24 @@ def test_first_crossing_and_median():
     assert median_steps([100, None, None]) is None
 
 
-def test_sub_runs_resume_only_a_continued_run_of_the_same_config(tmp_path):
+def test_sub_runs_resume_only_while_their_spec_is_unchanged(tmp_path):
     cfg = PRESETS["tiny"].config
-    assert not _resumable(tmp_path, "prm", cfg, continuing=True)  # nothing there yet
-    assert _resumable(tmp_path, "prm", cfg, continuing=True)  # same config: resume
-    longer = apply_overrides(cfg, ["steps=80"])
-    assert _resumable(tmp_path, "prm", longer, continuing=True)  # `resume --set steps=N`
-    assert not _resumable(tmp_path, "prm", longer, continuing=False)  # `run --force`
-    other = apply_overrides(cfg, ["lr=0.01"])
-    assert not _resumable(tmp_path, "prm", other, continuing=True)  # changed config
+    spec = lambda c: {"optimizer": "prm", "config": to_dict(c)}
+    sub = tmp_path / "prm"
+    subrun_dir(sub, spec(cfg), extendable=("config.train.steps",))
+    (sub / "metrics.jsonl").write_text("{}\n")  # what a started engine run leaves
+    longer = apply_overrides(cfg, ["steps=80"])  # `resume --set steps=N` continues
+    subrun_dir(sub, spec(longer), extendable=("config.train.steps",))
+    assert (sub / "metrics.jsonl").exists()
+    other = apply_overrides(cfg, ["lr=0.01"])  # a changed config starts over
+    subrun_dir(sub, spec(other), extendable=("config.train.steps",))
+    assert not (sub / "metrics.jsonl").exists()
 
 
 # --------------------------------------------------------------------------- end to end
 
 
-def test_tiny_run_writes_results_and_figure(tmp_path):
+def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
     out = tmp_path / "run"
     run_dir, results = cli.run_experiment("grokking", "tiny", out=out)
     on_disk = json.loads((out / "results.json").read_text())
@@ -175,13 +179,13 @@ def test_tiny_run_writes_results_and_figure(tmp_path):
     for r in on_disk["optimizers"].values():
         for key in ("steps_to_train_target", "steps_to_test_target"):
             assert set(r[key]) == {"per_seed", "median"}
-            assert len(r[key]["per_seed"]) == cfg.seeds
-        assert len(r["final_test_acc"]) == cfg.seeds
+            assert len(r[key]["per_seed"]) == cfg.train.seeds
+        assert len(r["final_test_acc"]) == cfg.train.seeds
         assert all(0.0 <= a <= 1.0 for a in r["final_train_acc"] + r["final_test_acc"])
         assert r["wall_time_s"] > 0
-        assert len(r["ntk/effective_rank_participation_final"]) == cfg.seeds
-        assert len(r["dissipation/w_effective_rank_last_valid"]) == cfg.seeds
-    assert len(on_disk["optimizers"]["prm"]["gate_open_fraction_final"]) == cfg.seeds
+        assert len(r["ntk/effective_rank_participation_final"]) == cfg.train.seeds
+        assert len(r["dissipation/w_effective_rank_last_valid"]) == cfg.train.seeds
+    assert len(on_disk["optimizers"]["prm"]["gate_open_fraction_final"]) == cfg.train.seeds
     for key in (
         "ratio_adamw_over_prm",
         "ratio_adamw_over_prm_per_seed",
@@ -192,5 +196,8 @@ def test_tiny_run_writes_results_and_figure(tmp_path):
     ):
         assert key in on_disk
     assert on_disk["wall_time_s"] > 0
-    assert (out / "grokking.png").stat().st_size > 0 and (out / "grokking.pdf").exists()
+    from paper_figures import grokking as figure  # the figure reads the run directory only
+
+    png, pdf = figure.draw(out, out)
+    assert png.stat().st_size > 0 and pdf.exists()
     assert (out / "adamw" / "metrics.jsonl").exists() and (out / "prm" / "probes.npz").exists()

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from dyntheory import io
-from dyntheory.config import ConfigError, apply_overrides
+from dyntheory.engine import rundir
+from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.init_diagnostics import PRESETS, Config, run
 from experiments.init_diagnostics.run import PREDICTIVE, bound_position, bracket
 
@@ -45,8 +45,8 @@ def test_config_validation():
 def test_tiny_preset_runs_and_writes_results(tmp_path):
     cfg = PRESETS["tiny"].config
     assert isinstance(cfg, Config)
-    results = run(cfg, io.RunDir(tmp_path))
-    io.write_json(tmp_path / "results.json", results)  # what `dyntheory run` does
+    results = run(cfg, rundir.RunDir(tmp_path))
+    rundir.write_json(tmp_path / "results.json", results)  # what `dyntheory run` does
     back = json.loads((tmp_path / "results.json").read_text())
     rows = back["rows"]
     assert len(rows) == len(cfg.depths) * len(cfg.activations) * len(cfg.variants)
@@ -73,6 +73,9 @@ def test_tiny_preset_runs_and_writes_results(tmp_path):
     ] == len(rows)
     assert back["table"].count("\n") == len(rows) + 1
     assert back["activation_nonlinearity"]["identity"] == pytest.approx(0, abs=1e-12)
-    assert (tmp_path / "init_diagnostics.png").stat().st_size > 1000
+    from paper_figures import init_diagnostics as figure  # reads results.json only
+
+    png, _ = figure.draw(tmp_path, tmp_path / "fig")
+    assert png.stat().st_size > 1000
     reports = json.loads((tmp_path / "reports.json").read_text())
     assert len(reports) == len(rows) and all("ntk" in rep for rep in reports.values())

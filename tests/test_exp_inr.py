@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from dyntheory import cli
-from dyntheory.config import ConfigError, apply_overrides
+from dyntheory.cli import app as cli
+from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.inr import PRESETS, Config, signals
 
 inr_run = importlib.import_module("experiments.inr.run")  # the module, not the run function
@@ -160,7 +160,7 @@ def test_presets_and_docstring():
 # --------------------------------------------------------------------------- end to end
 
 
-def test_tiny_run_writes_results_and_figure(tmp_path):
+def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
     out = tmp_path / "run"
     cfg = PRESETS["tiny"].config
     cli.run_experiment("inr", "tiny", out=out)
@@ -176,7 +176,7 @@ def test_tiny_run_writes_results_and_figure(tmp_path):
             assert len(by_lr) == len(cfg.lrs)
             for arm in by_lr.values():
                 for key in ("best_psnr", "final_psnr", "final_noise_coef", "final_noise_fit"):
-                    assert len(arm[key]) == cfg.seeds and all(np.isfinite(arm[key]))
+                    assert len(arm[key]) == cfg.train.seeds and all(np.isfinite(arm[key]))
                 assert all(b >= f for b, f in zip(arm["best_psnr"], arm["final_psnr"], strict=True))
                 if opt == "prm":
                     assert all(0.0 <= q <= 1.0 for q in arm["final_gate_mean"])
@@ -185,5 +185,8 @@ def test_tiny_run_writes_results_and_figure(tmp_path):
             assert sig["peak"][opt]["median_best_psnr"] >= sig["best"][opt]["median_best_psnr"]
         n = len(sig["curves"]["step"])
         assert n >= 2 and all(len(v) == n for v in sig["curves"].values())
-    assert (out / "inr.png").stat().st_size > 0 and (out / "inr.pdf").exists()
+    from paper_figures import inr as figure  # the figure reads the run directory only
+
+    png, pdf = figure.draw(out, out)
+    assert png.stat().st_size > 0 and pdf.exists()
     assert (out / cfg.signals[0] / "adamw_lr1e-03" / "metrics.jsonl").exists()

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dyntheory import cli
-from dyntheory.config import ConfigError, apply_overrides
+from dyntheory.cli import app as cli
+from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.pinn import PRESETS, Config, problem
 from experiments.pinn.run import first_crossing, make_loss, make_model
 
@@ -177,7 +177,7 @@ def test_cli_rejects_bad_values_before_compute(tmp_path, capsys):
 # --------------------------------------------------------------------------- end to end
 
 
-def test_tiny_run_writes_results_and_figure(tmp_path):
+def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
     out = tmp_path / "run"
     cfg = PRESETS["tiny"].config
     _, results = cli.run_experiment("pinn", "tiny", out=out)
@@ -187,8 +187,8 @@ def test_tiny_run_writes_results_and_figure(tmp_path):
     for opt, by_lr in on_disk["arms"].items():
         assert len(by_lr) == len(cfg.lrs)
         for arm in by_lr.values():
-            assert len(arm["iters_to_target"]) == cfg.seeds
-            assert len(arm["final_rel_l2"]) == cfg.seeds
+            assert len(arm["iters_to_target"]) == cfg.train.seeds
+            assert len(arm["final_rel_l2"]) == cfg.train.seeds
             assert all(np.isfinite(arm["final_rel_l2"]))
             assert arm["wall_s"] > 0
             if opt == "prm":
@@ -198,5 +198,8 @@ def test_tiny_run_writes_results_and_figure(tmp_path):
         assert key in on_disk
     n = len(on_disk["curves"]["step"])
     assert n >= 2 and all(len(v) == n for v in on_disk["curves"].values())
-    assert (out / "pinn.png").stat().st_size > 0 and (out / "pinn.pdf").exists()
+    from paper_figures import pinn as figure  # the figure reads the run directory only
+
+    png, pdf = figure.draw(out, out)
+    assert png.stat().st_size > 0 and pdf.exists()
     assert (out / "adamw_lr1e-03" / "metrics.jsonl").exists()

@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dyntheory import cli
-from dyntheory.config import ConfigError, apply_overrides
+from dyntheory.cli import app as cli
+from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.scaling_laws import DESCRIPTION, PRESETS, Config, classify, teacher
 
 TS = types.SimpleNamespace(
@@ -138,7 +138,7 @@ def test_tiny_teacher_run_writes_results(tmp_path):
 def test_classify_run_one(tmp_path):
     cfg = PRESETS["tiny"].config
     r = classify.run_one(cfg, 4, 16, None)
-    assert len(r["best_test_loss"]) == cfg.seeds and r["curve_step"][0] == 0
+    assert len(r["best_test_loss"]) == cfg.train.seeds and r["curve_step"][0] == 0
     assert r["best_test_loss"][0] <= r["final_test_loss"][0]
     assert np.isfinite(r["ntk_exponent_init"]) and np.isfinite(r["ntk_exponent_final"])
     train, test = classify.make_data(cfg, 16)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from dyntheory import cli, figures_cli
+from dyntheory.cli import app as cli
+from dyntheory.cli import figures as figures_cli
 from paper_figures import catalog, runs, style
 
 # Smaller than the tiny presets where a figure does not need the extra arms (speed only).
@@ -70,7 +71,7 @@ def test_every_figure_draws_from_tiny_runs(fig, tiny_runs, tmp_path, monkeypatch
 def test_figures_command_draws_everything_with_progress(tiny_runs, tmp_path, capsys):
     out, small = tmp_path / "figs", tmp_path / "gallery"
     argv = ["--runs", str(tiny_runs), "--preset", "tiny", "--out", str(out), "--no-run"]
-    status = figures_cli.main([*argv, "--gallery", str(small)])
+    status = cli.main(["figures", *argv, "--gallery", str(small)])
     text = capsys.readouterr().out
     assert status == 0, text
     n = len(catalog.FIGURES)
@@ -127,8 +128,8 @@ def test_results_without_a_key_are_reported(tiny_runs, tmp_path):
 
 def test_command_without_runs_reports_the_commands(tmp_path, capsys):
     empty = tmp_path / "runs"
-    status = figures_cli.main(
-        ["--runs", str(empty), "--quick", "--out", str(tmp_path / "f"), "--no-run"]
+    status = cli.main(
+        ["figures"] + ["--runs", str(empty), "--quick", "--out", str(tmp_path / "f"), "--no-run"]
     )
     err = capsys.readouterr().err
     assert status == 2
@@ -136,21 +137,20 @@ def test_command_without_runs_reports_the_commands(tmp_path, capsys):
         assert f"dyntheory run {exp} --preset quick --out {empty / f'{exp}-quick'}" in err
 
 
-def test_draw_all_runs_only_the_missing_experiments(tiny_runs, tmp_path, monkeypatch):
+def test_figures_runs_only_the_missing_experiments(tiny_runs, tmp_path, monkeypatch):
     root = tmp_path / "runs"
     shutil.copytree(tiny_runs / "dynamics-tiny", root / "dynamics-tiny")
     (root / "pinn-tiny").mkdir()  # empty: counts as missing
     calls = []
 
-    def fake_produce(exp, preset, path):
+    def fake_run(exp, preset, overrides, path):
         calls.append((exp, preset, path))
         shutil.copytree(tiny_runs / f"{exp}-tiny", path, dirs_exist_ok=True)
 
-    monkeypatch.setattr(catalog, "produce", fake_produce)
+    monkeypatch.setattr(figures_cli.experiments, "run_experiment", fake_run)
     lines = []
-    written = catalog.draw_all(
-        root, tmp_path / "f", "tiny", only=["spectrum", "pinn"], log=lines.append
-    )
+    figures_cli.produce_missing(catalog, root, "tiny", ["spectrum", "pinn"], log=lines.append)
+    written = catalog.draw_all(root, tmp_path / "f", "tiny", only=["spectrum", "pinn"])
     assert calls == [("pinn", "tiny", root / "pinn-tiny")]
     assert set(written) == {"spectrum", "pinn"}
     assert any(
@@ -158,16 +158,17 @@ def test_draw_all_runs_only_the_missing_experiments(tiny_runs, tmp_path, monkeyp
     )
 
 
-def test_produce_goes_through_the_cli_and_reports_failure(tmp_path, capsys):
-    with pytest.raises(RuntimeError, match="dyntheory run dynamics --preset nope"):
-        catalog.produce("dynamics", "nope", tmp_path / "run")
+def test_missing_run_with_a_bad_preset_fails_cleanly(tmp_path, capsys):
+    argv = ["figures", "--runs", str(tmp_path), "--preset", "nope", "--only", "spectrum"]
+    assert cli.main(argv) == 2
     assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "dynamics-nope" / "metrics.jsonl").exists()
 
 
 def test_unknown_figure_and_list(capsys):
-    assert figures_cli.main(["--only", "nope", "--no-run"]) == 2
+    assert cli.main(["figures", "--only", "nope", "--no-run"]) == 2
     assert "unknown figure(s) nope" in capsys.readouterr().err
-    assert figures_cli.main(["--list"]) == 0
+    assert cli.main(["figures", "--list"]) == 0
     listed = capsys.readouterr().out
     assert all(name in listed for name in catalog.NAMES)
 

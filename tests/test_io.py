@@ -8,24 +8,24 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dyntheory import io, sharding
-from dyntheory.checkpoint import Checkpointer, abstract_like
+from dyntheory.engine import rundir, sharding
+from dyntheory.engine.checkpoint import Checkpointer, abstract_like
 from tests.helpers import assert_trees_all_equal
 
 
 def test_run_dir_errors(tmp_path):
     blocker = tmp_path / "blocker"
     blocker.write_text("")
-    with pytest.raises(io.RunDirError, match="cannot write to the run directory"):
-        io.RunDir(blocker / "run")
-    with pytest.raises(io.RunDirError, match="not a directory"):
-        io.RunDir(tmp_path / "missing", create=False)
-    with pytest.raises(io.RunDirError, match="not a run directory"):
-        io.RunDir(tmp_path).read_config()
+    with pytest.raises(rundir.RunDirError, match="cannot write to the run directory"):
+        rundir.RunDir(blocker / "run")
+    with pytest.raises(rundir.RunDirError, match="not a directory"):
+        rundir.RunDir(tmp_path / "missing", create=False)
+    with pytest.raises(rundir.RunDirError, match="not a run directory"):
+        rundir.RunDir(tmp_path).read_config()
 
 
 def test_metrics_lines_truncate_and_table(tmp_path):
-    rd = io.RunDir(tmp_path)
+    rd = rundir.RunDir(tmp_path)
     rd.append_metrics([{"step": t, "train/loss": 1.0 / (t + 1)} for t in range(0, 50, 10)])
     rd.append_metrics([{"step": 50, "train/loss": float("nan"), "test/acc": np.float32(0.5)}])
     lines = rd.read_metrics()
@@ -33,12 +33,12 @@ def test_metrics_lines_truncate_and_table(tmp_path):
     assert math.isnan(lines[-1]["train/loss"]) and lines[-1]["test/acc"] == 0.5
     rd.truncate_metrics(30)
     assert [line["step"] for line in rd.read_metrics()] == [0, 10, 20]
-    table = io.load_metrics(tmp_path)
+    table = rundir.load_metrics(tmp_path)
     assert table["step"].tolist() == [0, 10, 20] and table["train/loss"].shape == (3,)
 
     seeded = [{"step": t, "seed": s, "train/loss": t + s} for t in (0, 5) for s in (0, 1)]
     seeded.append({"step": 9, "seed": 1, "test/acc": 1.0})
-    table = io.metrics_table(seeded)
+    table = rundir.metrics_table(seeded)
     assert table["train/loss"].shape == (3, 2)
     np.testing.assert_array_equal(table["train/loss"][:2], [[0, 1], [5, 6]])
     assert np.isnan(table["test/acc"][:2]).all() and table["test/acc"][2, 1] == 1.0
@@ -46,14 +46,16 @@ def test_metrics_lines_truncate_and_table(tmp_path):
 
 
 def test_json_and_arrays_roundtrip(tmp_path):
-    io.write_json(tmp_path / "r.json", {"a": np.float32(1.5), "b": np.arange(3), "c": (1, None)})
-    assert io.read_json(tmp_path / "r.json") == {"a": 1.5, "b": [0, 1, 2], "c": [1, None]}
+    rundir.write_json(
+        tmp_path / "r.json", {"a": np.float32(1.5), "b": np.arange(3), "c": (1, None)}
+    )
+    assert rundir.read_json(tmp_path / "r.json") == {"a": 1.5, "b": [0, 1, 2], "c": [1, None]}
     records = {"ntk": [(0, {"eig": np.ones(3)}), (10, {"eig": np.zeros(3)})], "empty": []}
-    arrays = io.stack_arrays(records)
+    arrays = rundir.stack_arrays(records)
     assert arrays["ntk/eig"].shape == (2, 3) and arrays["ntk/step"].tolist() == [0, 10]
-    rd = io.RunDir(tmp_path)
+    rd = rundir.RunDir(tmp_path)
     rd.write_arrays(arrays)
-    back = io.unstack_arrays(rd.read_arrays(), before_step=10)
+    back = rundir.unstack_arrays(rd.read_arrays(), before_step=10)
     assert list(back) == ["ntk"] and back["ntk"][0][0] == 0 and len(back["ntk"]) == 1
     np.testing.assert_array_equal(back["ntk"][0][1]["eig"], np.ones(3))
 
@@ -79,13 +81,13 @@ def test_checkpoint_roundtrip_keeps_shardings(tmp_path):
     assert_trees_all_equal(jax.device_get(restored), jax.device_get(tree))
     assert restored["w"].sharding.spec == sh["w"].spec
     ckpt.close()
-    assert io.RunDir(tmp_path).checkpointer().latest_step() is None  # a different directory
+    assert rundir.RunDir(tmp_path).checkpointer().latest_step() is None  # a different directory
 
 
 def test_has_checkpoint_sees_sub_runs(tmp_path):
-    rd = io.RunDir(tmp_path / "run")
+    rd = rundir.RunDir(tmp_path / "run")
     assert not rd.has_checkpoint()
-    (tmp_path / "run" / "prm" / io.CHECKPOINTS / "tmp").mkdir(parents=True)
+    (tmp_path / "run" / "prm" / rundir.CHECKPOINTS / "tmp").mkdir(parents=True)
     assert not rd.has_checkpoint()  # no step directory yet
-    (tmp_path / "run" / "prm" / io.CHECKPOINTS / "2000").mkdir()
+    (tmp_path / "run" / "prm" / rundir.CHECKPOINTS / "2000").mkdir()
     assert rd.has_checkpoint()

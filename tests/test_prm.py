@@ -169,7 +169,7 @@ def test_two_steps_by_hand(kwargs, reduction, q1, q2):
         updates, state = opt.update(jnp.array(g, jnp.float64), state, params)
         np.testing.assert_allclose(updates, -np.array(q) * direction, rtol=1e-14, atol=1e-15)
         inner = state[0]
-        # masks.gate rebuilds q from the state (as dyntheory.probing does for the effective NTK).
+        # masks.gate rebuilds q from the state (as dyntheory.probes does for the effective NTK).
         t = int(inner.count)
         rebuilt = masks_module.gate(
             (inner.mu / (1 - 0.5**t)) ** 2,

@@ -10,10 +10,11 @@ from flax import nnx
 
 from dyntheory import dissipation, losses, ntk, poprisk, spectrum
 from dyntheory import probes as P
-from dyntheory.config import TrainConfig
+from dyntheory.engine import Trainer
+from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, functional
 from dyntheory.optim import prm
-from dyntheory.train import Trainer
+from dyntheory.optim import state as optim_state
 
 APPLY, _ = functional(MLP(3, (8,), 2, activation="tanh", rngs=nnx.Rngs(0)))
 N, LR, EVERY, STEPS = 16, 0.02, 5, 20
@@ -39,7 +40,7 @@ def loss_fn(params, batch):
 def run():
     """Full-batch PRM on 8 devices with every probe every 5 steps (probe set = train set)."""
     train, test = make_data(0), make_data(1)
-    precond = P.prm_preconditioner(LR, **PRM_KW)
+    precond = optim_state.prm_preconditioner(LR, **PRM_KW)
     sched = P.Schedule.every(EVERY)
     tr = Trainer(
         TrainConfig(steps=STEPS, fuse=8, probe_size=N),
@@ -100,8 +101,8 @@ def test_dissipation_probe_matches_replayed_accumulation(run):
     def kernels(params, opt_state):
         p = precond(opt_state)
         return (
-            P.effective_ntk(APPLY, params, p, train["x"]),
-            P.effective_ntk(APPLY, params, p, test["x"], train["x"]),
+            ntk.effective_ntk(APPLY, params, p, train["x"]),
+            ntk.effective_ntk(APPLY, params, p, test["x"], train["x"]),
         )
 
     @jax.jit
@@ -162,7 +163,7 @@ def test_effective_ntk_is_j_diag_p_jt():
         return jac(x1) @ (pflat[:, None] * jac(x2).T)
 
     ref = reference(params, p)
-    got = jax.jit(lambda params, p: P.effective_ntk(APPLY, params, p, x1, x2))(params, p)
+    got = jax.jit(lambda params, p: ntk.effective_ntk(APPLY, params, p, x1, x2))(params, p)
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
@@ -230,3 +231,41 @@ def test_gate_stats_probe_needs_prm_with_gate_stats():
     opt_state = prm(1e-3, gate_stats=True).init(params)
     _, scalars, _ = P.GateStats()(None, (), params, opt_state, 0)
     assert set(scalars) == {"gate_mean", "gate_open_fraction"}
+
+
+@pytest.mark.parametrize("loss", ["squared", "softmax_ce"])
+def test_dissipation_without_query_checkpoints_and_resumes_with_seeds(tmp_path, loss):
+    """``Dissipation(query=False)`` with 3 vmapped seeds: it runs, checkpoints (no zero-size
+    arrays in its state) and a resumed run ends bit-identical to an uninterrupted one."""
+    train = make_data(0)
+    if loss == "softmax_ce":
+        train = {"x": train["x"], "y": (train["y"][:, 0] > 0).astype(np.int32)}
+    precond = optim_state.adam_preconditioner(LR)
+
+    def trainer(steps):
+        return Trainer(
+            TrainConfig(steps=steps, fuse=4, probe_size=N, seeds=3, checkpoint_every=10),
+            apply_fn=APPLY,
+            init_params=init,
+            optimizer=optax.adam(LR),
+            data=train,
+            loss=loss,
+            probes=[
+                P.Dissipation(
+                    P.Schedule.every(EVERY), preconditioner=precond, loss=loss, query=False
+                )
+            ],  # fmt: skip
+        )
+
+    full = trainer(STEPS).run(tmp_path / "full", progress=False)
+    trainer(10).run(tmp_path / "part", progress=False)
+    resumed = trainer(STEPS).run(tmp_path / "part", progress=False)
+    state = full.probe_states["dissipation"]
+    assert state.acc.G is None and state.kq is None and state.uq0 is None
+    assert state.acc.W.shape == (3, 2 * N, 2 * N)
+    key = "probe/dissipation/predicted_loss_drop"
+    assert np.isfinite(full.history[key][-1]).all()
+    np.testing.assert_array_equal(resumed.history[key], full.history[key])
+    np.testing.assert_array_equal(
+        resumed.probe_states["dissipation"].acc.W, full.probe_states["dissipation"].acc.W
+    )

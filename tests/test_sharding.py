@@ -8,10 +8,9 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from dyntheory import sharding
-from dyntheory.config import TrainConfig
+from dyntheory.engine import Trainer, sharding
+from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, functional
-from dyntheory.train import Trainer
 from tests.helpers import assert_trees_all_close
 
 

@@ -9,11 +9,11 @@ import optax
 import pytest
 from flax import nnx
 
-from dyntheory import batching, io, probes
-from dyntheory.checkpoint import abstract_like
-from dyntheory.config import TrainConfig
+from dyntheory import probes
+from dyntheory.engine import NonFiniteError, Trainer, batching, rundir
+from dyntheory.engine.checkpoint import abstract_like
+from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, functional
-from dyntheory.train import NonFiniteError, Trainer
 from tests.helpers import assert_tree_all_finite, assert_trees_all_close, assert_trees_all_equal
 
 APPLY, _ = functional(MLP(3, (8,), 1, activation="tanh", rngs=nnx.Rngs(0)))
@@ -70,19 +70,19 @@ def _strip_time(lines):
 def test_resume_is_bit_identical(resumable, tmp_path):
     full = resumable.run(tmp_path / "full", progress=False)
     resumable.run(tmp_path / "split", steps=100, progress=False)  # stopped at step 100
-    first = io.RunDir(tmp_path / "split").read_metrics()
+    first = rundir.RunDir(tmp_path / "split").read_metrics()
     assert first[-1]["step"] == 100 and "test/loss" in first[-1]  # the final line
     resumed = resumable.run(tmp_path / "split", steps=200, progress=False)
 
-    a = io.RunDir(tmp_path / "full").read_metrics()
-    b = io.RunDir(tmp_path / "split").read_metrics()
+    a = rundir.RunDir(tmp_path / "full").read_metrics()
+    b = rundir.RunDir(tmp_path / "split").read_metrics()
     assert _strip_time(a) == _strip_time(b)  # same lines, same values, no duplicates
     assert b[: len(first) - 1] == first[:-1]  # lines written before the checkpoint kept as is
     host = lambda st: jax.device_get(st._replace(key=jax.random.key_data(st.key)))
     assert_trees_all_equal(host(full.state), host(resumed.state))
     assert_trees_all_equal(full.arrays, resumed.arrays)
     assert_trees_all_equal(full.probe_states, resumed.probe_states)
-    assert io.RunDir(tmp_path / "split").read_arrays().keys() == full.arrays.keys()
+    assert rundir.RunDir(tmp_path / "split").read_arrays().keys() == full.arrays.keys()
 
     # Line layout: every log step, eval keys on eval steps only, probe keys on probe steps.
     steps = [line["step"] for line in a]
@@ -99,7 +99,7 @@ def test_resume_is_bit_identical(resumable, tmp_path):
         200,
     }
     assert all(line["time/train_s"] > 0 for line in a)
-    ckpt = io.RunDir(tmp_path / "full").checkpointer()
+    ckpt = rundir.RunDir(tmp_path / "full").checkpointer()
     assert ckpt.all_steps() == [150, 200]
     ckpt.close()
     with pytest.raises(ValueError, match="checkpoint is at step 200, beyond steps=50"):
@@ -119,9 +119,9 @@ def test_nonfinite_params_stop_the_run_and_keep_a_checkpoint(resumable, tmp_path
         NonFiniteError, match=r"non-finite params at step 121.*checkpoint is step 100"
     ):
         tr.run(tmp_path, progress=False)
-    lines = io.RunDir(tmp_path).read_metrics()
+    lines = rundir.RunDir(tmp_path).read_metrics()
     assert lines[-1]["step"] == 120 and np.isfinite(lines[-1]["train/loss"])
-    ckpt = io.RunDir(tmp_path).checkpointer()
+    ckpt = rundir.RunDir(tmp_path).checkpointer()
     assert ckpt.latest_step() == 100
     tree, meta = ckpt.restore(
         100,
@@ -141,7 +141,7 @@ def test_nonfinite_params_stop_the_run_and_keep_a_checkpoint(resumable, tmp_path
     # A NaN in the data: the loss of the first step that draws it is reported.
     bad = data()
     bad["x"][5, 0] = np.nan
-    tr.data = jax.device_put(bad, tr._rep)
+    tr.data = jax.device_put(bad, tr.replicated)
     with pytest.raises(NonFiniteError, match=r"non-finite train/loss at step \d+"):
         tr.run(progress=False)
 
@@ -213,10 +213,10 @@ def test_bad_inputs_fail_before_compute(tmp_path):
         Trainer(TrainConfig(batch_size=8), **kw, loss="hinge")
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    with pytest.raises(io.RunDirError, match="cannot write"):
+    with pytest.raises(rundir.RunDirError, match="cannot write"):
         Trainer(TrainConfig(batch_size=8, steps=2), **kw).run(blocker / "run")
     # A run dir with metrics but no checkpoint starts over instead of appending.
-    rd = io.RunDir(tmp_path / "stale")
+    rd = rundir.RunDir(tmp_path / "stale")
     rd.append_metrics([{"step": 0, "train/loss": 1.0}])
     out = Trainer(TrainConfig(batch_size=8, steps=2, fuse=2), **kw).run(rd.path, progress=False)
     lines = rd.read_metrics()

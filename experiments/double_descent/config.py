@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from dyntheory.config import ConfigError, Preset, TrainConfig
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
 from dyntheory.randfeat import FEATURE_MAPS
 from experiments.double_descent.data import TASKS
 
@@ -58,7 +58,7 @@ class ExactConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config:
     r"""Double descent, model-wise (exact random features) and model/epoch-wise (trained MLP).
 
     Command, runtime and expected result (``quick``: about 2 minutes on an idle 2-core CPU)::
@@ -110,15 +110,16 @@ class Config(TrainConfig):
     probe_schedule: str = "log:6"
     split_threshold: float = 0.5
     interp_tol: float = 1e-2
-    # engine defaults for this experiment (TrainConfig's fields)
-    steps: int = 40_000
-    seeds: int = 2
-    fuse: int = 1000
-    eval_every: int = 1000
-    log_every: int = 1000
+    # the engine's knobs: --set steps=... (or train.steps=...) reaches them
+    train: TrainConfig = TrainConfig(
+        steps=40_000,
+        seeds=2,
+        fuse=1000,
+        eval_every=1000,
+        log_every=1000,
+    )
 
     def __post_init__(self):
-        super().__post_init__()
         for name in ("mlp_n_train", "mlp_n_test", "mlp_d_in"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
@@ -136,7 +137,8 @@ class Config(TrainConfig):
             raise ConfigError("run_exact and run_trained are both false: nothing to do.")
 
 
-_TINY = Config(
+_TINY = replace(
+    Config(),
     exact=ExactConfig(
         n_train=16, n_test=40, d_in=6, seeds=2, n_ratios=(0.25, 1.0, 4.0), tasks=("regression",)
     ),
@@ -160,7 +162,8 @@ PRESETS: dict[str, Preset] = {
         "n = 128, 40,000 GD steps, 2 seeds, with and without 20 % label noise (≈ 2 min)",
     ),
     "paper": Preset(
-        Config(
+        replace(
+            Config(),
             exact=ExactConfig(n_train=1000, n_test=2000, d_in=100, seeds=20),
             mlp_n_train=256,
             mlp_n_test=1024,

@@ -31,7 +31,7 @@ import time
 
 import numpy as np
 
-from dyntheory import io
+from dyntheory.engine import rundir
 from experiments.double_descent.config import Config
 from experiments.double_descent.exact import run_exact
 from experiments.double_descent.trained import run_trained
@@ -76,12 +76,12 @@ def _summary(results: dict) -> dict:
 def run(cfg: Config, run_dir) -> dict:
     """Both parts; returns results.json's content (module docstring)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    out = run_dir if isinstance(run_dir, io.RunDir) else io.RunDir(run_dir)
+    out = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     results: dict = {"experiment": "double_descent"}
     if cfg.run_exact:
         results["exact"], arrays = run_exact(cfg.exact)
         np.savez(out.file("exact_spectra.npz"), **arrays)
-        io.write_json(
+        rundir.write_json(
             out.file("exact_results.json"), results["exact"]
         )  # kept if a later part fails
     if cfg.run_trained:

@@ -1,15 +1,15 @@
 r"""The trained part: a width-swept MLP trained by the engine, with and without label noise.
 
-For every label-noise level and width, :func:`dyntheory.train.fit` trains ``cfg.seeds`` seeds at
-once (vmap) on squared loss with full-batch gradient descent, step size ``lr · n/λ_max(K_0)`` (a
+For every label-noise level and width, :func:`dyntheory.engine.fit` trains ``cfg.train.seeds`` seeds
+at once (vmap) on squared loss with full-batch gradient descent, step size ``lr · n/λ_max(K_0)`` (a
 fixed fraction of the stability limit ``2n/λ_max``, so every width trains at the same speed in
 units of its own kernel), and the dissipation probe (its probe set is the whole training set)
 accumulates ``W_S``, ``D`` and ``G_Q`` from step 0 with the NTK refreshed at every probe step:
 exact for GD up to the kernel's drift within a probe interval. (``optimizer=adam`` is available,
 but the probe then holds Adam's preconditioned kernel fixed over each interval, which can leave
 GD's stability region and make the accumulator diverge; use an ``every:1`` schedule with it.)
-:class:`FourCellDissipation` adds the four-cell decomposition of
-:func:`dyntheory.split.four_cell` to the probe's scalars:
+With ``cells=True`` the probe adds the four-cell decomposition of
+:func:`dyntheory.split.four_cell` to its scalars:
 ``g(0) = g_clean + g_noise`` (``g_noise = −ε/n``) × channel/reservoir, on the train side
 (``train_*``: energies ‖Π g‖², ``dissipated_*``: loss dissipated) and on the test side
 (``test_*``: ``‖G_Q Π g‖²``, the energy each cell moved the test outputs by).
@@ -27,34 +27,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dyntheory import ntk, probes, split
-from dyntheory.config import to_dict
-from dyntheory.io import subrun_dir
+from dyntheory import ntk, probes
+from dyntheory.engine import fit
+from dyntheory.engine.config import to_dict
+from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import MLP, count_params, functional
-from dyntheory.train import fit
+from dyntheory.optim import state as optim_state
+from dyntheory.probes.dissipation import PARTS, SUBS
 from experiments.double_descent.data import make_task
-
-PARTS, SUBS = ("clean", "noise"), ("channel", "reservoir")
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class FourCellDissipation(probes.Dissipation):
-    """:class:`dyntheory.probes.Dissipation` plus the four-cell scalars (module docstring)."""
-
-    def __call__(self, ctx, state, params, opt_state, step):
-        new, scalars, arrays = super().__call__(ctx, state, params, opt_state, step)
-        n = ctx.train["x"].shape[0]
-        sp = split.split(new.acc.W, self.threshold, self.mode, n_examples=n)
-        dtype = sp.eigvecs.dtype
-        g_noise = state.noise0.astype(dtype)
-        g_clean = state.g0.astype(dtype) - g_noise
-        cells = split.four_cell(sp, new.acc.W, g_clean, g_noise, new.acc.G.astype(dtype))
-        for i, part in enumerate(PARTS):
-            for j, sub in enumerate(SUBS):
-                scalars[f"train_{part}_{sub}"] = cells.train_energy[i, j]
-                scalars[f"dissipated_{part}_{sub}"] = cells.dissipated[i, j]
-                scalars[f"test_{part}_{sub}"] = cells.test_energy[i, j]
-        return new, scalars, arrays
 
 
 def make_model(cfg, width: int):
@@ -69,10 +49,10 @@ def make_model(cfg, width: int):
 def gd_step_size(cfg, apply_fn, init_params, x) -> float:
     """``lr · n/λ_max(K_0)``: GD's step size in units of its stability limit ``2n/λ_max``.
 
-    ``K_0`` is the NTK on the training set at seed ``cfg.seed``'s initial params (the engine's
+    ``K_0`` is the NTK on the training set at seed ``cfg.train.seed``'s initial params (the engine's
     seed ``s`` initializes from ``split(key(seed + s))[0]``).
     """
-    params = init_params(jax.random.split(jax.random.key(cfg.seed))[0])
+    params = init_params(jax.random.split(jax.random.key(cfg.train.seed))[0])
     k0 = ntk.empirical_ntk(apply_fn, params, jnp.asarray(x))
     return float(cfg.lr * x.shape[0] / jnp.linalg.eigvalsh(k0)[-1])
 
@@ -82,7 +62,7 @@ def make_optimizer(cfg, apply_fn, init_params, x):
     if cfg.optimizer == "gd":
         eta = gd_step_size(cfg, apply_fn, init_params, x)
         return optax.sgd(eta), None, eta
-    return optax.adam(cfg.lr), probes.adam_preconditioner(cfg.lr), cfg.lr
+    return optax.adam(cfg.lr), optim_state.adam_preconditioner(cfg.lr), cfg.lr
 
 
 def _last(history: dict, key: str) -> np.ndarray:
@@ -117,23 +97,24 @@ def _peak(widths, err) -> dict:
 
 
 def run_one(cfg, data: dict, width: int, run_dir) -> dict:
-    """Train one (noise level, width) over ``cfg.seeds`` seeds; its block of results."""
+    """Train one (noise level, width) over ``cfg.train.seeds`` seeds; its block of results."""
     t0 = time.perf_counter()
     apply_fn, init_params, n_params = make_model(cfg, width)
     train = {k: np.asarray(data[k])[:, None] for k in ("y", "y_clean")}
     train["x"] = np.asarray(data["x"])
     test = {"x": np.asarray(data["x_test"]), "y": np.asarray(data["y_test"])[:, None]}
     optimizer, precond, eta = make_optimizer(cfg, apply_fn, init_params, train["x"])
-    probe = FourCellDissipation(
+    probe = probes.Dissipation(
         probes.Schedule.parse(cfg.probe_schedule),
         lr=eta,
         preconditioner=precond,
         threshold=cfg.split_threshold,
         mode="dissipated_fraction",
+        cells=True,
     )
     noisy = bool(np.any(train["y"] != train["y_clean"]))
     res = fit(
-        dataclasses.replace(cfg, probe_size=cfg.mlp_n_train, batch_size=None),
+        dataclasses.replace(cfg.train, probe_size=cfg.mlp_n_train, batch_size=None),
         apply_fn=apply_fn,
         init_params=init_params,
         optimizer=optimizer,
@@ -141,7 +122,11 @@ def run_one(cfg, data: dict, width: int, run_dir) -> dict:
         loss="squared",
         eval_sets={"test": test},
         probes=[probe] if noisy else [],
-        run_dir=subrun_dir(run_dir, {"config": to_dict(cfg), "width": width, "noisy": noisy}),
+        run_dir=subrun_dir(
+            run_dir,
+            {"config": to_dict(cfg), "width": width, "noisy": noisy},
+            extendable=("config.train.steps",),
+        ),
     )
     h = res.history
     steps, curve = _curve(h, "test/loss")

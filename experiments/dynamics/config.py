@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from dyntheory.config import ConfigError, Preset, TrainConfig
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config:
     r"""Teacher-student regression recorded for the theory figures (two engine runs).
 
     Command, runtime and expected result (``quick``: about two minutes on a 2-core CPU)::
@@ -62,15 +62,16 @@ class Config(TrainConfig):
     sgd_seeds: int = 8
     sgd_noise: float = 1.0
     directions: int = 4
-    # engine defaults for the GD phase (TrainConfig's fields)
-    steps: int = 2000
-    probe_size: int = 64
-    eval_every: int = 20
-    log_every: int = 20
-    checkpoint_every: int = 0
+    # the engine's knobs: --set steps=... (or train.steps=...) reaches them
+    train: TrainConfig = TrainConfig(
+        steps=2000,
+        probe_size=64,
+        eval_every=20,
+        log_every=20,
+        checkpoint_every=0,
+    )
 
     def __post_init__(self):
-        super().__post_init__()
         positive = (
             "d_in",
             "teacher_width",
@@ -104,16 +105,17 @@ class Config(TrainConfig):
                 f"directions ({self.directions}) must be <= n_train ({self.n_train}): they are "
                 "eigenvectors of the n_train × n_train NTK."
             )
-        if self.probe_size != self.n_train:
+        if self.train.probe_size != self.n_train:
             raise ConfigError(
-                f"probe_size ({self.probe_size}) must equal n_train ({self.n_train}): the "
+                f"probe_size ({self.train.probe_size}) must equal n_train ({self.n_train}): the "
                 "dissipation accumulator is exact only on the whole training set."
             )
 
 
 PRESETS = {
     "tiny": Preset(
-        Config(
+        replace(
+            Config(),
             n_train=16,
             n_test=16,
             probe_size=16,
@@ -139,7 +141,8 @@ PRESETS = {
         "4,000 SGD steps (batch 32, 8 seeds) with the drift/noise split every step (17 s)",
     ),
     "paper": Preset(
-        Config(
+        replace(
+            Config(),
             n_train=256,
             n_test=256,
             probe_size=256,

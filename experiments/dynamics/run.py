@@ -28,21 +28,21 @@ part of the accumulated batch-mean gradient (:func:`curves`).
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 from flax import nnx
 
-from dyntheory import drift, io
-from dyntheory.config import to_dict
+from dyntheory import drift
+from dyntheory.drift import curves
+from dyntheory.engine import fit, rundir
+from dyntheory.engine.config import to_dict
+from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import MLP, count_params, functional
-from dyntheory.probes import NTKSpectrum, Schedule
-from dyntheory.train import fit
+from dyntheory.probes import Dissipation, DriftDiffusion, NTKSpectrum, Schedule
+from dyntheory.probes.dissipation import PARTS, SUBS
 from experiments.dynamics.config import Config
-from experiments.dynamics.probes import PARTS, SUBS, CouplingDissipation, DriftDiffusion
 from experiments.toy_regression import Config as ToyConfig
 from experiments.toy_regression.run import make_data, sampler
 
@@ -101,25 +101,6 @@ def summarize_gd(history: dict, n_test: int) -> dict:
     }
 
 
-def rms_over_seeds(x: np.ndarray) -> np.ndarray:
-    """``√(mean_s x²)`` over the seed axis of a ``(T, S)`` curve: the root of the mean squared norm,
-    which for a random walk grows exactly like ``√t`` (the median of a few norms is noisier)."""
-    x = np.asarray(x, float)
-    return np.sqrt(np.mean(np.square(x.reshape(len(x), -1)), axis=1))
-
-
-def coherent(drift_rms: np.ndarray, noise_rms: np.ndarray) -> np.ndarray:
-    r"""The coherent part of the accumulated batch-mean gradient: ``√(E‖Σ η ĝ‖² − E‖Σ η ξ‖²)``.
-
-    The drift accumulator sums batch means ``ĝ = μ + ξ`` (the population gradient is unknown), so
-    ``E‖drift‖² = ‖Σ η μ‖² + E‖Σ η ξ‖²``; the noise accumulator has the law of ``Σ η ξ``
-    (:mod:`dyntheory.drift`), so subtracting its mean square leaves ``‖Σ η μ‖²``. NaN where the
-    difference is not positive (too few seeds to resolve it).
-    """
-    diff = np.square(drift_rms) - np.square(noise_rms)
-    return np.where(diff > 0, np.sqrt(np.maximum(diff, 0.0)), np.nan)
-
-
 def fit_window(count: np.ndarray, drift_top: np.ndarray, fraction: float = 0.25) -> list[int]:
     """Steps ``[1, t_q]`` before the coherent drift on the top directions saturates: ``t_q`` is the
     first step at which it reaches ``fraction`` of its final value (at least 8 steps)."""
@@ -127,22 +108,6 @@ def fit_window(count: np.ndarray, drift_top: np.ndarray, fraction: float = 0.25)
     reached = np.nonzero(ok & (drift_top >= fraction * drift_top[ok][-1]))[0]
     t_q = int(count[reached[0]]) if reached.size else int(count[-1])
     return [1, max(t_q, min(8, int(count[-1])))]
-
-
-def curves(history: dict) -> dict[str, np.ndarray]:
-    """``count`` (steps accumulated) and, over it, the RMS over seeds of the accumulated noise
-    ``noise_{top,bottom}``, of the accumulated batch-mean gradient ``batch_{top,bottom}`` and its
-    coherent part ``drift_{top,bottom}`` (:func:`coherent`)."""
-    pre = "probe/drift/"
-    t_rows = len(history["step"])
-    col = lambda k: np.asarray(history[f"{pre}{k}"], float).reshape(t_rows, -1)
-    rows = np.isfinite(col("count")).all(axis=1)
-    out = {"count": col("count")[rows, 0]}
-    for which in ("top", "bottom"):
-        out[f"batch_{which}"] = rms_over_seeds(col(f"drift_{which}")[rows])
-        out[f"noise_{which}"] = rms_over_seeds(col(f"noise_{which}")[rows])
-        out[f"drift_{which}"] = coherent(out[f"batch_{which}"], out[f"noise_{which}"])
-    return out
 
 
 def summarize_sgd(history: dict, cfg: Config) -> dict:
@@ -175,23 +140,13 @@ def summarize_sgd(history: dict, cfg: Config) -> dict:
     }
 
 
-def _resumable(sub: Path, cfg: Config, steps_key: str) -> bool:
-    """Whether ``sub`` holds a run of the same config (up to its number of steps) to resume; records
-    the config there. A changed config (``--force`` with other ``--set`` values) starts over."""
-    mine = json.loads(json.dumps({"config": to_dict(cfg) | {steps_key: None}}))
-    path = sub / io.CONFIG
-    same = path.exists() and io.read_json(path) == mine
-    sub.mkdir(parents=True, exist_ok=True)
-    io.write_json(path, mine)
-    return same
-
-
 def run(cfg: Config, run_dir) -> dict:
     """Train the GD and the SGD runs into ``run_dir/gd`` and ``run_dir/sgd``; return results."""
-    out = run_dir if isinstance(run_dir, io.RunDir) else io.RunDir(run_dir)
+    out = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     train, test = data(cfg)
     apply_fn, init_params, n_params = model(cfg)
     sched = Schedule.parse(cfg.probe_schedule)
+    spec = {"config": to_dict(cfg)}
     common = dict(
         apply_fn=apply_fn,
         init_params=init_params,
@@ -200,20 +155,23 @@ def run(cfg: Config, run_dir) -> dict:
         eval_sets={"test": test},
     )
     gd = fit(
-        dataclasses.replace(cfg, batch_size=None),
+        dataclasses.replace(cfg.train, batch_size=None),
         optimizer=optax.sgd(cfg.lr),
         probes=[
             NTKSpectrum(sched, top_k=cfg.n_train),
-            CouplingDissipation(
-                sched, lr=cfg.lr, threshold=cfg.split_threshold, mode="dissipated_fraction"
+            Dissipation(
+                sched,
+                lr=cfg.lr,
+                threshold=cfg.split_threshold,
+                mode="dissipated_fraction",
+                cells=True,
             ),
         ],
-        run_dir=out.file("gd"),
-        resume=_resumable(out.file("gd"), cfg, "steps"),
+        run_dir=subrun_dir(out.file("gd"), spec, extendable=("config.train.steps",)),
         **common,
     )
     sgd_cfg = dataclasses.replace(
-        cfg,
+        cfg.train,
         steps=cfg.sgd_steps,
         batch_size=cfg.sgd_batch,
         seeds=cfg.sgd_seeds,
@@ -226,8 +184,7 @@ def run(cfg: Config, run_dir) -> dict:
         sgd_cfg,
         optimizer=optax.sgd(cfg.sgd_lr),
         probes=[DriftDiffusion(Schedule.every(1), lr=cfg.sgd_lr, directions=cfg.directions)],
-        run_dir=out.file("sgd"),
-        resume=_resumable(out.file("sgd"), cfg, "sgd_steps"),
+        run_dir=subrun_dir(out.file("sgd"), spec, extendable=("config.sgd_steps",)),
         **{**common, "data": sampler(_toy(cfg, cfg.sgd_noise))},
     )
     return {
@@ -235,6 +192,6 @@ def run(cfg: Config, run_dir) -> dict:
         "params": n_params,
         "n_train": cfg.n_train,
         "n_test": cfg.n_test,
-        "gd": summarize_gd(gd.history, min(cfg.n_test, cfg.probe_size)),
+        "gd": summarize_gd(gd.history, min(cfg.n_test, cfg.train.probe_size)),
         "sgd": summarize_sgd(sgd.history, cfg),
     }

@@ -74,7 +74,7 @@ below 90 % at a third of the evaluations after step 1,000, test accuracy oscilla
 80 %, 73 % at the end) while its gate stays mostly shut (median mean q 0.037) — THEORY.md §9's
 second criticism.
 
-Run directory: see :mod:`experiments.grokking.run`; figure: :mod:`experiments.grokking.figure`.
+Run directory: see :mod:`experiments.grokking.run`; figure: ``paper_figures/grokking.py``.
 """
 
 from experiments.grokking.config import PRESETS, Config

@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from dyntheory.config import ConfigError, Preset, TrainConfig
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
 from experiments.grokking.data import OPS, check_task
 from experiments.optimizers import OPTIMIZERS, check_optimizers
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config:
     r"""Grokking: ``a ∘ b mod p``, AdamW vs PRM on the same data and seeds.
 
     Main job (README's first command)::
@@ -76,16 +76,17 @@ class Config(TrainConfig):
     train_target: float = 0.99
     test_target: float = 0.95
     probe_points: int = 8
-    # engine defaults for this experiment (TrainConfig's fields)
-    steps: int = 40_000
-    batch_size: int | None = 512
-    seeds: int = 3
-    eval_every: int = 50
-    log_every: int = 50
-    probe_size: int = 4
+    # the engine's knobs: --set steps=... (or train.steps=...) reaches them
+    train: TrainConfig = TrainConfig(
+        steps=40_000,
+        batch_size=512,
+        seeds=3,
+        eval_every=50,
+        log_every=50,
+        probe_size=4,
+    )
 
     def __post_init__(self):
-        super().__post_init__()
         try:
             check_task(self.p, self.op, self.train_fraction)
         except ValueError as e:
@@ -106,7 +107,8 @@ class Config(TrainConfig):
         return OPS[self.op]
 
 
-_QUICK = Config(
+_QUICK = replace(
+    Config(),
     p=59,
     op="div",
     train_fraction=0.5,
@@ -121,7 +123,7 @@ _QUICK = Config(
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        dataclasses.replace(
+        replace(
             _QUICK,
             p=11,
             train_fraction=0.5,
@@ -144,7 +146,7 @@ PRESETS: dict[str, Preset] = {
         "5,000 steps (a few minutes on a 2-core CPU)",
     ),
     "paper": Preset(
-        Config(eval_every=100, log_every=100, checkpoint_every=2000),
+        replace(Config(), eval_every=100, log_every=100, checkpoint_every=2000),
         "the paper's setting: ÷ mod 97, 25 % of pairs, 2-layer width-128 4-head decoder, "
         "batch 512, AdamW (lr 1e-3, wd 1, betas 0.9/0.98) vs PRM, 3 seeds, 40,000 steps "
         "(hours on a CPU)",

@@ -1,41 +1,38 @@
-"""Train AdamW and PRM on the same modular-arithmetic split and seeds; write results and figure.
+"""Train AdamW and PRM on the same modular-arithmetic split and seeds; write the results.
 
 Run directory (``out_dir``)::
 
     config.json            the resolved config (written here if the caller has not)
-    metrics.jsonl          empty: marks a started run, so that ``dyntheory resume`` continues
-                           each optimizer from its checkpoints (``run --force`` removes it)
-    adamw/, prm/           one engine run directory per optimizer: metrics.jsonl (every seed,
-                           "trainset/acc" = accuracy on the whole train split, "test/acc"),
-                           probes.npz (NTK eigenvalues, W_S eigenvalues)
+    adamw/, prm/           one engine sub-run per optimizer (:func:`dyntheory.engine.rundir.
+                           subrun_dir`, resumed while its spec is unchanged): metrics.jsonl
+                           (every seed, "trainset/acc" = accuracy on the whole train split,
+                           "test/acc"), probes.npz (NTK eigenvalues, W_S eigenvalues)
     results.json           steps to the train / test targets per seed and median, their ratio
-    grokking.png, .pdf     the figure (:func:`experiments.grokking.figure.draw`)
+
+The figure is ``paper_figures/grokking.py`` (``dyntheory figures --only grokking``).
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-from dyntheory import io, probes
-from dyntheory.config import to_dict
+from dyntheory import probes
+from dyntheory.engine import fit, rundir
+from dyntheory.engine.config import to_dict
+from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import EmbedMLP, Transformer, count_params, functional
 from dyntheory.optim import finite_dataset_alpha
-from dyntheory.optim.masks import gate
-from dyntheory.train import fit
+from dyntheory.optim import state as optim_state
 from experiments import optimizers
-from experiments.grokking import figure
 from experiments.grokking.config import Config
 from experiments.grokking.data import ModularData, make_data
-from experiments.grokking.wsprobe import TrainDissipation
 
 
 def load_data(cfg: Config) -> ModularData:
@@ -64,14 +61,14 @@ def prm_alpha(cfg: Config, n_train: int) -> float:
     """α of the gate: the config's, else ``b/(n − b)`` (finite dataset, paper Sec. 6)."""
     if cfg.prm_alpha is not None:
         return cfg.prm_alpha
-    if cfg.batch_size is None or cfg.batch_size >= n_train:
+    if cfg.train.batch_size is None or cfg.train.batch_size >= n_train:
         raise ValueError(
-            f"PRM's α = b/(n − b) is undefined for batch_size={cfg.batch_size} with n_train="
+            f"PRM's α = b/(n − b) is undefined for batch_size={cfg.train.batch_size} with n_train="
             f"{n_train}: a full batch has no sampling noise (the gate's ŝ then only measures how "
             "the full-batch gradient drifts from step to step). Set prm_alpha explicitly (e.g. "
             "prm_alpha=1) or train on minibatches smaller than the train set."
         )
-    return finite_dataset_alpha(cfg.batch_size, n_train)
+    return finite_dataset_alpha(cfg.train.batch_size, n_train)
 
 
 def make_optimizer(cfg: Config, name: str, n_train: int) -> optax.GradientTransformation:
@@ -84,23 +81,23 @@ def probe_steps(cfg: Config) -> tuple[int, ...]:
     the schedule's ``final``)."""
     if cfg.probe_points == 0:
         return ()
-    hi = max(cfg.steps - 1, 10)
+    hi = max(cfg.train.steps - 1, 10)
     pts = np.unique(np.round(np.geomspace(10, hi, cfg.probe_points)).astype(int))
-    return (0, *(int(s) for s in pts if s < cfg.steps))
+    return (0, *(int(s) for s in pts if s < cfg.train.steps))
 
 
 def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
     out: list[probes.Probe] = []
     if name == "prm":
-        out.append(probes.GateStats(probes.Schedule.every(cfg.eval_every)))
+        out.append(probes.GateStats(probes.Schedule.every(cfg.train.eval_every)))
     steps = probe_steps(cfg)
     if steps:
         sched = probes.Schedule.at(*steps, final=True)
         common = dict(lr=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
         if name == "adamw":
-            precond = probes.adam_preconditioner(cfg.lr, b2=cfg.b2, eps=cfg.eps)
+            precond = optim_state.adam_preconditioner(cfg.lr, b2=cfg.b2, eps=cfg.eps)
         else:
-            precond = probes.prm_preconditioner(
+            precond = optim_state.prm_preconditioner(
                 **common,
                 rho=cfg.prm_rho,
                 mask=cfg.prm_mask,
@@ -110,15 +107,16 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
         out.append(probes.NTKSpectrum(sched, top_k=32))
         # The preconditioned kernel J diag(p) Jᵀ has no structured form; NTK-vector products cost
         # O(n p · forward) where the Jacobian contraction costs O((n p)² P).
-        out.append(TrainDissipation(sched, preconditioner=_finite(precond)))
+        out.append(
+            probes.Dissipation(
+                sched,
+                preconditioner=precond,
+                loss="softmax_ce",
+                query=False,
+                implementation="ntvp",
+            )
+        )
     return out
-
-
-def _finite(precond):
-    """Zero where Adam's preconditioner is undefined: at step 0 the bias correction 1 − β₂⁰ = 0
-    makes ``η/(√v̂ + ε)`` 0/0, so the first probe interval would poison W_S with NaN. With this
-    guard W_S accumulates from the first probe step after 0."""
-    return lambda st: jax.tree.map(lambda p: jnp.where(jnp.isfinite(p), p, 0), precond(st))
 
 
 def first_crossing(steps: np.ndarray, values: np.ndarray, target: float) -> list[int | None]:
@@ -191,32 +189,23 @@ def summarize(cfg: Config, history: dict[str, np.ndarray]) -> dict:
 def gate_per_tensor(cfg: Config, opt_state, n_train: int) -> dict[str, list[float]]:
     """PRM's gate at the final state, averaged over each parameter tensor: which parts it shuts.
 
-    Recomputes ``q = mask(m̂², ŝ)`` from the state's ``m`` and ``s`` (Algorithm 1) per leaf;
-    returns ``{"<layer path>": [mean q per seed]}`` (fraction of the update Adam would make).
+    :func:`dyntheory.optim.state.prm_gate` per seed; returns ``{"<layer path>": [mean q per
+    seed]}`` (fraction of the update Adam would make).
     """
-    st = probes.find_state(opt_state, "ScaleByPopulationRiskState")
-    t = np.asarray(st.count, np.float64).reshape(-1)[0]
-    c1, c_rho = 1 - cfg.b1**t, 1 - cfg.prm_rho**t
-    alpha = prm_alpha(cfg, n_train)
+    gate_fn = lambda st: optim_state.prm_gate(
+        st,
+        b1=cfg.b1,
+        rho=cfg.prm_rho,
+        eps=cfg.eps,
+        mask=cfg.prm_mask,
+        softness=cfg.prm_softness,
+        alpha=prm_alpha(cfg, n_train),
+    )
+    q = jax.vmap(gate_fn)(opt_state) if cfg.train.seeds > 1 else gate_fn(opt_state)
     out = {}
-    for (path, m), s in zip(
-        jax.tree.flatten_with_path(st.mu)[0], jax.tree.leaves(st.s), strict=True
-    ):
-        q = gate(
-            (m / c1) ** 2,
-            s / c_rho,
-            mask=cfg.prm_mask,
-            reduction="per_parameter",
-            alpha=alpha,
-            softness=cfg.prm_softness,
-            eps=cfg.eps,
-        )
-        q = (
-            np.asarray(q, np.float64).reshape(cfg.seeds, -1)
-            if cfg.seeds > 1
-            else (np.asarray(q, np.float64).reshape(1, -1))
-        )
-        out[probes.path_name(path)] = q.mean(axis=1).tolist()
+    for path, leaf in jax.tree.flatten_with_path(q)[0]:
+        leaf = np.asarray(leaf, np.float64).reshape(max(cfg.train.seeds, 1), -1)
+        out[probes.path_name(path)] = leaf.mean(axis=1).tolist()
     return out
 
 
@@ -224,33 +213,19 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _resumable(out: Path, name: str, cfg: Config, continuing: bool) -> bool:
-    """Whether ``out/name`` holds a run of the same config (up to ``steps``) to resume; records the
-    config there. Only a continued run resumes: ``dyntheory run --force`` empties the top-level
-    run directory (its ``metrics.jsonl`` marker goes), and then every optimizer starts over."""
-    sub = out / name
-    mine = {"optimizer": name, "config": to_dict(cfg) | {"steps": None}}
-    path = sub / io.CONFIG
-    same = continuing and path.exists() and io.read_json(path) == json.loads(json.dumps(mine))
-    sub.mkdir(parents=True, exist_ok=True)
-    io.write_json(path, mine)
-    return same
-
-
 def run(cfg: Config, run_dir) -> dict:
-    """Train every optimizer of ``cfg`` on every seed; write ``results.json`` and the figure.
+    """Train every optimizer of ``cfg`` on every seed; write ``results.json``.
 
-    ``run_dir`` is the run directory (a :class:`dyntheory.io.RunDir` or a path); each optimizer
+    ``run_dir`` is the run directory (a :class:`dyntheory.engine.rundir.RunDir` or a path); each
+    optimizer
     trains in its own engine run directory under it and resumes from its checkpoints when the
     config is unchanged (``dyntheory resume``). Returns the results (also written).
     """
     t_start = time.perf_counter()
     out = Path(run_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / io.CONFIG).exists():
-        io.write_json(out / io.CONFIG, {"experiment": "grokking", "config": to_dict(cfg)})
-    continuing = (out / io.METRICS).exists()  # written below; removed by RunDir.reset()
-    (out / io.METRICS).touch()
+    if not (out / rundir.CONFIG).exists():
+        rundir.write_json(out / rundir.CONFIG, {"experiment": "grokking", "config": to_dict(cfg)})
     data = load_data(cfg)
     n_train = len(data.y_train)
     alpha = prm_alpha(cfg, n_train) if "prm" in cfg.optimizers else None  # fails before compute
@@ -263,7 +238,7 @@ def run(cfg: Config, run_dir) -> dict:
     for name in cfg.optimizers:
         t0 = time.perf_counter()
         result = fit(
-            cfg,
+            cfg.train,
             apply_fn=apply_fn,
             init_params=init_params,
             optimizer=make_optimizer(cfg, name, n_train),
@@ -271,8 +246,11 @@ def run(cfg: Config, run_dir) -> dict:
             loss="softmax_ce",
             eval_sets=eval_sets,
             probes=make_probes(cfg, name, n_train),
-            run_dir=out / name,
-            resume=_resumable(out, name, cfg, continuing),
+            run_dir=subrun_dir(
+                out / name,
+                {"optimizer": name, "config": to_dict(cfg)},
+                extendable=("config.train.steps",),
+            ),
         )
         wall[name] = time.perf_counter() - t0
         per_opt[name] = summarize(cfg, result.history) | {"wall_time_s": wall[name]}
@@ -294,9 +272,9 @@ def run(cfg: Config, run_dir) -> dict:
             "n_test": len(data.y_test),
         },
         "model": {"kind": cfg.model, "params": count_params(params0)},
-        "steps": cfg.steps,
-        "seeds": [cfg.seed + s for s in range(cfg.seeds)],
-        "step_resolution": cfg.eval_every,
+        "steps": cfg.train.steps,
+        "seeds": [cfg.train.seed + s for s in range(cfg.train.seeds)],
+        "step_resolution": cfg.train.eval_every,
         "train_target": cfg.train_target,
         "test_target": cfg.test_target,
         "prm_alpha": alpha,
@@ -310,10 +288,7 @@ def run(cfg: Config, run_dir) -> dict:
         if both
         else None,
         "prm_at_least_2x_fewer_steps": None if ratio is None else bool(ratio >= 2.0),
-        "wall_time_s": None,
+        "wall_time_s": time.perf_counter() - t_start,
     }
-    io.write_json(out / io.RESULTS, results)
-    figure.draw(out)
-    results["wall_time_s"] = time.perf_counter() - t_start
-    io.write_json(out / io.RESULTS, results)
+    rundir.write_json(out / rundir.RESULTS, results)
     return results

@@ -1,7 +1,7 @@
 """Trainability at initialization: do the init diagnostics predict short GD runs (max lr, fit)?
 
 A sweep over MLP depth × activation × (LayerNorm, residual): every configuration is diagnosed at
-init with :mod:`dyntheory.diagnostics_report` (suggested max learning rate ``2n/λ_max`` of the NTK,
+init with :mod:`dyntheory.diagnostics.report` (suggested max learning rate ``2n/λ_max`` of the NTK,
 gradient / Jacobian / NTK warnings, the frozen-NTK prediction of the overfit test), then trained
 with full-batch GD on the same batch at multiples of the predicted learning rate.
 ``results.json`` lists, per configuration, the predicted and the measured (bracketed) maximum

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dyntheory.config import ConfigError, Preset
+from dyntheory.engine.config import ConfigError, Preset
 from dyntheory.models import ACTIVATIONS
 
 VARIANTS = ("plain", "layernorm", "residual", "layernorm+residual")
@@ -18,7 +18,7 @@ class Config:
 
         dyntheory run init_diagnostics --preset quick
 
-    Every configuration is diagnosed at init (:func:`dyntheory.diagnostics_report.diagnose`:
+    Every configuration is diagnosed at init (:func:`dyntheory.diagnostics.report.diagnose`:
     NTK, suggested max lr ``η_max = 2n/λ_max``, gradient and Jacobian norms, warnings), then trained
     with full-batch GD on the same batch at ``m·η_max`` for every multiplier ``m``. Expected
     (README.md): no net diverges exactly at the bound; nets that train are stable to ~2× and

@@ -1,8 +1,8 @@
-"""Wiring of the init-diagnostics sweep: data, models, diagnose, GD runs, results.json, figure.
+"""Wiring of the init-diagnostics sweep: data, models, diagnose, GD runs, results.json.
 
 Run directory::
 
-    config.json, results.json, reports.json (every full diagnose report), init_diagnostics.png
+    config.json, results.json, reports.json (every full diagnose report)
 
 ``results.json`` (schema checked by ``tests/test_exp_init_diagnostics.py``)::
 
@@ -30,10 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dyntheory import io
-from dyntheory.diagnostics import activation_nonlinearity
-from dyntheory.diagnostics_format import summary_row
-from dyntheory.diagnostics_report import classify_run, diagnose, train_losses
+from dyntheory.diagnostics.format import summary_row
+from dyntheory.diagnostics.measures import activation_nonlinearity
+from dyntheory.diagnostics.report import classify_run, diagnose, train_losses
+from dyntheory.engine import rundir
 from dyntheory.models import ACTIVATIONS, MLP, functional
 from experiments.init_diagnostics.config import Config
 
@@ -245,9 +245,9 @@ def run_one(cfg: Config, x, y, depth: int, activation: str, variant: str):
 
 
 def run(cfg: Config, run_dir) -> dict:
-    """The sweep; returns results.json's dict and draws the figure into ``run_dir``."""
+    """The sweep; returns results.json's dict (figure: ``paper_figures/init_diagnostics.py``)."""
     t0 = time.perf_counter()
-    run_dir = run_dir if isinstance(run_dir, io.RunDir) else io.RunDir(run_dir)
+    run_dir = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     x, y = make_data(cfg)
     rows, reports = [], {}
     grid = [(d, a, v) for v in cfg.variants for a in cfg.activations for d in cfg.depths]
@@ -262,7 +262,7 @@ def run(cfg: Config, run_dir) -> dict:
             file=sys.stderr,
             flush=True,
         )
-    io.write_json(run_dir.file("reports.json"), reports)
+    rundir.write_json(run_dir.file("reports.json"), reports)
     mults = cfg.all_multipliers()
     results = {
         "experiment": "init_diagnostics",
@@ -276,8 +276,5 @@ def run(cfg: Config, run_dir) -> dict:
         "summary": summarize(rows),
         "table": markdown_table(rows, mults),
     }
-    from experiments.init_diagnostics.figure import draw
-
-    draw(results, run_dir.file("init_diagnostics.png"))
     results["wall_s"] = time.perf_counter() - t0
     return results

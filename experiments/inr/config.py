@@ -6,13 +6,13 @@ import dataclasses
 import math
 from typing import Literal
 
-from dyntheory.config import ConfigError, Preset, TrainConfig
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
 from experiments.inr.signals import SIGNALS
 from experiments.optimizers import OPTIMIZERS, check_optimizers, check_sweep_fields
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config:
     r"""INR: fit ``s(x)`` from ``y_i = s(x_i) + ε_i`` with a Fourier-feature MLP, AdamW vs PRM.
 
     Quick run::
@@ -78,15 +78,16 @@ class Config(TrainConfig):
     prm_softness: float = 1.0
     prm_rho: float = 0.99
     prm_alpha: float | None = None
-    # engine (TrainConfig's fields)
-    steps: int = 10_000
-    seeds: int = 3
-    eval_every: int = 10
-    log_every: int = 10
-    fuse: int = 100
+    # the engine's knobs: --set steps=... (or train.steps=...) reaches them
+    train: TrainConfig = TrainConfig(
+        steps=10_000,
+        seeds=3,
+        eval_every=10,
+        log_every=10,
+        fuse=100,
+    )
 
     def __post_init__(self):
-        super().__post_init__()
         if not self.signals or any(s not in SIGNALS for s in self.signals):
             raise ConfigError(
                 f"signals must be a non-empty subset of {', '.join(SIGNALS)}; "
@@ -111,7 +112,7 @@ class Config(TrainConfig):
                 f"batch_fraction must lie in (0, 1), got {self.batch_fraction}: PRM's α = "
                 "b/(n − b) needs b < n (a full batch has no sampling noise to gate on)."
             )
-        if self.batch_size is not None:
+        if self.train.batch_size is not None:
             raise ConfigError(
                 "batch_size is derived per signal from batch_fraction; leave it unset (none)."
             )
@@ -119,11 +120,11 @@ class Config(TrainConfig):
         check_sweep_fields(self)
 
 
-_QUICK = Config(steps=2000, seeds=2)
+_QUICK = replace(Config(), steps=2000, seeds=2)
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        dataclasses.replace(
+        replace(
             _QUICK,
             side1d=64,
             side2d=16,
@@ -147,7 +148,7 @@ PRESETS: dict[str, Preset] = {
         "2,000 steps (a few minutes on a 2-core CPU)",
     ),
     "paper": Preset(
-        dataclasses.replace(
+        replace(
             _QUICK,
             signals=("sines1d", "hopper2d"),
             side2d=128,

@@ -37,12 +37,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from dyntheory import io
-from dyntheory.config import TrainConfig
+from dyntheory.engine import fit, rundir
 from dyntheory.models import MLP, functional
 from dyntheory.optim import finite_dataset_alpha
 from dyntheory.probes import GateStats, Schedule
-from dyntheory.train import fit
 from experiments import optimizers
 from experiments.inr import signals
 from experiments.inr.config import Config
@@ -156,14 +154,13 @@ def summarize_arm(history: dict) -> dict:
 def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
     """Fit every signal with every (optimizer, lr) on the same noise and seeds into ``run_dir``.
 
-    Each arm is one :func:`dyntheory.train.fit` into ``run_dir/<signal>/<optimizer>_lr<lr>/`` (an
+    Each arm is one :func:`dyntheory.engine.fit` into ``run_dir/<signal>/<optimizer>_lr<lr>/`` (an
     interrupted sweep resumes arm by arm); returns the results (also written to results.json,
-    then the figure is drawn from it).
+    the figure is drawn from it by ``paper_figures``).
     """
     t_start = time.perf_counter()
-    out = run_dir if isinstance(run_dir, io.RunDir) else io.RunDir(run_dir)
+    out = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     apply_fn, init_params = make_model(cfg)
-    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
     results: dict = {"experiment": "inr", "signals": {}}
     for name in cfg.signals:
         d = make_data(cfg, name)
@@ -172,7 +169,7 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
             if cfg.prm_alpha is None
             else cfg.prm_alpha
         )
-        tcfg = TrainConfig(**{**base, "batch_size": d["batch_size"], "sampling": "epoch"})
+        tcfg = dataclasses.replace(cfg.train, batch_size=d["batch_size"], sampling="epoch")
         loss_fn = make_loss(d["data_range"])
         arms: dict = {}
         curves: dict = {}
@@ -222,11 +219,6 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
             "curves": curves,
         }
     results["wall_s"] = time.perf_counter() - t_start
-    out.write_results(results)
-
-    from experiments.inr.figure import draw
-
-    draw(out.path)
     return results
 
 

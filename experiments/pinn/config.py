@@ -6,12 +6,12 @@ import dataclasses
 import math
 from typing import Literal
 
-from dyntheory.config import ConfigError, Preset, TrainConfig
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
 from experiments.optimizers import OPTIMIZERS, check_optimizers, check_sweep_fields
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config:
     r"""PINN for ``u_t + β u_x = 0`` (β = 5, periodic, noisy ``sin x`` initial condition).
 
     Quick run::
@@ -86,16 +86,17 @@ class Config(TrainConfig):
     target: float = 0.40
     grid_nx: int = 256
     grid_nt: int = 101
-    # engine (TrainConfig's fields)
-    steps: int = 20_000
-    batch_size: int | None = 2048
-    seeds: int = 3
-    eval_every: int = 10
-    log_every: int = 10
-    fuse: int = 100
+    # the engine's knobs: --set steps=... (or train.steps=...) reaches them
+    train: TrainConfig = TrainConfig(
+        steps=20_000,
+        batch_size=2048,
+        seeds=3,
+        eval_every=10,
+        log_every=10,
+        fuse=100,
+    )
 
     def __post_init__(self):
-        super().__post_init__()
         for name in ("beta", "t_max", "width", "depth", "n_ic", "n_bc", "grid_nx", "grid_nt"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}.")
@@ -103,14 +104,14 @@ class Config(TrainConfig):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}.")
-        if self.batch_size is None:
+        if self.train.batch_size is None:
             raise ConfigError(
                 "batch_size is the number of collocation points per step and must be set "
                 "(with resample=false it is the size of the fixed collocation set)."
             )
-        if self.n_bc > self.batch_size:
+        if self.n_bc > self.train.batch_size:
             raise ConfigError(
-                f"n_bc ({self.n_bc}) must be <= batch_size ({self.batch_size}): the boundary "
+                f"n_bc ({self.n_bc}) must be <= batch_size ({self.train.batch_size}): the boundary "
                 "times are drawn alongside the collocation points."
             )
         check_optimizers(self.optimizers)
@@ -130,7 +131,8 @@ class Config(TrainConfig):
         return 1.0 if self.prm_alpha is None else self.prm_alpha
 
 
-_QUICK = Config(
+_QUICK = replace(
+    Config(),
     steps=2000,
     batch_size=1024,
     seeds=2,
@@ -141,7 +143,7 @@ _QUICK = Config(
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
-        dataclasses.replace(
+        replace(
             _QUICK,
             width=8,
             depth=2,

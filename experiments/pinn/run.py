@@ -33,11 +33,10 @@ import numpy as np
 import optax
 from flax import nnx
 
-from dyntheory import io
-from dyntheory.config import TrainConfig
+from dyntheory.engine import fit, rundir
+from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, functional
 from dyntheory.probes import GateStats, Schedule
-from dyntheory.train import fit
 from experiments import optimizers
 from experiments.pinn import problem
 from experiments.pinn.config import Config
@@ -121,7 +120,7 @@ def make_data(cfg: Config):
     if cfg.resample:
         return sample
     fixed_key = jax.random.fold_in(jax.random.key(cfg.data_seed), 1)
-    return {k: np.asarray(v) for k, v in sample(fixed_key, cfg.batch_size).items()}
+    return {k: np.asarray(v) for k, v in sample(fixed_key, cfg.train.batch_size).items()}
 
 
 def make_optimizer(cfg: Config, opt: str, lr: float) -> optax.GradientTransformation:
@@ -130,10 +129,7 @@ def make_optimizer(cfg: Config, opt: str, lr: float) -> optax.GradientTransforma
 
 def train_config(cfg: Config) -> TrainConfig:
     """The engine's part of the config (a fixed collocation set is full-batch)."""
-    base = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(TrainConfig)}
-    if not cfg.resample:
-        base["batch_size"] = None
-    return TrainConfig(**base)
+    return cfg.train if cfg.resample else dataclasses.replace(cfg.train, batch_size=None)
 
 
 def first_crossing(steps: np.ndarray, err: np.ndarray, target: float) -> int | None:
@@ -187,12 +183,12 @@ def _ratio(num: float | None, den: float | None) -> float | None:
 def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
     """Train every (optimizer, lr) arm on the same noisy IC and seeds into ``run_dir``.
 
-    Each arm is one :func:`dyntheory.train.fit` into ``run_dir/<optimizer>_lr<lr>/`` (so an
+    Each arm is one :func:`dyntheory.engine.fit` into ``run_dir/<optimizer>_lr<lr>/`` (so an
     interrupted sweep resumes arm by arm); returns the results (also written to results.json,
-    then the figure is drawn from it).
+    the figure is drawn from it by ``paper_figures``).
     """
     t_start = time.perf_counter()
-    out = run_dir if isinstance(run_dir, io.RunDir) else io.RunDir(run_dir)
+    out = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     ic = problem.make_ic_data(jax.random.key(cfg.data_seed), cfg.n_ic, cfg.sigma)
     grid = problem.eval_grid(cfg.grid_nx, cfg.grid_nt, cfg.t_max)
     eval_sets = {"grid": {"z": grid, "u": problem.exact_solution(grid, cfg.beta)}}
@@ -239,7 +235,7 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
         "experiment": "pinn",
         "target": cfg.target,
         "paper_ratio": PAPER_RATIO,
-        "step_resolution": cfg.eval_every,
+        "step_resolution": cfg.train.eval_every,
         "arms": arms,
         "best": best,
         "ratio": None,
@@ -253,11 +249,6 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
     results["curves"] = curves
     results["gate_curves"] = gates
     results["wall_s"] = time.perf_counter() - t_start
-    out.write_results(results)
-
-    from experiments.pinn.figure import draw
-
-    draw(out.path)
     return results
 
 

@@ -26,10 +26,10 @@ import optax
 from flax import nnx
 
 from dyntheory import ntk, probes, spectrum
-from dyntheory.config import to_dict
-from dyntheory.io import subrun_dir
+from dyntheory.engine import fit
+from dyntheory.engine.config import to_dict
+from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import MLP, count_params, functional
-from dyntheory.train import fit
 from experiments.scaling_laws.teacher import gram_exponents
 
 
@@ -71,14 +71,16 @@ def _per_seed(v) -> np.ndarray:
 
 
 def run_one(cfg, width: int, D: int, run_dir) -> dict:
-    """One (width, D) run over ``cfg.seeds`` seeds."""
+    """One (width, D) run over ``cfg.train.seeds`` seeds."""
     t0 = time.perf_counter()
     c = cfg.cls
     train, test = make_data(cfg, D)
     apply_fn, init_params, params0 = _model(cfg, width)
-    probe = probes.NTKSpectrum(probes.Schedule.at(0, cfg.steps), top_k=c.ntk_top_k, drift=False)
+    probe = probes.NTKSpectrum(
+        probes.Schedule.at(0, cfg.train.steps), top_k=c.ntk_top_k, drift=False
+    )
     res = fit(
-        cfg,
+        cfg.train,
         apply_fn=apply_fn,
         init_params=init_params,
         optimizer=optax.adam(c.lr),
@@ -86,7 +88,11 @@ def run_one(cfg, width: int, D: int, run_dir) -> dict:
         loss="softmax_ce",
         eval_sets={"test": test},
         probes=[probe],
-        run_dir=subrun_dir(run_dir, {"config": to_dict(cfg), "width": width, "D": D}),
+        run_dir=subrun_dir(
+            run_dir,
+            {"config": to_dict(cfg), "width": width, "D": D},
+            extendable=("config.train.steps",),
+        ),
     )
     h = res.history
     loss = _per_seed(h["test/loss"])
@@ -129,7 +135,7 @@ def sweep(cfg, out) -> dict:
     """Every (width, D) run: the loss grid ``(|N|, |D|, S)`` and the per-run blocks."""
     c = cfg.cls
     runs = {}
-    best = np.zeros((len(c.widths), len(c.data_sizes), cfg.seeds))
+    best = np.zeros((len(c.widths), len(c.data_sizes), cfg.train.seeds))
     final = np.zeros_like(best)
     for i, w in enumerate(c.widths):
         for j, D in enumerate(c.data_sizes):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dyntheory.config import ConfigError, Preset, TrainConfig
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
 
 
 def _positive(obj, prefix: str, names) -> None:
@@ -144,7 +144,7 @@ class ClassifyConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config:
     r"""Scaling laws L(N, D, t): exact teacher-student sweeps and an MLP classification sweep.
 
     Command, runtime and expected result (``quick``: 97 s on an idle 2-core CPU; 8.5 min measured
@@ -185,16 +185,17 @@ class Config(TrainConfig):
     n_boot: int = 200
     tolerance: float = 0.1
     huber_delta: float = 1e-3
-    # engine defaults for the classification sweep (TrainConfig's fields)
-    steps: int = 1000
-    seeds: int = 2
-    fuse: int = 250
-    eval_every: int = 25
-    log_every: int = 25
-    probe_size: int = 128
+    # the engine's knobs: --set steps=... (or train.steps=...) reaches them
+    train: TrainConfig = TrainConfig(
+        steps=1000,
+        seeds=2,
+        fuse=250,
+        eval_every=25,
+        log_every=25,
+        probe_size=128,
+    )
 
     def __post_init__(self):
-        super().__post_init__()
         if self.n_boot < 2:
             raise ConfigError(f"n_boot must be >= 2, got {self.n_boot}.")
         if not (self.run_teacher or self.run_classify):
@@ -202,7 +203,8 @@ class Config(TrainConfig):
         _positive(self, "", ("tolerance", "huber_delta"))
 
 
-_TINY = Config(
+_TINY = replace(
+    Config(),
     ts=TeacherConfig(
         M=256,
         data_sizes=(8, 16, 32, 64, 128),
@@ -241,7 +243,8 @@ PRESETS: dict[str, Preset] = {
         "5×5 MLP width × data grid, 1,000 Adam steps, 2 seeds (≈ 5–8 min)",
     ),
     "paper": Preset(
-        Config(
+        replace(
+            Config(),
             ts=TeacherConfig(
                 M=16384,
                 data_sizes=(16, 32, 64, 128, 256, 512, 1024, 2048),

@@ -34,7 +34,8 @@ import time
 import jax
 import numpy as np
 
-from dyntheory import io, scaling
+from dyntheory import scaling
+from dyntheory.engine import rundir
 from experiments.scaling_laws import classify, teacher
 from experiments.scaling_laws.config import Config
 
@@ -232,7 +233,7 @@ def _summary(results: dict) -> dict:
 def run(cfg: Config, run_dir) -> dict:
     """Both parts; returns results.json's content (module docstring)."""
     t0, c0 = time.perf_counter(), time.process_time()
-    out = run_dir if isinstance(run_dir, io.RunDir) else io.RunDir(run_dir)
+    out = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     results: dict = {"experiment": "scaling_laws"}
     if cfg.run_teacher:
         results["teacher_student"] = run_teacher(cfg, out)

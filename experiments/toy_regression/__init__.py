@@ -8,8 +8,9 @@ dissipation Gramian W_S, how much of the label noise lies in its reservoir (THEO
 overfitting), and the train→test coupling A = G_Q D† (THEORY §4).
 
 Package layout every experiment follows (what ``dyntheory run`` needs):
-``Config`` (a frozen dataclass subclassing ``TrainConfig``), ``PRESETS`` (name -> ``Preset``),
-``run(cfg, run_dir) -> dict`` (results.json), and this docstring's first line.
+``Config`` (a frozen dataclass whose ``train`` field is the engine's ``TrainConfig``),
+``PRESETS`` (name -> ``Preset``), ``run(cfg, run_dir) -> dict`` (results.json), and this
+docstring's first line; an entry point in ``pyproject.toml`` registers it.
 """
 
 from experiments.toy_regression.config import DEFAULT_PRESET, PRESETS, Config

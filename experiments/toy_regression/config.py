@@ -5,13 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from dyntheory.config import ConfigError, Preset, TrainConfig
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
 
 PROBES = ("ntk", "dissipation", "norms", "gate", "poprisk")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config(TrainConfig):
+class Config:
     r"""Teacher-student regression, squared loss.
 
     Command and expected result (``quick``: under a minute on a 2-core CPU)::
@@ -60,23 +60,24 @@ class Config(TrainConfig):
     probe_schedule: str = "every:50"
     split_mode: Literal["relative", "dissipated_fraction", "absolute"] = "dissipated_fraction"
     split_threshold: float = 0.5
-    # engine defaults for this experiment
-    steps: int = 2000
-    probe_size: int = 64
-    eval_every: int = 50
-    log_every: int = 50
-    checkpoint_every: int = 1000
+    # the engine's knobs: --set steps=... (or train.steps=...) reaches them
+    train: TrainConfig = TrainConfig(
+        steps=2000,
+        probe_size=64,
+        eval_every=50,
+        log_every=50,
+        checkpoint_every=1000,
+    )
 
     def __post_init__(self):
-        super().__post_init__()
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown:
             raise ConfigError(f"unknown probe(s) {unknown}; choose from {', '.join(PROBES)}.")
-        if self.fresh and self.batch_size is None:
+        if self.fresh and self.train.batch_size is None:
             raise ConfigError("fresh=true draws a new batch each step: set batch_size too.")
         if "gate" in self.probes and self.optimizer != "prm":
             raise ConfigError("the gate probe reads PRM's state: set optimizer=prm.")
-        if "poprisk" in self.probes and self.batch_size is None and not self.fresh:
+        if "poprisk" in self.probes and self.train.batch_size is None and not self.fresh:
             raise ConfigError("the poprisk probe needs minibatches: set batch_size.")
         for name in ("d_in", "teacher_width", "n_train", "n_test", "width", "depth"):
             if getattr(self, name) < 1:
@@ -87,7 +88,8 @@ class Config(TrainConfig):
 
 PRESETS = {
     "tiny": Preset(
-        Config(
+        replace(
+            Config(),
             n_train=16,
             n_test=16,
             width=16,
@@ -107,7 +109,8 @@ PRESETS = {
         Config(), "64 noisy examples, width-128 depth-2 tanh MLP, 2,000 GD steps (under a minute)"
     ),
     "paper": Preset(
-        Config(
+        replace(
+            Config(),
             n_train=256,
             n_test=256,
             probe_size=256,

@@ -11,9 +11,10 @@ import optax
 from flax import nnx
 
 from dyntheory import probes
+from dyntheory.engine import fit
 from dyntheory.models import MLP, count_params, functional
 from dyntheory.optim import prm
-from dyntheory.train import fit
+from dyntheory.optim import state as optim_state
 from experiments.toy_regression.config import Config
 
 
@@ -77,10 +78,10 @@ def make_optimizer(cfg: Config):
     if cfg.optimizer == "sgd":
         return optax.sgd(cfg.lr), None
     if cfg.optimizer == "adam":
-        return optax.adam(cfg.lr), probes.adam_preconditioner(cfg.lr)
-    return prm(cfg.lr, weight_decay=0.0, alpha=1.0, gate_stats=True), probes.prm_preconditioner(
-        cfg.lr, alpha=1.0
-    )
+        return optax.adam(cfg.lr), optim_state.adam_preconditioner(cfg.lr)
+    return prm(
+        cfg.lr, weight_decay=0.0, alpha=1.0, gate_stats=True
+    ), optim_state.prm_preconditioner(cfg.lr, alpha=1.0)
 
 
 def make_probes(cfg: Config, precond) -> list[probes.Probe]:
@@ -175,7 +176,7 @@ def run(cfg: Config, run_dir) -> dict:
     apply_fn, params0 = functional(model(jax.random.key(0)))
     optimizer, precond = make_optimizer(cfg)
     result = fit(
-        cfg,
+        cfg.train,
         apply_fn=apply_fn,
         init_params=lambda key: functional(model(key))[1],
         optimizer=optimizer,
@@ -189,7 +190,7 @@ def run(cfg: Config, run_dir) -> dict:
     return {
         "experiment": "toy_regression",
         "steps": int(result.history["step"][-1]),
-        "seeds": [cfg.seed + s for s in range(cfg.seeds)],
+        "seeds": [cfg.train.seed + s for s in range(cfg.train.seeds)],
         "params": count_params(params0),
         **summarize(result.history),
     }

@@ -4,8 +4,8 @@ One call trains a model and (optionally) writes a run directory::
 
     import optax
     from dyntheory import probes
-    from dyntheory.config import TrainConfig
-    from dyntheory.train import fit
+    from dyntheory.engine.config import TrainConfig
+    from dyntheory.engine import fit
 
     cfg = TrainConfig(steps=2000, batch_size=64, eval_every=100, checkpoint_every=500, seeds=3)
     result = fit(
@@ -28,7 +28,8 @@ a :class:`FitResult`: ``state`` (on the mesh), ``final`` (the last metrics line)
 time), ``probe_states`` (e.g. the final dissipation accumulator) and ``run_dir``.
 
 **What a step is.** ``TrainState(params, opt_state, step, key)``; ``step`` counts the updates
-done. Step ``t`` draws its batch with ``fold_in(key, t)`` (see :mod:`dyntheory.batching` for the
+done. Step ``t`` draws its batch with ``fold_in(key, t)`` (see :mod:`dyntheory.engine.batching` for
+the
 full-batch / epoch / with-replacement / fresh-sampler regimes), evaluates the loss at the current
 params ``w_t``, and applies one optimizer update. The metrics line of step ``t`` holds quantities
 at ``w_t``: ``train/loss`` (the batch loss), the loss's aux metrics (``train/acc``),
@@ -48,7 +49,8 @@ the metrics of dispatch ``c − 1`` after dispatching ``c``. Batches are sharded
 ``cfg.seeds = S > 1`` trains S seeds at once by ``vmap``: every state leaf gets a leading ``(S,)``
 axis and seed ``s`` is exactly the single-seed run with ``seed + s``.
 
-**Run directory** (:mod:`dyntheory.io`): ``config.json``, ``metrics.jsonl`` (one line per logged
+**Run directory** (:mod:`dyntheory.engine.rundir`): ``config.json``, ``metrics.jsonl`` (one line per
+logged
 step, plus ``"seed"`` in multi-seed runs), ``probes.npz``, ``checkpoints/`` (orbax, every
 ``cfg.checkpoint_every`` steps and at the end), ``results.json`` (written by the caller, e.g. the
 CLI). Calling :func:`fit` again on a directory with a checkpoint resumes from the latest one:
@@ -67,7 +69,7 @@ at the start of a run), all cumulative over resumes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -75,71 +77,16 @@ import numpy as np
 import optax
 from jax import lax
 
-from dyntheory import batching, losses, sharding
-from dyntheory.config import TrainConfig
-from dyntheory.probing import ProbeRunner
+from dyntheory import losses
+from dyntheory.engine import batching, sharding
+from dyntheory.engine.config import TrainConfig
+from dyntheory.engine.loop import run_loop
+from dyntheory.engine.probe_runner import ProbeRunner
+from dyntheory.engine.state import FitResult, TrainState, all_finite
 
 Params = Any
 Batch = dict[str, jax.Array]
-LossFn = Callable[[Callable, Params, Batch, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]
-
-
-class TrainState(NamedTuple):
-    """The whole training state; with ``seeds > 1`` every field but ``step`` has a seed axis."""
-
-    params: Params  # the model's params pytree ((S, ...) leaves with seeds)
-    opt_state: Any  # the optimizer's state, laid out like the params
-    step: jax.Array  # int32 (): optimizer updates applied so far (shared by all seeds)
-    key: jax.Array  # typed PRNG key () or (S,): the root of the per-step keys fold_in(key, step)
-
-
-class NonFiniteError(FloatingPointError):
-    """The loss or the params became NaN/Inf; ``.step`` and ``.quantity`` say where."""
-
-    def __init__(self, step: int, quantity: str, checkpoint: int | None, seed: int | None = None):
-        self.step, self.quantity, self.checkpoint = step, quantity, checkpoint
-        where = f" (seed {seed})" if seed is not None else ""
-        last = (
-            f"the last good checkpoint is step {checkpoint}"
-            if checkpoint is not None
-            else ("no checkpoint was written")
-        )
-        super().__init__(
-            f"non-finite {quantity} at step {step}{where}; the run stopped and {last}."
-        )
-
-
-def squared_loss(apply_fn, params, batch, key):
-    """``‖f(x) − y‖²/(2n)`` (THEORY.md §1), no aux metrics."""
-    del key
-    return losses.squared_loss(apply_fn(params, batch["x"]), batch["y"]), {}
-
-
-def softmax_ce_loss(apply_fn, params, batch, key):
-    """Mean softmax cross-entropy on integer labels; aux ``acc``."""
-    del key
-    logits = apply_fn(params, batch["x"])
-    return losses.softmax_cross_entropy(logits, batch["y"]), {
-        "acc": losses.accuracy(logits, batch["y"])
-    }
-
-
-LOSSES: dict[str, LossFn] = {"squared": squared_loss, "softmax_ce": softmax_ce_loss}
-
-
-def resolve_loss(loss: str | LossFn) -> LossFn:
-    if callable(loss):
-        return loss
-    if loss not in LOSSES:
-        raise ValueError(
-            f"unknown loss {loss!r}; built-in: {', '.join(LOSSES)}, or pass a loss_fn."
-        )
-    return LOSSES[loss]
-
-
-def all_finite(tree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+LossFn = losses.LossFn
 
 
 class Trainer:
@@ -160,7 +107,7 @@ class Trainer:
         mesh: jax.sharding.Mesh | None = None,
     ):
         self.cfg, self.apply_fn, self.optimizer = cfg, apply_fn, optimizer
-        self.loss_fn = resolve_loss(loss)
+        self.loss_fn = losses.loss_fn(loss)
         self.probes = tuple(probes)
         names = [p.name for p in self.probes]
         if len(set(names)) != len(names) or any("/" in n for n in names):
@@ -183,8 +130,8 @@ class Trainer:
             raise ValueError("seeds > 1 needs init_params as a function key -> params.")
         self.init_params = init_params
         rep, data_sh = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
-        self._rep = rep
-        self._batch_sh = data_sh
+        self.replicated = rep
+        self.batch_sharding = data_sh
         full = self.batcher.kind == "full"
         self.data = (
             None if callable(data) else sharding.put_tree(dict(data), data_sh if full else rep)
@@ -200,7 +147,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ set-up
 
-    def _vmap(self, fn, in_axes):
+    def vmap_seeds(self, fn, in_axes):
+        """``jax.vmap(fn, in_axes)`` over the seed axis in multi-seed runs, else ``fn``."""
         return jax.vmap(fn, in_axes=in_axes) if self.seeded else fn
 
     def _seed_keys(self):
@@ -222,7 +170,7 @@ class Trainer:
         cfg = self.cfg
         # Abstract state -> shardings (layout), then init jitted with out_shardings.
         if callable(self.init_params):
-            init = lambda keys: self._vmap(self._init_one, 0)(keys)
+            init = lambda keys: self.vmap_seeds(self._init_one, 0)(keys)
             args = (self._seed_keys(),)
         else:
             init = lambda keys, p: self._init_one(keys, p)
@@ -234,17 +182,17 @@ class Trainer:
 
         abstract = jax.eval_shape(init_state, *args)
         sh = sharding.state_shardings(abstract, self.mesh, cfg.layout, seed_axis=self.seeded)
-        self.state_shardings = sh._replace(step=self._rep, key=self._rep)
+        self.state_shardings = sh._replace(step=self.replicated, key=self.replicated)
         self.abstract_state = abstract
         self._init_args = args
         self._init = jax.jit(init_state, out_shardings=self.state_shardings)
 
         data_sh = jax.tree.map(lambda x: x.sharding, self.data)
         eval_sh = jax.tree.map(lambda x: x.sharding, self.eval_sets)
-        self._chunk = jax.jit(
+        self.chunk = jax.jit(
             self._chunk_fn,
-            in_shardings=(self.state_shardings, data_sh, eval_sh, self._rep, self._rep),
-            out_shardings=(self.state_shardings, self._rep),
+            in_shardings=(self.state_shardings, data_sh, eval_sh, self.replicated, self.replicated),
+            out_shardings=(self.state_shardings, self.replicated),
             donate_argnums=0,
         )
 
@@ -252,7 +200,7 @@ class Trainer:
 
     def _loss_grad(self, params, key, step, carry, data):
         batch, carry = self.batcher.get(data, key, step, carry)
-        batch = jax.lax.with_sharding_constraint(batch, self._batch_sh)
+        batch = jax.lax.with_sharding_constraint(batch, self.batch_sharding)
         loss_key = batching.step_key(key, step, 1)
         (loss, aux), grads = jax.value_and_grad(self.loss_fn, argnums=1, has_aux=True)(
             self.apply_fn, params, batch, loss_key
@@ -281,9 +229,9 @@ class Trainer:
         """``cfg.fuse`` scan iterations: the first ``n_active`` are train steps; if ``measure``,
         iteration ``n_active`` only measures (batch loss and every eval set) at the current params
         (the final metrics line); the rest are no-ops."""
-        train = self._vmap(self._train_one, (0, 0, 0, None, 0, None))
-        grad_metrics = self._vmap(lambda *a: self._loss_grad(*a)[2], (0, 0, None, 0, None))
-        evaluate = self._vmap(self._eval_one, (0, 0, None))
+        train = self.vmap_seeds(self._train_one, (0, 0, 0, None, 0, None))
+        grad_metrics = self.vmap_seeds(lambda *a: self._loss_grad(*a)[2], (0, 0, None, 0, None))
+        evaluate = self.vmap_seeds(self._eval_one, (0, 0, None))
         every = self.cfg.eval_every
 
         def evals(st, due):
@@ -304,7 +252,7 @@ class Trainer:
         def measure_only(carry):
             st, bcarry = carry
             m = grad_metrics(st.params, st.key, st.step, bcarry, data)
-            m["_params_finite"] = self._vmap(all_finite, 0)(st.params)
+            m["_params_finite"] = self.vmap_seeds(all_finite, 0)(st.params)
             return carry, {**m, **evals(st, jnp.array(True))}
 
         def body(carry, i):
@@ -313,7 +261,7 @@ class Trainer:
             branch = jnp.where(i < n_active, 0, jnp.where((i == n_active) & measure, 1, 2))
             return lax.switch(branch, [lambda: active(carry), lambda: measure_only(carry), idle])
 
-        start = self._vmap(self.batcher.start, (0, None))(state.key, state.step)
+        start = self.vmap_seeds(self.batcher.start, (0, None))(state.key, state.step)
         (state, _), metrics = lax.scan(body, (state, start), jnp.arange(self.cfg.fuse))
         return state, metrics
 
@@ -326,7 +274,7 @@ class Trainer:
     def compile(self, state: TrainState, pstates: tuple) -> None:
         """Compile the fused step and the probes ahead of time (``jit`` then reuses them)."""
         n, flag = np.int32(0), np.bool_(False)
-        self._chunk.lower(state, self.data, self.eval_sets, n, flag).compile()
+        self.chunk.lower(state, self.data, self.eval_sets, n, flag).compile()
         self.prober.compile(state, pstates)
 
     def run(
@@ -342,8 +290,6 @@ class Trainer:
 
         A Trainer can run several times (other run dirs, more steps) without recompiling.
         """
-        from dyntheory.loop import run_loop
-
         return run_loop(self, run_dir, steps=steps, resume=resume, progress=progress)
 
 
@@ -352,14 +298,3 @@ def fit(
 ):
     """``Trainer(cfg, **kwargs).run(run_dir)``: train and return a :class:`FitResult`."""
     return Trainer(cfg, **kwargs).run(run_dir, resume=resume, progress=progress)
-
-
-class FitResult(NamedTuple):
-    """What :func:`fit` returns."""
-
-    state: TrainState  # the final state (on the mesh)
-    final: dict[str, np.ndarray]  # the last metrics line (arrays of shape (S,) with seeds)
-    history: dict[str, np.ndarray]  # every logged line of the run (``io.metrics_table``)
-    arrays: dict[str, np.ndarray]  # probe arrays over time (what probes.npz holds)
-    probe_states: dict[str, Any]  # each probe's final state (e.g. the dissipation accumulator)
-    run_dir: Any  # the run directory's Path, or None

@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dyntheory.diagnostics_jacobian import tape_layout
+from dyntheory.diagnostics.jacobian import tape_layout
 from dyntheory.models.activations import get_activation, is_gated
 
 __all__ = ["activation_nonlinearity", "affine_unexplained", "layer_nonlinearity"]

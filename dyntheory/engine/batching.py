@@ -1,6 +1,7 @@
 """Training batches as pure functions of (root key, step): reproducible and resumable at any step.
 
-Regimes (chosen by :func:`make_batcher` from the data and :class:`~dyntheory.config.TrainConfig`):
+Regimes (chosen by :func:`make_batcher` from the data and
+:class:`~dyntheory.engine.config.TrainConfig`):
 
 - full batch: ``data`` is a dict of arrays and ``batch_size=None``; every step sees all of it.
 - fixed dataset, ``sampling="epoch"``: a fresh permutation per epoch from

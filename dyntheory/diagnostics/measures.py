@@ -2,7 +2,7 @@ r"""Trainability diagnostics at initialization: the measures.
 
 Everything here reads one batch ``x`` (``(n, ...)``), targets ``y`` and a pure ``apply_fn(params,
 x) -> (n, p)`` at its initial ``params``; nothing trains (the one-batch overfit test, the warnings
-and the whole report are in :mod:`dyntheory.diagnostics_report`). ``apply_fn`` must treat
+and the whole report are in :mod:`dyntheory.diagnostics.report`). ``apply_fn`` must treat
 examples independently (no batch statistics), which every model of :mod:`dyntheory.models` does.
 
 **Layers.** A *parameter group* is a leaf's path without its last key (``layers/3`` holds
@@ -19,8 +19,8 @@ dynamics ``u̇ = −K g``, ``ġ = −B K g`` that the NTK ones linearize):
 - :func:`gradient_norms`: per group ``‖∇_θℓ Φ‖``, ``‖θℓ‖`` and the relative gradient
   ``ρℓ = ‖∇_θℓ Φ‖/‖θℓ‖`` (the relative change of group ℓ per unit learning rate); the depth ratio
   ``ρ_first/ρ_last`` over the depth-ordered layers.
-- :mod:`dyntheory.diagnostics_jacobian`: input–output Jacobian norms, per layer and end to end.
-- :mod:`dyntheory.diagnostics_nonlinearity`: the share of a map's output variance that no
+- :mod:`dyntheory.diagnostics.jacobian`: input–output Jacobian norms, per layer and end to end.
+- :mod:`dyntheory.diagnostics.nonlinearity`: the share of a map's output variance that no
   affine function of its input explains, per activation and per layer.
 - :func:`ntk_diagnostics`: the NTK at init and the linearized-GD stability bound
   ``η < 2/λ_max(B^{1/2} K B^{1/2})`` (``= 2n/λ_max(K)`` for squared loss).
@@ -36,14 +36,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from dyntheory import losses, ntk, spectrum
-from dyntheory.diagnostics_jacobian import jacobian_norms, tape_layout
-from dyntheory.diagnostics_nonlinearity import (
+from dyntheory.diagnostics.jacobian import jacobian_norms, tape_layout
+from dyntheory.diagnostics.nonlinearity import (
     activation_nonlinearity,
     affine_unexplained,
     layer_nonlinearity,
 )
 
-LOSSES = ("squared", "softmax_ce")
+LOSSES = tuple(losses.LOSSES)
 
 __all__ = [
     "LOSSES",
@@ -66,12 +66,8 @@ __all__ = [
 
 
 def loss_fn(loss: str):
-    """``(u, y) -> Φ`` for ``loss`` in :data:`LOSSES`."""
-    if loss == "squared":
-        return losses.squared_loss
-    if loss == "softmax_ce":
-        return losses.softmax_cross_entropy
-    raise ValueError(f"unknown loss {loss!r}; choose one of {list(LOSSES)}")
+    """``(u, y) -> Φ`` for ``loss`` in :data:`LOSSES` (:func:`dyntheory.losses.get_loss`)."""
+    return losses.get_loss(loss).value
 
 
 def check_batch(apply_fn, params, x, y, loss: str) -> jax.Array:

@@ -3,14 +3,14 @@ r"""Trainability report at initialization: the one-batch overfit test, warnings,
 :func:`diagnose` runs every measure of :mod:`dyntheory.diagnostics` on one batch, the one-batch
 overfit test (:func:`train_losses` / :func:`classify_run`), and turns the numbers into warnings
 with the documented :class:`Thresholds`. The report is a JSON-ready dict
-(``dyntheory.io.write_json``); :mod:`dyntheory.diagnostics_format` prints it as tables.
+(``dyntheory.engine.rundir.write_json``); :mod:`dyntheory.diagnostics.format` prints it as tables.
 
 Example::
 
     model = MLP(16, (64,) * 8, 1, activation="tanh", rngs=nnx.Rngs(0))
     apply_fn, params = functional(model)
     report = diagnose(apply_fn, params, x, y, activation="tanh")
-    print(format_report(report)); io.write_json("diagnostics.json", report)
+    print(format_report(report)); rundir.write_json("diagnostics.json", report)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from dyntheory import diagnostics as dg
+from dyntheory.diagnostics import measures as dg
 from dyntheory.models import count_params
 
 OPTIMIZERS = ("gd", "adam")

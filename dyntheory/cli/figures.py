@@ -9,20 +9,51 @@ first produced with ``dyntheory run e --preset PRESET --out DIR/e-PRESET`` (``--
 it instead); one that exists but lacks a file is never touched: the figure says which file is
 missing and the command that produces it. One progress line per run and per figure.
 
-The figures live in the top-level ``paper_figures`` package, which the library never imports
-statically: :func:`handler` loads it with :mod:`importlib`. :func:`add_arguments` and
-:func:`handler` follow ``dyntheory.cli``'s subcommand interface; :func:`main` (``argv -> exit
-status``) is the plug-in entry.
+The figures are plug-ins: the ``dyntheory.figures`` entry point names a catalogue module (this
+repository's ``paper_figures.catalog``) with ``FIGURES`` (``name``, ``experiment``, ``what``),
+``select``, ``run_dir``, ``is_missing``, ``draw_all``, ``gallery`` and ``MissingRunError``; the
+figures only read run directories, and the runs they need are produced here, through
+:func:`dyntheory.cli.experiments.run_experiment`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
+from importlib.metadata import entry_points
 
-FIGURES_PACKAGE = "paper_figures"
+from dyntheory.cli import experiments
+
+FIGURES_GROUP = "dyntheory.figures"
+
+
+def load_catalog():
+    """The figure catalogue module registered under the ``dyntheory.figures`` entry point."""
+    eps = list(entry_points(group=FIGURES_GROUP))
+    if not eps:
+        raise experiments.CLIError(
+            f"no figure catalogue is installed (entry point group {FIGURES_GROUP!r}); "
+            "pip install -e . in the repository registers paper_figures."
+        )
+    return eps[0].load()
+
+
+def produce_missing(catalog, runs, preset: str, only, log=print) -> None:
+    """Run ``dyntheory run <experiment> --preset <preset>`` for every missing run directory."""
+    needed = list(dict.fromkeys(f.experiment for f in catalog.select(only)))
+    for i, exp in enumerate(needed, 1):
+        path = catalog.run_dir(runs, exp, preset)
+        if not catalog.is_missing(path):
+            log(f"run {i}/{len(needed)} {exp}: using {path}")
+            continue
+        log(
+            f"run {i}/{len(needed)} {exp}: {path} is missing; running "
+            f"`dyntheory run {exp} --preset {preset} --out {path}`"
+        )
+        t0 = time.perf_counter()
+        experiments.run_experiment(exp, preset, (), path)
+        log(f"run {i}/{len(needed)} {exp}: done in {time.perf_counter() - t0:.0f} s")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,8 +94,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def handler(args: argparse.Namespace) -> int:
     """Draw the figures; exit status 0, or 2 if a run or a file was missing."""
-    catalog = importlib.import_module(f"{FIGURES_PACKAGE}.catalog")
-    runs = importlib.import_module(f"{FIGURES_PACKAGE}.runs")
+    catalog = load_catalog()
     preset = "quick" if args.quick or args.preset is None else args.preset
     if args.list:
         for f in catalog.FIGURES:
@@ -72,10 +102,10 @@ def handler(args: argparse.Namespace) -> int:
         return 0
     t0 = time.perf_counter()
     try:
-        written = catalog.draw_all(
-            args.runs, args.out, preset, run_missing=not args.no_run, only=args.only
-        )
-    except runs.MissingRunError as e:
+        if not args.no_run:
+            produce_missing(catalog, args.runs, preset, args.only)
+        written = catalog.draw_all(args.runs, args.out, preset, only=args.only)
+    except catalog.MissingRunError as e:
         print(f"dyntheory figures: error: {e}", file=sys.stderr)
         return 2
     except ValueError as e:  # an unknown figure name
@@ -86,19 +116,3 @@ def handler(args: argparse.Namespace) -> int:
             print(f"gallery: {path} ({path.stat().st_size // 1000} kB)")
     print(f"{len(written)} figures (PNG + PDF) in {args.out}/ in {time.perf_counter() - t0:.0f} s")
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="dyntheory figures", description=__doc__.split("\n\n")[0])
-    add_arguments(p)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Plug-in entry of ``dyntheory figures``: parse ``argv`` and run :func:`handler`."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    return handler(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

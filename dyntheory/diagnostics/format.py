@@ -1,6 +1,6 @@
 """Terminal tables and the comparison figure of trainability reports.
 
-Reads the JSON-ready dicts of :func:`dyntheory.diagnostics_report.diagnose` only.
+Reads the JSON-ready dicts of :func:`dyntheory.diagnostics.report.diagnose` only.
 
 - :func:`format_report`: one report as a table (one row per parameter group, depth order).
 - :func:`format_comparison`: one line of headline scalars (:func:`summary_row`) per report.

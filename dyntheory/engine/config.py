@@ -1,7 +1,9 @@
 """Typed, frozen run configurations and validated ``key=value`` overrides.
 
-An experiment's config is a frozen dataclass; the engine's knobs live in :class:`TrainConfig`,
-which experiment configs inherit, so ``--set steps=5000`` works everywhere. Nested dataclass
+An experiment's config is a frozen dataclass that *composes* the engine's knobs: its field
+``train: TrainConfig`` is what it passes to :func:`dyntheory.engine.fit`. A key that is not a
+field of the config itself but of its ``train`` group is set there, so ``--set steps=5000`` means
+``--set train.steps=5000`` in every experiment (:data:`ENGINE_GROUP`). Nested dataclass
 fields are reached with dotted keys (``--set model.width=256``). Values are parsed by the field's
 type annotation: ``int``, ``float``, ``str``, ``bool`` (true/false/1/0/yes/no), ``X | None``
 (``none``), ``Literal[...]``, ``tuple[X, ...]`` / ``list[X]`` from ``"1,2,3"`` (empty string: empty
@@ -10,11 +12,13 @@ allowed keys or the expected type. Validation that needs several fields belongs 
 ``__post_init__`` (it runs again on every override).
 
     @dataclasses.dataclass(frozen=True)
-    class Config(TrainConfig):
+    class Config:
         width: int = 64
         activations: tuple[str, ...] = ("relu",)
+        train: TrainConfig = TrainConfig(steps=500)
 
     cfg = apply_overrides(Config(), ["width=128", "steps=200", "activations=tanh,gelu"])
+    cfg.train.steps  ->  200;  replace(cfg, width=32, seeds=3)  ->  the same routing in Python
     to_dict(cfg)  ->  JSON-ready dict;  from_dict(Config, d)  ->  Config (strict)
 """
 
@@ -33,7 +37,7 @@ class ConfigError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The engine's knobs (:func:`dyntheory.train.fit`); experiment configs inherit them.
+    """The engine's knobs (:func:`dyntheory.engine.fit`); experiment configs hold one as ``train``.
 
     Attributes:
       steps: optimizer updates in the run (``resume --set steps=N`` extends a run).
@@ -52,6 +56,8 @@ class TrainConfig:
       layout: ``"replicated"`` (data parallel) or ``"fsdp"`` (parameters sharded too).
       devices: devices in the mesh; 0 = all.
       probe_size: examples in the fixed train / test probe subsets.
+      tensorboard: also write TensorBoard event files into ``RUN_DIR/events/`` (needs the
+        ``tensorboard`` extra: ``pip install -e '.[tensorboard]'``).
     """
 
     steps: int = 1000
@@ -67,6 +73,7 @@ class TrainConfig:
     layout: Literal["replicated", "fsdp"] = "replicated"
     devices: int = 0
     probe_size: int = 64
+    tensorboard: bool = False
 
     def __post_init__(self):
         positive = ("steps", "seeds", "fuse", "log_every", "keep_checkpoints", "probe_size")
@@ -205,7 +212,21 @@ def keys(cls_or_cfg) -> list[str]:
     return out
 
 
+ENGINE_GROUP = "train"  # the nested group unqualified engine keys are routed to
+
+
+def _route(cfg, path: list[str]) -> list[str]:
+    """``path`` with the engine group prepended when its first key lives only there."""
+    fields = _fields(type(cfg))
+    group = fields.get(ENGINE_GROUP)
+    if path[0] not in fields and group is not None and dataclasses.is_dataclass(group):
+        if path[0] in _fields(group):
+            return [ENGINE_GROUP, *path]
+    return path
+
+
 def _set(cfg, path: list[str], text: str, full_key: str):
+    path = _route(cfg, path)
     fields = _fields(type(cfg))
     name = path[0]
     if name not in fields:
@@ -237,6 +258,37 @@ def apply_overrides(cfg, overrides: Iterable[str] | Mapping[str, str]):
     for key, text in items:
         cfg = _set(cfg, key.split("."), str(text), key)
     return cfg
+
+
+def replace(cfg, **changes):
+    """:func:`dataclasses.replace` with Python values, routing engine keys like
+    :func:`apply_overrides` (``replace(cfg, steps=10)`` sets ``cfg.train.steps``); dotted keys are
+    written with ``__`` (``exact__seeds=2``). Validation runs as for any override."""
+    grouped: dict[tuple[str, ...], Any] = {}
+    for key, value in changes.items():
+        grouped[tuple(_route(cfg, key.split("__")))] = value
+    return _replace_paths(cfg, grouped)
+
+
+def _replace_paths(cfg, changes: dict[tuple[str, ...], Any]):
+    fields = _fields(type(cfg))
+    direct, nested = {}, {}
+    for path, value in changes.items():
+        if path[0] not in fields:
+            raise ConfigError(
+                f"unknown config key {'.'.join(path)!r} for {type(cfg).__name__}; "
+                f"allowed keys: {', '.join(keys(cfg))}."
+            )
+        if len(path) == 1:
+            direct[path[0]] = value
+        else:
+            nested.setdefault(path[0], {})[path[1:]] = value
+    for name, sub in nested.items():
+        direct[name] = _replace_paths(direct.get(name, getattr(cfg, name)), sub)
+    try:
+        return dataclasses.replace(cfg, **direct)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(str(e)) from None
 
 
 def _split(item: str) -> tuple[str, str]:

@@ -5,7 +5,7 @@ Layout of ``RUN_DIR``::
     config.json     {"experiment", "preset", "overrides", "config": {...}} — the resolved config
     metrics.jsonl   one JSON object per logged step: {"step": t, ["seed": s,] "train/loss": ...}
     probes.npz      probe arrays over time: "<probe>/<array>" (T, ...) with "<probe>/step" (T,)
-    checkpoints/    orbax checkpoints (dyntheory.checkpoint)
+    checkpoints/    orbax checkpoints (dyntheory.engine.checkpoint)
     results.json    the run's headline numbers
 
 Metric keys are ``/``-namespaced scalars: ``train/*``, ``<eval set>/*``, ``probe/<probe>/*``,
@@ -28,12 +28,15 @@ from typing import Any
 
 import numpy as np
 
-CONFIG, METRICS, ARRAYS, RESULTS, CHECKPOINTS = (
+from dyntheory.engine.checkpoint import Checkpointer
+
+CONFIG, METRICS, ARRAYS, RESULTS, CHECKPOINTS, SPEC = (
     "config.json",
     "metrics.jsonl",
     "probes.npz",
     "results.json",
     "checkpoints",
+    "spec.json",
 )
 
 
@@ -139,13 +142,24 @@ class RunDir:
             keep = [line for line in f if line.strip() and json.loads(line)["step"] < before_step]
         _atomic_write(path, lambda f: f.write("".join(keep).encode()))
 
+    def clear(self) -> None:
+        """Remove everything in the run directory (``dyntheory run --force``)."""
+        import shutil
+
+        for child in self.path.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+
     def reset(self) -> None:
         """Remove what a previous run wrote (metrics, arrays, results, checkpoints)."""
         import shutil
 
         for name in (METRICS, ARRAYS, RESULTS):
             self.file(name).unlink(missing_ok=True)
-        shutil.rmtree(self.file(CHECKPOINTS), ignore_errors=True)
+        for name in (CHECKPOINTS, "events"):
+            shutil.rmtree(self.file(name), ignore_errors=True)
 
     # probe arrays
     def write_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -159,9 +173,13 @@ class RunDir:
             return {k: z[k] for k in z.files}
 
     def checkpointer(self, keep: int = 2):
-        from dyntheory.checkpoint import Checkpointer
-
         return Checkpointer(self.file(CHECKPOINTS), keep=keep)
+
+    def has_run(self) -> bool:
+        """Whether a run was started here: metrics, a checkpoint, or a sub-run's ``spec.json``."""
+        return (
+            self.file(METRICS).exists() or self.has_checkpoint() or any(self.path.glob(f"*/{SPEC}"))
+        )
 
     def has_checkpoint(self) -> bool:
         """Whether a checkpoint exists here or in a sub-run directory below (experiments that
@@ -170,21 +188,33 @@ class RunDir:
         return any(d.is_dir() and any(p.name.isdigit() for p in d.iterdir()) for d in dirs)
 
 
-def subrun_dir(path: str | os.PathLike | None, spec: dict) -> RunDir | None:
-    """The engine run directory at ``path``, emptied first if it holds a run of another spec.
+def subrun_dir(
+    path: str | os.PathLike | None, spec: Mapping[str, Any], extendable: Iterable[str] = ()
+) -> RunDir | None:
+    """The engine run directory at ``path`` for a sub-run described by ``spec``; the one
+    convention by which experiments resume their sub-runs (one per optimizer, width, ...).
 
-    ``spec.json`` records what the sub-run is: a matching one lets the engine resume it (a re-run
-    after an interruption continues where it stopped), a different or missing one starts over.
-    Used by experiments that run one engine sub-run per grid point (width, data size, ...);
-    ``None`` passes through (no run directory).
+    ``spec.json`` records what the sub-run is. A matching one lets the engine resume it (a re-run
+    or ``dyntheory resume`` after an interruption continues where it stopped); a different or
+    missing one empties the directory first, so a changed config starts over. ``extendable``
+    lists dotted keys of ``spec`` that may change without starting over (``"config.train.steps"``:
+    a longer run continues the shorter one). ``None`` passes through (no run directory).
+    ``dyntheory run --force`` empties the whole run directory (:meth:`RunDir.clear`), sub-runs
+    included.
     """
     if path is None:
         return None
     rd = RunDir(path)
-    spec = json.loads(json.dumps(spec))  # tuples → lists, as read back
-    f = rd.file("spec.json")
+    spec = json.loads(json.dumps(_jsonable(spec)))  # tuples → lists, as read back
+    for key in extendable:
+        parts = key.split(".")
+        node = spec
+        for part in parts[:-1]:
+            node = node[part]
+        node[parts[-1]] = None
+    f = rd.file(SPEC)
     if not f.exists() or read_json(f) != spec:
-        rd.reset()
+        rd.clear()
         write_json(f, spec)
     return rd
 

@@ -8,7 +8,7 @@
 Builds a model of the zoo and a synthetic batch (Gaussian inputs with a random tanh teacher's
 standardized outputs as regression targets or arg-max class labels; random tokens with
 ``sum mod p`` labels for the token models), or reads ``--data FILE.npz`` (arrays ``x``, ``y``),
-runs :func:`dyntheory.diagnostics_report.diagnose`, prints the table and writes
+runs :func:`dyntheory.diagnostics.report.diagnose`, prints the table and writes
 ``DIR/diagnostics.json``. ``--compare KEY=V1,V2,...`` repeats it for each value of one model flag,
 prints a comparison table and draws ``DIR/compare.png``.
 
@@ -257,15 +257,15 @@ def compare_specs(args) -> list[tuple[str, argparse.Namespace]]:
 
 def handler(args: argparse.Namespace) -> int:
     """Run the diagnostics for the parsed ``args``; print tables, write JSON (and the figure)."""
-    from dyntheory import io
-    from dyntheory.diagnostics_format import draw_comparison, format_comparison, format_report
-    from dyntheory.diagnostics_report import diagnose
+    from dyntheory.diagnostics.format import draw_comparison, format_comparison, format_report
+    from dyntheory.diagnostics.report import diagnose
+    from dyntheory.engine import rundir
 
     for name in ("overfit_steps", "power_iters"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     specs = compare_specs(args)
-    out = io.RunDir(args.out)
+    out = rundir.RunDir(args.out)
     reports = {}
     for label, spec in specs:
         apply_fn, params, x, y, loss = build(spec)
@@ -292,10 +292,12 @@ def handler(args: argparse.Namespace) -> int:
     if args.compare:
         print(format_comparison(reports))
         draw_comparison(reports, out.file("compare.png"))
-        io.write_json(out.file("diagnostics.json"), {"compare": args.compare, "reports": reports})
+        rundir.write_json(
+            out.file("diagnostics.json"), {"compare": args.compare, "reports": reports}
+        )
         print(f"wrote {out.file('diagnostics.json')} and {out.file('compare.png')}")
     else:
-        io.write_json(out.file("diagnostics.json"), next(iter(reports.values())))
+        rundir.write_json(out.file("diagnostics.json"), next(iter(reports.values())))
         print(f"wrote {out.file('diagnostics.json')}")
     return 0
 

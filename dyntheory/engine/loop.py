@@ -1,4 +1,4 @@
-"""The host side of :meth:`dyntheory.train.Trainer.run`: dispatch, log, probe, checkpoint, resume.
+"""The host side of :meth:`dyntheory.engine.Trainer.run`: dispatch, log, probe, checkpoint, resume.
 
 Order of work at a step ``t`` (the same in an uninterrupted and a resumed run, which is what makes
 resuming exact): checkpoint (if due; the state *before* step ``t``) → probes due at ``t`` → one
@@ -14,9 +14,10 @@ import time
 import jax
 import numpy as np
 
-from dyntheory import io, sharding
-from dyntheory.progress import Progress
-from dyntheory.train import FitResult, NonFiniteError, Trainer, TrainState
+from dyntheory.engine import rundir, sharding
+from dyntheory.engine.events import EVENTS, EventWriter
+from dyntheory.engine.progress import Progress
+from dyntheory.engine.state import FitResult, NonFiniteError, TrainState
 
 
 class _Clock:
@@ -53,9 +54,9 @@ def _ckpt_tree(state: TrainState, pstates) -> dict:
     }
 
 
-def _abstract_ckpt(tr: Trainer) -> dict:
+def _abstract_ckpt(tr) -> dict:
     a, sh = tr.abstract_state, tr.state_shardings
-    rep = tr._rep
+    rep = tr.replicated
     sds = lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s)
     pstates = tr.prober.abstract(a)
     key = jax.eval_shape(jax.random.key_data, a.key)
@@ -69,7 +70,7 @@ def _abstract_ckpt(tr: Trainer) -> dict:
 
 
 def run_loop(
-    tr: Trainer,
+    tr,
     run_dir=None,
     *,
     steps: int | None = None,
@@ -81,7 +82,7 @@ def run_loop(
     if total < 1:
         raise ValueError(f"steps must be >= 1, got {total}.")
     main = sharding.is_main_process()
-    rd = io.RunDir(run_dir) if run_dir is not None else None
+    rd = rundir.RunDir(run_dir) if run_dir is not None else None
     ckpt, start, records, probe_lines, written = None, None, {p.name: [] for p in tr.probes}, {}, []
     clock_saved = None
     if rd is not None:
@@ -102,7 +103,7 @@ def run_loop(
         )
         pstates = tuple(tree["probes"])
         clock_saved = meta.get("time")
-        records.update(io.unstack_arrays(rd.read_arrays(), start))
+        records.update(rundir.unstack_arrays(rd.read_arrays(), start))
         if main:
             rd.truncate_metrics(start)
     else:
@@ -110,6 +111,7 @@ def run_loop(
         pstates = tr.prober.init(state)
         start = 0
 
+    events = EventWriter(rd.file(EVENTS)) if rd is not None and main and cfg.tensorboard else None
     clock = _Clock(clock_saved)
     t_start = time.perf_counter()
     tr.compile(state, pstates)
@@ -132,6 +134,8 @@ def run_loop(
             written.extend(lines)
         elif main:
             rd.append_metrics(lines)
+            if events is not None:
+                events.write(lines)
         return lines
 
     def process(pending) -> None:
@@ -178,7 +182,7 @@ def run_loop(
     def save(t: int, state: TrainState, pstates) -> None:
         t_start = time.perf_counter()
         if main:
-            rd.write_arrays(io.stack_arrays(records))
+            rd.write_arrays(rundir.stack_arrays(records))
         ckpt.save(t, _ckpt_tree(state, pstates), {"step": t, "time": clock.totals()})
         clock.add("checkpoint_s", time.perf_counter() - t_start)
 
@@ -207,7 +211,7 @@ def run_loop(
                 )
             )
             n = min(cfg.fuse, stop - t)
-            state, metrics = tr._chunk(state, tr.data, tr.eval_sets, np.int32(n), np.bool_(False))
+            state, metrics = tr.chunk(state, tr.data, tr.eval_sets, np.int32(n), np.bool_(False))
             if pending is not None:
                 process(pending)
             pending = (t, n, metrics)
@@ -215,18 +219,20 @@ def run_loop(
         if pending is not None:
             process(pending)
         pstates = run_probes(total, state, pstates)
-        state, final = tr._chunk(state, tr.data, tr.eval_sets, np.int32(0), np.bool_(True))
+        state, final = tr.chunk(state, tr.data, tr.eval_sets, np.int32(0), np.bool_(True))
         final = {k: v[0] for k, v in sharding.to_host(final).items() if k != "_params_finite"}
         emit(total, final)
         bar.update(total, {k: np.mean(v) for k, v in final.items()})
-        arrays = io.stack_arrays(records)
+        arrays = rundir.stack_arrays(records)
         if rd is not None and main:
             rd.write_arrays(arrays)
     finally:
         bar.close()
+        if events is not None:
+            events.close()
         if ckpt is not None:
             ckpt.close()
-    history = io.metrics_table(rd.read_metrics() if rd is not None else written)
+    history = rundir.metrics_table(rd.read_metrics() if rd is not None else written)
     probe_states = {p.name: ps for p, ps in zip(tr.probes, pstates, strict=True)}
     return FitResult(
         state, final, history, arrays, probe_states, rd.path if rd is not None else None

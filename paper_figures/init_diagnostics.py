@@ -1,11 +1,23 @@
-"""Figure of the init-diagnostics sweep (reads results.json's dict only, never trains)."""
+"""Trainability at initialization: predicted vs measured GD stability, trained vs linearized.
+
+Reads a ``dyntheory run init_diagnostics`` directory: ``results.json`` (``rows``, ``tol``,
+``train_multiplier``).
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
+from paper_figures import runs, style
 
-def draw(results: dict, path) -> None:
+NAME = "init_diagnostics"
+EXPERIMENT = "init_diagnostics"
+
+
+def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     """Two panels: measured stable-lr bracket vs predicted ``η_max``; trained vs linearized.
 
     Left: for every configuration, the bracket ``[largest stable, first diverging)`` learning
@@ -13,11 +25,18 @@ def draw(results: dict, path) -> None:
     the diagonal. Right: the loss ratio of the run at ``train_multiplier·η_max`` against the
     frozen-NTK prediction, marked by whether any predictive warning fired.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    run_dir = runs.require(run_dir, figure=NAME, experiment=EXPERIMENT, files=["results.json"])
+    results = runs.read_json(run_dir / "results.json")
+    runs.need(
+        results,
+        ["rows", "tol", "train_multiplier"],
+        where="results.json",
+        figure=NAME,
+        experiment=EXPERIMENT,
+        run_dir=run_dir,
+    )
+    style.apply()
+    plt = style.plt
     rows = results["rows"]
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4.5))
     pred = np.array([r["predicted_max_lr"] for r in rows])
@@ -68,6 +87,8 @@ def draw(results: dict, path) -> None:
         title="Trainability",
     )
     bx.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return style.save(fig, out_dir, NAME)
+
+
+if __name__ == "__main__":
+    raise SystemExit(runs.script(NAME, EXPERIMENT, draw))

@@ -1,0 +1,127 @@
+"""The ``dyntheory`` command line: the app layer on top of the engine.
+
+    dyntheory list                                    experiments and their presets
+    dyntheory run EXPERIMENT [--preset NAME] [--set key=value ...] [--out DIR] [--force]
+    dyntheory resume RUN_DIR [--set steps=N ...]
+    dyntheory figures ...                             paper figures from run directories
+    dyntheory diagnose ...                            trainability at initialization
+
+Each subcommand is a module of this package with ``add_arguments(parser)`` and ``handler(args)
+-> exit status``: :mod:`~dyntheory.cli.experiments` (list, run, resume),
+:mod:`~dyntheory.cli.figures`, :mod:`~dyntheory.cli.diagnose`. Errors in the user's input (a bad
+config value, an unknown experiment, an unwritable run directory) print one line and exit 2; a
+run stopped by NaN/Inf exits 1. ``DYNTHEORY_DEBUG=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from dyntheory.cli import diagnose, experiments, figures
+from dyntheory.cli.experiments import (  # re-exported: the Python form of `dyntheory run`
+    CLIError,
+    load_experiment,
+    resume_experiment,
+    run_experiment,
+)
+from dyntheory.engine import config as config_lib
+from dyntheory.engine import rundir
+from dyntheory.engine.state import NonFiniteError
+
+
+class Command(NamedTuple):
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(name: str, help: str, add_arguments, handler) -> None:
+    """Add a subcommand: ``add_arguments(parser)``, ``handler(args) -> int`` (its exit status)."""
+    if name in COMMANDS:
+        raise ValueError(f"subcommand {name!r} is already taken.")
+    COMMANDS[name] = Command(help, add_arguments, handler)
+
+
+register_command("list", "list experiments and their presets", lambda p: None, experiments.cmd_list)
+register_command(
+    "run", "run an experiment into a run directory", experiments.add_run, experiments.cmd_run
+)
+register_command(
+    "resume",
+    "continue a run from its latest checkpoint",
+    experiments.add_resume,
+    experiments.cmd_resume,
+)
+register_command(
+    "figures",
+    "draw every paper figure from run directories",
+    figures.add_arguments,
+    figures.handler,
+)
+register_command(
+    "diagnose",
+    "trainability diagnostics at initialization",
+    diagnose.add_arguments,
+    diagnose.handler,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dyntheory", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, cmd in COMMANDS.items():
+        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``dyntheory`` console script."""
+    import jax
+
+    # Probes use float64; models and data are float32 by explicit dtypes.
+    jax.config.update("jax_enable_x64", True)
+    from dyntheory.engine import sharding
+
+    sharding.initialize_distributed()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        return int(COMMANDS[args.command].handler(args) or 0)
+    except NonFiniteError as e:
+        print(f"dyntheory: {e}", file=sys.stderr)
+        return 1
+    except (
+        CLIError,
+        config_lib.ConfigError,
+        rundir.RunDirError,
+        FileNotFoundError,
+        ValueError,
+    ) as e:
+        # Bad inputs found before any compute: config values, batch size vs devices, a missing
+        # dataset file, an unwritable run directory. DYNTHEORY_DEBUG=1 shows the traceback.
+        if os.environ.get("DYNTHEORY_DEBUG"):
+            raise
+        print(f"dyntheory: error: {e}", file=sys.stderr)
+        return 2
+
+
+__all__ = [
+    "COMMANDS",
+    "CLIError",
+    "build_parser",
+    "load_experiment",
+    "main",
+    "register_command",
+    "resume_experiment",
+    "run_experiment",
+]
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The engine's side of the probes: fixed probe sets, and each probe jitted once over seeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dyntheory.engine import batching, sharding
+from dyntheory.probes.base import ProbeContext
+
+
+class ProbeRunner:
+    """The engine's side of the probes of a :class:`~dyntheory.engine.Trainer`: the fixed probe
+    sets, and each probe's ``init`` and ``__call__`` jitted once (vmapped over seeds).
+
+    It uses the trainer's public surface only: ``cfg``, ``probes``, ``apply_fn``, ``loss_fn``,
+    ``optimizer``, ``batcher``, ``data``, ``replicated``, ``batch_sharding``, ``vmap_seeds``.
+    """
+
+    def __init__(self, trainer, data, eval_sets, probe_data):
+        self.trainer = tr = trainer
+        self.probes = tr.probes
+        self.sets = self._sets(data, eval_sets, probe_data)
+        self.fns = {p.name: self._jit(p) for p in self.probes}
+
+    def _sets(self, data, eval_sets, probe_data) -> dict[str, Any]:
+        """``probe_data``, or the first ``probe_size`` examples of the data and first eval set."""
+        tr = self.trainer
+        if probe_data is not None:
+            sets = dict(probe_data)
+        else:
+            m = tr.cfg.probe_size
+            if callable(data):  # a sampler: one fixed draw
+                sets = {"train": data(jax.random.fold_in(jax.random.key(tr.cfg.seed), 7), m)}
+            else:
+                sets = {"train": {k: np.asarray(v)[:m] for k, v in data.items()}}
+            if eval_sets:
+                first = next(iter(eval_sets.values()))
+                sets["test"] = {k: np.asarray(v)[:m] for k, v in first.items()}
+        return {k: sharding.put_tree(dict(v), tr.replicated) for k, v in sets.items()}
+
+    def _jit(self, probe):
+        tr = self.trainer
+
+        def ctx(key, step, data, sets):
+            batch = lambda: jax.lax.with_sharding_constraint(
+                tr.batcher.at(data, key, step), tr.batch_sharding
+            )
+            return ProbeContext(
+                tr.apply_fn,
+                tr.loss_fn,
+                tr.optimizer,
+                sets["train"],
+                sets.get("test"),
+                batch,
+                batching.step_key(key, step, 1),
+            )
+
+        def init_one(params, opt_state, key, data, sets):
+            return probe.init(ctx(key, jnp.zeros((), jnp.int32), data, sets), params, opt_state)
+
+        def call_one(pstate, params, opt_state, key, step, data, sets):
+            return probe(ctx(key, step, data, sets), pstate, params, opt_state, step)
+
+        axes = (0, 0, 0, None, None)
+        return (
+            jax.jit(tr.vmap_seeds(init_one, axes), out_shardings=tr.replicated),
+            jax.jit(
+                tr.vmap_seeds(call_one, (0, 0, 0, 0, None, None, None)), out_shardings=tr.replicated
+            ),
+        )
+
+    def init(self, state) -> tuple:
+        """Every probe's initial state, from the initial train state."""
+        tr = self.trainer
+        return tuple(
+            self.fns[p.name][0](state.params, state.opt_state, state.key, tr.data, self.sets)
+            for p in self.probes
+        )
+
+    def abstract(self, state) -> tuple:
+        """``ShapeDtypeStruct``s of the probe states (a restore target), from an abstract state."""
+        tr = self.trainer
+        return tuple(
+            jax.eval_shape(
+                self.fns[p.name][0], state.params, state.opt_state, state.key, tr.data, self.sets
+            )
+            for p in self.probes
+        )
+
+    def __call__(self, probe, pstate, state, step: int):
+        """``(pstate, scalars, arrays)`` of ``probe`` at ``step`` (device arrays)."""
+        return self.fns[probe.name][1](
+            pstate,
+            state.params,
+            state.opt_state,
+            state.key,
+            jnp.int32(step),
+            self.trainer.data,
+            self.sets,
+        )
+
+    def compile(self, state, pstates) -> None:
+        for probe, pstate in zip(self.probes, pstates, strict=True):
+            self.fns[probe.name][1].lower(
+                pstate,
+                state.params,
+                state.opt_state,
+                state.key,
+                jnp.int32(0),
+                self.trainer.data,
+                self.sets,
+            ).compile()

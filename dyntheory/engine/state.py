@@ -1,0 +1,52 @@
+"""The engine's value types: the training state, the result of a run, the non-finite stop."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Params = Any
+
+
+class TrainState(NamedTuple):
+    """The whole training state; with ``seeds > 1`` every field but ``step`` has a seed axis."""
+
+    params: Params  # the model's params pytree ((S, ...) leaves with seeds)
+    opt_state: Any  # the optimizer's state, laid out like the params
+    step: jax.Array  # int32 (): optimizer updates applied so far (shared by all seeds)
+    key: jax.Array  # typed PRNG key () or (S,): the root of the per-step keys fold_in(key, step)
+
+
+class NonFiniteError(FloatingPointError):
+    """The loss or the params became NaN/Inf; ``.step`` and ``.quantity`` say where."""
+
+    def __init__(self, step: int, quantity: str, checkpoint: int | None, seed: int | None = None):
+        self.step, self.quantity, self.checkpoint = step, quantity, checkpoint
+        where = f" (seed {seed})" if seed is not None else ""
+        last = (
+            f"the last good checkpoint is step {checkpoint}"
+            if checkpoint is not None
+            else ("no checkpoint was written")
+        )
+        super().__init__(
+            f"non-finite {quantity} at step {step}{where}; the run stopped and {last}."
+        )
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns."""
+
+    state: TrainState  # the final state (on the mesh)
+    final: dict[str, np.ndarray]  # the last metrics line (arrays of shape (S,) with seeds)
+    history: dict[str, np.ndarray]  # every logged line of the run (``rundir.metrics_table``)
+    arrays: dict[str, np.ndarray]  # probe arrays over time (what probes.npz holds)
+    probe_states: dict[str, Any]  # each probe's final state (e.g. the dissipation accumulator)
+    run_dir: Any  # the run directory's Path, or None
+
+
+def all_finite(tree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
