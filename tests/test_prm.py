@@ -420,3 +420,92 @@ def test_finite_dataset_alpha():
 def test_docstring_examples_run():
     result = doctest.testmod(prm_module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted >= 10, result
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(alpha=np.float32(-1)), r"alpha must be >= 0.0; got np.float32\(-1.0\)"),
+        (dict(alpha=float("nan")), "alpha must be a finite number; got nan"),
+        (dict(alpha=np.float64("inf")), "alpha must be a finite number"),
+        (dict(softness=float("nan")), "softness must be a finite number"),
+        (dict(softness=jnp.float32(-0.5)), "softness must be >= 0.0"),
+        (dict(eps=float("inf")), "eps must be a finite number; got inf"),
+        (dict(b1=np.float32(1.0)), r"b1 must be \[0.0, 1.0\)"),
+        (dict(b2=jnp.asarray(-0.1)), r"b2 must be \[0.0, 1.0\)"),
+        (dict(rho=np.array(float("nan"))), "rho must be a finite number"),
+        (dict(warmup_steps=np.int64(-3)), "warmup_steps must be >= 0"),
+        (dict(learning_rate=-1e-3), "learning_rate must be >= 0.0; got -0.001"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number"),
+        (dict(learning_rate=np.float32("inf")), "learning_rate must be a finite number"),
+        (dict(learning_rate=jnp.asarray(-1.0)), "learning_rate must be >= 0.0"),
+        (dict(weight_decay=-0.01), "weight_decay must be >= 0.0"),
+        (dict(weight_decay=np.float32("nan")), "weight_decay must be a finite number"),
+    ],
+)
+def test_bad_concrete_hyperparameters_raise_naming_argument_and_value(kwargs, message):
+    # Python numbers, NumPy scalars and concrete (0-d) JAX arrays are all checked.
+    kwargs = {"learning_rate": 1e-3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        prm(**kwargs)
+    tx_kwargs = {k: v for k, v in kwargs.items() if k not in ("learning_rate", "weight_decay")}
+    if tx_kwargs:
+        with pytest.raises(ValueError, match=message):
+            scale_by_population_risk(**tx_kwargs)
+
+
+def test_non_numbers_raise_type_errors():
+    with pytest.raises(TypeError, match="alpha must be a real number, not a bool; got True"):
+        prm(1e-3, alpha=True)
+    with pytest.raises(TypeError, match="softness must be a real number; got '1'"):
+        scale_by_population_risk(softness="1")
+    with pytest.raises(TypeError, match="eps must be a real number"):
+        scale_by_population_risk(eps=1e-8 + 0j)
+
+
+def test_good_numpy_and_jax_scalars_and_schedules_are_accepted():
+    params = jnp.ones(3)
+    opts = [
+        prm(np.float32(1e-3), alpha=np.float64(0.2), softness=jnp.float32(3.0), b1=np.float32(0.9)),
+        prm(optax.linear_schedule(1e-3, 0.0, 10), weight_decay=lambda t: 1e-4),
+        prm(0.0, weight_decay=0, alpha=0, eps=0.0, warmup_steps=np.int32(2)),
+    ]
+    for opt in opts:
+        updates, _ = opt.update(params, opt.init(params), params)
+        assert bool(jnp.all(jnp.isfinite(updates)))
+
+
+def test_traced_hyperparameters_are_not_checked():
+    # Under inject_hyperparams inside jit the values are tracers: there is nothing to check, and
+    # a NaN set there propagates as a NaN, as in optax.
+    params = jnp.ones(3)
+    opt = optax.inject_hyperparams(prm)(learning_rate=1e-2, alpha=1.0)
+    state = opt.init(params)
+    nan = jnp.asarray(jnp.nan, state.hyperparams["alpha"].dtype)
+    state = state._replace(hyperparams={**state.hyperparams, "alpha": nan})
+    updates, _ = jax.jit(opt.update)(params, state, params)
+    assert bool(jnp.all(jnp.isnan(updates)))
+    # Built from a tracer directly.
+    init = scale_by_population_risk().init
+    tx = jax.jit(lambda a, g: scale_by_population_risk(alpha=a).update(g, init(g))[0])
+    assert tx(jnp.asarray(-1.0), params).shape == (3,)
+    # Concrete (eager) hyperparameters are arrays too, and are checked.
+    with pytest.raises(ValueError, match="learning_rate must be >= 0.0"):
+        optax.inject_hyperparams(prm)(learning_rate=-1.0).init(params)
+
+
+def test_gates_check_their_hyperparameters():
+    m2, s = jnp.ones(3), jnp.ones(3)
+    for fn in (hard_gate, soft_gate, snr_gate):
+        with pytest.raises(ValueError, match="alpha must be a finite number"):
+            fn(m2, s, alpha=np.float32("nan"), softness=1.0, eps=1e-8)
+        with pytest.raises(ValueError, match="softness must be >= 0.0"):
+            fn(m2, s, alpha=1.0, softness=np.float32(-1), eps=1e-8)
+        with pytest.raises(ValueError, match="eps must be a finite number"):
+            fn(m2, s, alpha=1.0, softness=1.0, eps=jnp.inf)
+        traced = jax.jit(lambda a: fn(m2, s, alpha=a, softness=1.0, eps=1e-8))
+        assert traced(jnp.asarray(-1.0)).shape == (3,)  # tracers are not checked
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        masks_module.gate(m2, s, mask="snr", reduction="per_layer", alpha=1, softness=1, eps=0)
+    with pytest.raises(ValueError, match="mask must be one of"):
+        masks_module.tensor_gate(m2, s, mask="snrr", alpha=1, softness=1, eps=0)

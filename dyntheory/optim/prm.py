@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dyntheory.optim._checks import check_choice, check_range, check_scalar_or_schedule
 from dyntheory.optim.masks import GATES, REDUCTIONS, paired_sum, tensor_gate
 
 VARIANCES = ("ema", "batch")
@@ -44,21 +45,6 @@ class ScaleByPopulationRiskState(NamedTuple):
     # None unless built with gate_stats=True:
     gate_mean: jax.Array | None  # shape=(), dtype=float32: mean of q.
     gate_open_fraction: jax.Array | None  # shape=(), float32: fraction of coordinates with q > ½.
-
-
-def _check_choice(name: str, value: Any, choices) -> None:
-    if value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {valid}; got {value!r}.")
-
-
-def _check_range(name: str, value: Any, lo: float, hi: float | None = None) -> None:
-    # Only Python numbers are checked: under inject_hyperparams values arrive as (traced) arrays.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    if value < lo or (hi is not None and value >= hi):
-        bound = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {bound}; got {value!r}.")
 
 
 def scale_by_population_risk(
@@ -132,6 +118,14 @@ def scale_by_population_risk(
         to 1.9x AdamW's and the 1M-parameter MLP's step time from 1.05x to 1.15x
         (``benchmarks/prm.py``). When off, the two state fields are ``None``.
 
+    Raises:
+      ValueError: For an unknown ``mask``, ``reduction`` or ``variance``, and for a concrete
+        hyper-parameter (a Python number, NumPy scalar or concrete JAX array) that is NaN, ±inf or
+        out of range: ``b1``, ``b2``, ``rho`` in [0, 1); ``eps``, ``softness``, ``alpha``,
+        ``warmup_steps`` >= 0. Traced values (:func:`optax.inject_hyperparams` under ``jit``) are
+        not checked.
+      TypeError: For a hyper-parameter that is not a real number (a bool, a string, ...).
+
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
       :class:`ScaleByPopulationRiskState`; with ``gate_stats=True``,
@@ -154,14 +148,14 @@ def scale_by_population_risk(
     References:
       Litman and Guo, arXiv:2605.01172, Algorithm 1 (the update), Thm 6.5 (the gate), App. F.
     """
-    _check_choice("mask", mask, tuple(GATES))
-    _check_choice("reduction", reduction, REDUCTIONS)
-    _check_choice("variance", variance, VARIANCES)
+    check_choice("mask", mask, tuple(GATES))
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("variance", variance, VARIANCES)
     for name, value in (("b1", b1), ("b2", b2), ("rho", rho)):
-        _check_range(name, value, 0.0, 1.0)
+        check_range(name, value, 0.0, 1.0)
     for name, value in (("eps", eps), ("softness", softness), ("alpha", alpha)):
-        _check_range(name, value, 0.0)
-    _check_range("warmup_steps", warmup_steps, 0)
+        check_range(name, value, 0.0)
+    check_range("warmup_steps", warmup_steps, 0)
 
     # s is centred on m_{t−1}, the mean BEFORE its update (Algorithm 1). Since
     # m_t = β1 m_{t−1} + (1 − β1) g, the residual g − m_{t−1} equals (g − m_t)/β1; computing it from
@@ -313,6 +307,10 @@ def prm(
         where weight decay applies. The gate always applies to every parameter. Under
         ``optax.inject_hyperparams`` pass a callable mask through ``static_args``.
 
+    Raises:
+      ValueError: As :func:`scale_by_population_risk`, and for a concrete ``learning_rate`` or
+        ``weight_decay`` that is negative, NaN or infinite (schedules are not checked).
+
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs ``params``.
 
@@ -336,6 +334,8 @@ def prm(
       Litman and Guo, arXiv:2605.01172, Algorithm 1, Thm 6.5, App. F.
       Loshchilov and Hutter, "Decoupled Weight Decay Regularization", arXiv:1711.05101.
     """
+    check_scalar_or_schedule("learning_rate", learning_rate)
+    check_scalar_or_schedule("weight_decay", weight_decay)
     return optax.chain(
         scale_by_population_risk(
             b1=b1,
