@@ -19,7 +19,7 @@ from dyntheory.optim import (
     snr_gate,
     soft_gate,
 )
-from tests.helpers import assert_trees_all_close, tol
+from tests.helpers import assert_trees_all_close, assert_trees_all_equal, tol
 
 # The package re-exports the function ``prm``, which shadows the module of the same name.
 prm_module = importlib.import_module("dyntheory.optim.prm")
@@ -74,11 +74,13 @@ HYPER = dict(learning_rate=3e-2, b1=0.8, b2=0.95, eps=1e-7, weight_decay=0.1)
     ],
     ids=["hard-alpha0", "hard-alpha0-per_tensor", "snr-warmup", "soft-warmup-per_tensor"],
 )
-def test_open_gate_equals_adamw_step_for_step(gate_kwargs):
+@pytest.mark.parametrize("gate_weight_decay", [False, True], ids=["wd", "gated_wd"])
+def test_open_gate_equals_adamw_step_for_step(gate_kwargs, gate_weight_decay):
     key = jax.random.key(0)
     params, loss = _problem(key)
     steps = 25
-    ours, state = _run(prm(**HYPER, **gate_kwargs, gate_stats=True), params, loss, steps, key)
+    opt = prm(**HYPER, **gate_kwargs, gate_stats=True, gate_weight_decay=gate_weight_decay)
+    ours, state = _run(opt, params, loss, steps, key)
     ref, _ = _run(optax.adamw(**HYPER), params, loss, steps, key)
     for t, (a, b) in enumerate(zip(ours, ref, strict=True)):
         assert_trees_all_close(a, b, **F32, err_msg=f"step {t + 1}")
@@ -86,15 +88,22 @@ def test_open_gate_equals_adamw_step_for_step(gate_kwargs):
     assert float(optax.tree.get(state, "gate_open_fraction")) == 1.0
 
 
-def test_open_gate_equals_adamw_with_schedule_and_weight_decay_mask():
+@pytest.mark.parametrize("gate_weight_decay", [False, True], ids=["wd", "gated_wd"])
+@pytest.mark.parametrize("wd_mask", [{"w": True, "b": False}, lambda p: {"w": False, "b": True}])
+def test_open_gate_equals_adamw_with_schedules_and_weight_decay_mask(wd_mask, gate_weight_decay):
     key = jax.random.key(1)
     params, loss = _problem(key)
     lr = optax.cosine_decay_schedule(5e-2, 20)
-    wd_mask = {"w": True, "b": False}
-    hyper = dict(HYPER, learning_rate=lr)
-    ours, _ = _run(
-        prm(**hyper, mask="hard", alpha=0.0, weight_decay_mask=wd_mask), params, loss, 20, key
+    wd = optax.linear_schedule(0.2, 0.05, 20)
+    hyper = dict(HYPER, learning_rate=lr, weight_decay=wd)
+    opt = prm(
+        **hyper,
+        mask="hard",
+        alpha=0.0,
+        weight_decay_mask=wd_mask,
+        gate_weight_decay=gate_weight_decay,
     )
+    ours, _ = _run(opt, params, loss, 20, key)
     ref, _ = _run(optax.adamw(**hyper, mask=wd_mask), params, loss, 20, key)
     for t, (a, b) in enumerate(zip(ours, ref, strict=True)):
         assert_trees_all_close(a, b, **F32, err_msg=f"step {t + 1}")
@@ -509,3 +518,78 @@ def test_gates_check_their_hyperparameters():
         masks_module.gate(m2, s, mask="snr", reduction="per_layer", alpha=1, softness=1, eps=0)
     with pytest.raises(ValueError, match="mask must be one of"):
         masks_module.tensor_gate(m2, s, mask="snrr", alpha=1, softness=1, eps=0)
+
+
+@pytest.mark.parametrize(("mask", "reduction"), [("hard", "per_parameter"), ("hard", "per_tensor")])
+def test_gated_weight_decay_with_closed_gate_leaves_params_unchanged(mask, reduction):
+    key = jax.random.key(4)
+    params, loss = _problem(key)
+    opt = prm(
+        0.05,
+        weight_decay=0.1,
+        mask=mask,
+        alpha=1e30,
+        reduction=reduction,
+        gate_stats=True,
+        gate_weight_decay=True,
+    )
+    history, state = _run(opt, params, loss, 20, key)
+    assert_trees_all_equal(history[-1], params)
+    assert float(optax.tree.get(state, "gate_open_fraction")) == 0.0
+    # The snr gate never closes fully: q ~ m̂²/(α ŝ) ~ 1e-30 leaves the params in place to rounding.
+    opt = prm(0.05, weight_decay=0.1, alpha=1e30, gate_weight_decay=True)
+    history, _ = _run(opt, params, loss, 20, key)
+    assert_trees_all_close(history[-1], params, rtol=1e-7, atol=0)
+
+
+def test_gated_weight_decay_by_hand():
+    # t = 1, snr with λα = 1 and eps = 0: m̂² = ŝ = g², so q = 1/2 and m̂/√v̂ = sign(g) everywhere.
+    # Algorithm 1:        Δw = −η (q sign(g) + λ_wd w)
+    # gate_weight_decay:  Δw = −η q (sign(g) + λ_wd w)
+    w = jnp.array([2.0, -1.0, 4.0], jnp.float64)
+    g = jnp.array([0.5, 3.0, -1.0], jnp.float64)
+    lr, wd = 0.1, 0.25
+    sign = jnp.sign(g)
+    expected = {
+        False: -lr * (0.5 * sign + wd * w),
+        True: -lr * 0.5 * (sign + wd * w),
+    }
+    for gated, want in expected.items():
+        opt = prm(lr, eps=0.0, weight_decay=wd, gate_weight_decay=gated)
+        updates, _ = opt.update(g, opt.init(w), w)
+        np.testing.assert_allclose(updates, want, rtol=1e-14, err_msg=f"gated={gated}")
+
+
+def test_gated_weight_decay_default_path_and_errors():
+    params = {"w": jnp.linspace(-1.0, 1.0, 4), "b": jnp.ones(2)}
+    g = _grads_like(params)
+    # With zero weight decay the gated and the default optimizer agree (and need no params for
+    # the bare transformation).
+    a, b = prm(1e-2, weight_decay=0.0), prm(1e-2, weight_decay=0.0, gate_weight_decay=True)
+    assert_trees_all_equal(a.update(g, a.init(params), params)[0], b.update(g, b.init(params))[0])
+    tx = scale_by_population_risk(gated_weight_decay=0.1)
+    with pytest.raises(ValueError, match="gated_weight_decay needs update"):
+        tx.update(g, tx.init(params))
+    with pytest.raises(ValueError, match="gated_weight_decay must be >= 0.0"):
+        scale_by_population_risk(gated_weight_decay=-0.1)
+    with pytest.raises(ValueError):  # a mask that is not a prefix of the params
+        bad = prm(1e-2, weight_decay_mask={"w": True, "b": None}, gate_weight_decay=True)
+        bad.update(g, bad.init(params), params)
+
+
+def test_gated_weight_decay_under_inject_hyperparams():
+    params = {"w": jnp.linspace(-1.0, 1.0, 4), "b": jnp.ones(2)}
+    g = _grads_like(params)
+    opt = optax.inject_hyperparams(prm)(
+        learning_rate=1e-2, weight_decay=0.5, gate_weight_decay=True
+    )
+    state = opt.init(params)
+    updates, _ = jax.jit(opt.update)(g, state, params)
+    plain = prm(1e-2, weight_decay=0.5, gate_weight_decay=True)
+    reference, _ = plain.update(g, plain.init(params), params)
+    assert_trees_all_close(updates, reference, **F32)
+
+
+def _grads_like(params):
+    leaves, treedef = jax.tree.flatten(params)
+    return treedef.unflatten([jnp.cos(3.0 * x + i) for i, x in enumerate(leaves)])
