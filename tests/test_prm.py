@@ -19,7 +19,7 @@ from dyntheory.optim import (
     snr_gate,
     soft_gate,
 )
-from tests.helpers import assert_trees_all_close, tol
+from tests.helpers import assert_trees_all_close, assert_trees_all_equal, tol
 
 # The package re-exports the function ``prm``, which shadows the module of the same name.
 prm_module = importlib.import_module("dyntheory.optim.prm")
@@ -74,11 +74,13 @@ HYPER = dict(learning_rate=3e-2, b1=0.8, b2=0.95, eps=1e-7, weight_decay=0.1)
     ],
     ids=["hard-alpha0", "hard-alpha0-per_tensor", "snr-warmup", "soft-warmup-per_tensor"],
 )
-def test_open_gate_equals_adamw_step_for_step(gate_kwargs):
+@pytest.mark.parametrize("gate_weight_decay", [False, True], ids=["wd", "gated_wd"])
+def test_open_gate_equals_adamw_step_for_step(gate_kwargs, gate_weight_decay):
     key = jax.random.key(0)
     params, loss = _problem(key)
     steps = 25
-    ours, state = _run(prm(**HYPER, **gate_kwargs, gate_stats=True), params, loss, steps, key)
+    opt = prm(**HYPER, **gate_kwargs, gate_stats=True, gate_weight_decay=gate_weight_decay)
+    ours, state = _run(opt, params, loss, steps, key)
     ref, _ = _run(optax.adamw(**HYPER), params, loss, steps, key)
     for t, (a, b) in enumerate(zip(ours, ref, strict=True)):
         assert_trees_all_close(a, b, **F32, err_msg=f"step {t + 1}")
@@ -86,15 +88,22 @@ def test_open_gate_equals_adamw_step_for_step(gate_kwargs):
     assert float(optax.tree.get(state, "gate_open_fraction")) == 1.0
 
 
-def test_open_gate_equals_adamw_with_schedule_and_weight_decay_mask():
+@pytest.mark.parametrize("gate_weight_decay", [False, True], ids=["wd", "gated_wd"])
+@pytest.mark.parametrize("wd_mask", [{"w": True, "b": False}, lambda p: {"w": False, "b": True}])
+def test_open_gate_equals_adamw_with_schedules_and_weight_decay_mask(wd_mask, gate_weight_decay):
     key = jax.random.key(1)
     params, loss = _problem(key)
     lr = optax.cosine_decay_schedule(5e-2, 20)
-    wd_mask = {"w": True, "b": False}
-    hyper = dict(HYPER, learning_rate=lr)
-    ours, _ = _run(
-        prm(**hyper, mask="hard", alpha=0.0, weight_decay_mask=wd_mask), params, loss, 20, key
+    wd = optax.linear_schedule(0.2, 0.05, 20)
+    hyper = dict(HYPER, learning_rate=lr, weight_decay=wd)
+    opt = prm(
+        **hyper,
+        mask="hard",
+        alpha=0.0,
+        weight_decay_mask=wd_mask,
+        gate_weight_decay=gate_weight_decay,
     )
+    ours, _ = _run(opt, params, loss, 20, key)
     ref, _ = _run(optax.adamw(**hyper, mask=wd_mask), params, loss, 20, key)
     for t, (a, b) in enumerate(zip(ours, ref, strict=True)):
         assert_trees_all_close(a, b, **F32, err_msg=f"step {t + 1}")
@@ -420,3 +429,167 @@ def test_finite_dataset_alpha():
 def test_docstring_examples_run():
     result = doctest.testmod(prm_module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted >= 10, result
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(alpha=np.float32(-1)), r"alpha must be >= 0.0; got np.float32\(-1.0\)"),
+        (dict(alpha=float("nan")), "alpha must be a finite number; got nan"),
+        (dict(alpha=np.float64("inf")), "alpha must be a finite number"),
+        (dict(softness=float("nan")), "softness must be a finite number"),
+        (dict(softness=jnp.float32(-0.5)), "softness must be >= 0.0"),
+        (dict(eps=float("inf")), "eps must be a finite number; got inf"),
+        (dict(b1=np.float32(1.0)), r"b1 must be \[0.0, 1.0\)"),
+        (dict(b2=jnp.asarray(-0.1)), r"b2 must be \[0.0, 1.0\)"),
+        (dict(rho=np.array(float("nan"))), "rho must be a finite number"),
+        (dict(warmup_steps=np.int64(-3)), "warmup_steps must be >= 0"),
+        (dict(learning_rate=-1e-3), "learning_rate must be >= 0.0; got -0.001"),
+        (dict(learning_rate=float("nan")), "learning_rate must be a finite number"),
+        (dict(learning_rate=np.float32("inf")), "learning_rate must be a finite number"),
+        (dict(learning_rate=jnp.asarray(-1.0)), "learning_rate must be >= 0.0"),
+        (dict(weight_decay=-0.01), "weight_decay must be >= 0.0"),
+        (dict(weight_decay=np.float32("nan")), "weight_decay must be a finite number"),
+    ],
+)
+def test_bad_concrete_hyperparameters_raise_naming_argument_and_value(kwargs, message):
+    # Python numbers, NumPy scalars and concrete (0-d) JAX arrays are all checked.
+    kwargs = {"learning_rate": 1e-3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        prm(**kwargs)
+    tx_kwargs = {k: v for k, v in kwargs.items() if k not in ("learning_rate", "weight_decay")}
+    if tx_kwargs:
+        with pytest.raises(ValueError, match=message):
+            scale_by_population_risk(**tx_kwargs)
+
+
+def test_non_numbers_raise_type_errors():
+    with pytest.raises(TypeError, match="alpha must be a real number, not a bool; got True"):
+        prm(1e-3, alpha=True)
+    with pytest.raises(TypeError, match="softness must be a real number; got '1'"):
+        scale_by_population_risk(softness="1")
+    with pytest.raises(TypeError, match="eps must be a real number"):
+        scale_by_population_risk(eps=1e-8 + 0j)
+
+
+def test_good_numpy_and_jax_scalars_and_schedules_are_accepted():
+    params = jnp.ones(3)
+    opts = [
+        prm(np.float32(1e-3), alpha=np.float64(0.2), softness=jnp.float32(3.0), b1=np.float32(0.9)),
+        prm(optax.linear_schedule(1e-3, 0.0, 10), weight_decay=lambda t: 1e-4),
+        prm(0.0, weight_decay=0, alpha=0, eps=0.0, warmup_steps=np.int32(2)),
+    ]
+    for opt in opts:
+        updates, _ = opt.update(params, opt.init(params), params)
+        assert bool(jnp.all(jnp.isfinite(updates)))
+
+
+def test_traced_hyperparameters_are_not_checked():
+    # Under inject_hyperparams inside jit the values are tracers: there is nothing to check, and
+    # a NaN set there propagates as a NaN, as in optax.
+    params = jnp.ones(3)
+    opt = optax.inject_hyperparams(prm)(learning_rate=1e-2, alpha=1.0)
+    state = opt.init(params)
+    nan = jnp.asarray(jnp.nan, state.hyperparams["alpha"].dtype)
+    state = state._replace(hyperparams={**state.hyperparams, "alpha": nan})
+    updates, _ = jax.jit(opt.update)(params, state, params)
+    assert bool(jnp.all(jnp.isnan(updates)))
+    # Built from a tracer directly.
+    init = scale_by_population_risk().init
+    tx = jax.jit(lambda a, g: scale_by_population_risk(alpha=a).update(g, init(g))[0])
+    assert tx(jnp.asarray(-1.0), params).shape == (3,)
+    # Concrete (eager) hyperparameters are arrays too, and are checked.
+    with pytest.raises(ValueError, match="learning_rate must be >= 0.0"):
+        optax.inject_hyperparams(prm)(learning_rate=-1.0).init(params)
+
+
+def test_gates_check_their_hyperparameters():
+    m2, s = jnp.ones(3), jnp.ones(3)
+    for fn in (hard_gate, soft_gate, snr_gate):
+        with pytest.raises(ValueError, match="alpha must be a finite number"):
+            fn(m2, s, alpha=np.float32("nan"), softness=1.0, eps=1e-8)
+        with pytest.raises(ValueError, match="softness must be >= 0.0"):
+            fn(m2, s, alpha=1.0, softness=np.float32(-1), eps=1e-8)
+        with pytest.raises(ValueError, match="eps must be a finite number"):
+            fn(m2, s, alpha=1.0, softness=1.0, eps=jnp.inf)
+        traced = jax.jit(lambda a: fn(m2, s, alpha=a, softness=1.0, eps=1e-8))
+        assert traced(jnp.asarray(-1.0)).shape == (3,)  # tracers are not checked
+    with pytest.raises(ValueError, match="reduction must be one of"):
+        masks_module.gate(m2, s, mask="snr", reduction="per_layer", alpha=1, softness=1, eps=0)
+    with pytest.raises(ValueError, match="mask must be one of"):
+        masks_module.tensor_gate(m2, s, mask="snrr", alpha=1, softness=1, eps=0)
+
+
+@pytest.mark.parametrize(("mask", "reduction"), [("hard", "per_parameter"), ("hard", "per_tensor")])
+def test_gated_weight_decay_with_closed_gate_leaves_params_unchanged(mask, reduction):
+    key = jax.random.key(4)
+    params, loss = _problem(key)
+    opt = prm(
+        0.05,
+        weight_decay=0.1,
+        mask=mask,
+        alpha=1e30,
+        reduction=reduction,
+        gate_stats=True,
+        gate_weight_decay=True,
+    )
+    history, state = _run(opt, params, loss, 20, key)
+    assert_trees_all_equal(history[-1], params)
+    assert float(optax.tree.get(state, "gate_open_fraction")) == 0.0
+    # The snr gate never closes fully: q ~ m̂²/(α ŝ) ~ 1e-30 leaves the params in place to rounding.
+    opt = prm(0.05, weight_decay=0.1, alpha=1e30, gate_weight_decay=True)
+    history, _ = _run(opt, params, loss, 20, key)
+    assert_trees_all_close(history[-1], params, rtol=1e-7, atol=0)
+
+
+def test_gated_weight_decay_by_hand():
+    # t = 1, snr with λα = 1 and eps = 0: m̂² = ŝ = g², so q = 1/2 and m̂/√v̂ = sign(g) everywhere.
+    # Algorithm 1:        Δw = −η (q sign(g) + λ_wd w)
+    # gate_weight_decay:  Δw = −η q (sign(g) + λ_wd w)
+    w = jnp.array([2.0, -1.0, 4.0], jnp.float64)
+    g = jnp.array([0.5, 3.0, -1.0], jnp.float64)
+    lr, wd = 0.1, 0.25
+    sign = jnp.sign(g)
+    expected = {
+        False: -lr * (0.5 * sign + wd * w),
+        True: -lr * 0.5 * (sign + wd * w),
+    }
+    for gated, want in expected.items():
+        opt = prm(lr, eps=0.0, weight_decay=wd, gate_weight_decay=gated)
+        updates, _ = opt.update(g, opt.init(w), w)
+        np.testing.assert_allclose(updates, want, rtol=1e-14, err_msg=f"gated={gated}")
+
+
+def test_gated_weight_decay_default_path_and_errors():
+    params = {"w": jnp.linspace(-1.0, 1.0, 4), "b": jnp.ones(2)}
+    g = _grads_like(params)
+    # With zero weight decay the gated and the default optimizer agree (and need no params for
+    # the bare transformation).
+    a, b = prm(1e-2, weight_decay=0.0), prm(1e-2, weight_decay=0.0, gate_weight_decay=True)
+    assert_trees_all_equal(a.update(g, a.init(params), params)[0], b.update(g, b.init(params))[0])
+    tx = scale_by_population_risk(gated_weight_decay=0.1)
+    with pytest.raises(ValueError, match="gated_weight_decay needs update"):
+        tx.update(g, tx.init(params))
+    with pytest.raises(ValueError, match="gated_weight_decay must be >= 0.0"):
+        scale_by_population_risk(gated_weight_decay=-0.1)
+    with pytest.raises(ValueError):  # a mask that is not a prefix of the params
+        bad = prm(1e-2, weight_decay_mask={"w": True, "b": None}, gate_weight_decay=True)
+        bad.update(g, bad.init(params), params)
+
+
+def test_gated_weight_decay_under_inject_hyperparams():
+    params = {"w": jnp.linspace(-1.0, 1.0, 4), "b": jnp.ones(2)}
+    g = _grads_like(params)
+    opt = optax.inject_hyperparams(prm)(
+        learning_rate=1e-2, weight_decay=0.5, gate_weight_decay=True
+    )
+    state = opt.init(params)
+    updates, _ = jax.jit(opt.update)(g, state, params)
+    plain = prm(1e-2, weight_decay=0.5, gate_weight_decay=True)
+    reference, _ = plain.update(g, plain.init(params), params)
+    assert_trees_all_close(updates, reference, **F32)
+
+
+def _grads_like(params):
+    leaves, treedef = jax.tree.flatten(params)
+    return treedef.unflatten([jnp.cos(3.0 * x + i) for i, x in enumerate(leaves)])

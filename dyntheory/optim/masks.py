@@ -19,7 +19,9 @@ default :math:`\varepsilon = 10^{-8}` moves it by :math:`\varepsilon / (2 \hat m
 
 Every function here is elementwise over arrays, takes ``alpha``, ``softness`` and ``eps`` as
 values (Python numbers or traced arrays, so they can be changed under
-:func:`optax.inject_hyperparams` without recompiling) and keeps the dtype of ``m2``.
+:func:`optax.inject_hyperparams` without recompiling) and keeps the dtype of ``m2``. Concrete
+values (Python numbers, NumPy scalars, concrete JAX arrays) must be finite and >= 0, else
+``ValueError``; traced values are not checked.
 
 References:
   E. Litman and G. Guo, "A Theory of Generalization in Deep Learning", arXiv:2605.01172,
@@ -33,29 +35,39 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
+from dyntheory.optim._checks import check_choice, check_range
+
 Array = jax.Array
 ArrayLike = jax.typing.ArrayLike
+
+
+def _check_gate_args(alpha: ArrayLike, softness: ArrayLike, eps: ArrayLike) -> None:
+    for name, value in (("alpha", alpha), ("softness", softness), ("eps", eps)):
+        check_range(name, value, 0.0)
 
 
 def hard_gate(m2: Array, s: Array, *, alpha: ArrayLike, softness: ArrayLike, eps: ArrayLike):
     r"""``q = 1[m̂² > α ŝ]``: update a coordinate only where signal beats noise (Thm 6.5).
 
-    ``softness`` and ``eps`` are unused (accepted so every gate has the same signature). A tie
-    ``m̂² = α ŝ`` is closed; at ``t = 1`` with ``α = 1`` every coordinate sits on that tie up to
-    rounding (``m̂² = ŝ = g²``), which is what ``warmup_steps`` is for.
+    ``softness`` and ``eps`` enter no formula here; they are accepted (and checked) so that every
+    gate has the same signature. A tie ``m̂² = α ŝ`` is closed; at ``t = 1`` with ``α = 1`` every
+    coordinate sits on that tie up to rounding (``m̂² = ŝ = g²``), which is what ``warmup_steps``
+    is for.
     """
-    del softness, eps
+    _check_gate_args(alpha, softness, eps)
     return (m2 > alpha * s).astype(m2.dtype)
 
 
 def soft_gate(m2: Array, s: Array, *, alpha: ArrayLike, softness: ArrayLike, eps: ArrayLike):
     r"""``q = δ / (δ + λ ŝ + ε)`` with ``δ = max(m̂² − α ŝ, 0)``: zero wherever ``hard`` is."""
+    _check_gate_args(alpha, softness, eps)
     delta = jnp.maximum(m2 - alpha * s, 0)
     return delta / (delta + softness * s + eps)
 
 
 def snr_gate(m2: Array, s: Array, *, alpha: ArrayLike, softness: ArrayLike, eps: ArrayLike):
     r"""``q = m̂² / (m̂² + λ α ŝ + ε)``: a signal-to-noise ratio that never shuts completely."""
+    _check_gate_args(alpha, softness, eps)
     return m2 / (m2 + softness * alpha * s + eps)
 
 
@@ -90,6 +102,7 @@ def tensor_gate(
     element, accumulated in at least float32 so that large bfloat16 tensors are not summed in 8 bits
     of mantissa. The result has that accumulation dtype.
     """
+    check_choice("mask", mask, tuple(GATES))
     total_m2, total_s = paired_sum(m2, s)
     n = max(m2.size, 1)
     return GATES[mask](total_m2 / n, total_s / n, alpha=alpha, softness=softness, eps=eps)
@@ -110,6 +123,8 @@ def gate(
     ``reduction="per_parameter"`` applies the mask elementwise; ``reduction="per_tensor"`` applies
     it once to the leaf's means (:func:`tensor_gate`) and broadcasts that ``q`` to the leaf's shape.
     """
+    check_choice("mask", mask, tuple(GATES))
+    check_choice("reduction", reduction, REDUCTIONS)
     if reduction == "per_parameter":
         return GATES[mask](m2, s, alpha=alpha, softness=softness, eps=eps).astype(m2.dtype)
     q = tensor_gate(m2, s, mask=mask, alpha=alpha, softness=softness, eps=eps)

@@ -26,6 +26,12 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from dyntheory.optim._checks import (
+    check_choice,
+    check_range,
+    check_scalar_or_schedule,
+    is_zero,
+)
 from dyntheory.optim.masks import GATES, REDUCTIONS, paired_sum, tensor_gate
 
 VARIANCES = ("ema", "batch")
@@ -46,21 +52,6 @@ class ScaleByPopulationRiskState(NamedTuple):
     gate_open_fraction: jax.Array | None  # shape=(), float32: fraction of coordinates with q > ½.
 
 
-def _check_choice(name: str, value: Any, choices) -> None:
-    if value not in choices:
-        valid = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {valid}; got {value!r}.")
-
-
-def _check_range(name: str, value: Any, lo: float, hi: float | None = None) -> None:
-    # Only Python numbers are checked: under inject_hyperparams values arrive as (traced) arrays.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return
-    if value < lo or (hi is not None and value >= hi):
-        bound = f"[{lo}, {hi})" if hi is not None else f">= {lo}"
-        raise ValueError(f"{name} must be {bound}; got {value!r}.")
-
-
 def scale_by_population_risk(
     b1: jax.typing.ArrayLike = 0.9,
     b2: jax.typing.ArrayLike = 0.999,
@@ -73,6 +64,8 @@ def scale_by_population_risk(
     warmup_steps: jax.typing.ArrayLike = 0,
     variance: str = "ema",
     gate_stats: bool = False,
+    gated_weight_decay: optax.ScalarOrSchedule | None = None,
+    weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     r"""Rescale updates by Adam's direction times the population-risk gate (Algorithm 1).
 
@@ -89,7 +82,9 @@ def scale_by_population_risk(
           s_t / (1 - \rho^t) \\
         q_t &= \mathrm{mask}(\hat m_t^2, \hat s_t) \in [0, 1]
           && (q_t = 1 \text{ while } t \le \texttt{warmup\_steps}) \\
-        u_t &= q_t \odot \hat m_t / (\sqrt{\hat v_t} + \varepsilon)
+        u_t &= q_t \odot \bigl(\hat m_t / (\sqrt{\hat v_t} + \varepsilon)
+          + \lambda_{wd}\, w_t\bigr)
+          && (\lambda_{wd} = \texttt{gated\_weight\_decay}, \text{ default none})
       \end{align*}
 
     and the masks of :mod:`dyntheory.optim.masks`: ``hard`` :math:`1[\hat m^2 > \alpha\hat s]`,
@@ -131,6 +126,25 @@ def scale_by_population_risk(
         fuse the reductions into the update, they raise the optimizer's memory traffic from 1.5x
         to 1.9x AdamW's and the 1M-parameter MLP's step time from 1.05x to 1.15x
         (``benchmarks/prm.py``). When off, the two state fields are ``None``.
+      gated_weight_decay: Decoupled weight decay λ_wd (a float or a schedule of the step count,
+        evaluated at t − 1 as :func:`optax.add_decayed_weights` does) added to Adam's direction
+        *inside* the gate, so a closed coordinate is not decayed either ([ours], not Algorithm 1;
+        :func:`prm` uses it for ``gate_weight_decay=True``). Needs ``params`` in ``update``. At the
+        default ``None`` (or a Python 0) no term is added and ``params`` are not needed. ``None``
+        rather than 0 so that :func:`optax.inject_hyperparams` keeps it static: an injected 0
+        would turn the term on (adding 0 · w, and requiring ``params``).
+      weight_decay_mask: Where ``gated_weight_decay`` applies: a pytree of Python booleans like
+        the params (or a prefix of it, or a callable returning one, called on the updates as
+        :func:`optax.masked` does), as the ``mask`` of :func:`optax.add_decayed_weights`;
+        ``None`` means everywhere.
+
+    Raises:
+      ValueError: For an unknown ``mask``, ``reduction`` or ``variance``, and for a concrete
+        hyper-parameter (a Python number, NumPy scalar or concrete JAX array) that is NaN, ±inf or
+        out of range: ``b1``, ``b2``, ``rho`` in [0, 1); ``eps``, ``softness``, ``alpha``,
+        ``warmup_steps`` >= 0. Traced values (:func:`optax.inject_hyperparams` under ``jit``) are
+        not checked.
+      TypeError: For a hyper-parameter that is not a real number (a bool, a string, ...).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs` with state
@@ -154,14 +168,17 @@ def scale_by_population_risk(
     References:
       Litman and Guo, arXiv:2605.01172, Algorithm 1 (the update), Thm 6.5 (the gate), App. F.
     """
-    _check_choice("mask", mask, tuple(GATES))
-    _check_choice("reduction", reduction, REDUCTIONS)
-    _check_choice("variance", variance, VARIANCES)
+    check_choice("mask", mask, tuple(GATES))
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("variance", variance, VARIANCES)
     for name, value in (("b1", b1), ("b2", b2), ("rho", rho)):
-        _check_range(name, value, 0.0, 1.0)
+        check_range(name, value, 0.0, 1.0)
     for name, value in (("eps", eps), ("softness", softness), ("alpha", alpha)):
-        _check_range(name, value, 0.0)
-    _check_range("warmup_steps", warmup_steps, 0)
+        check_range(name, value, 0.0)
+    check_range("warmup_steps", warmup_steps, 0)
+    check_scalar_or_schedule("gated_weight_decay", gated_weight_decay)
+    # None, or a weight decay known to be zero when the optimizer is built, adds no term.
+    decay = gated_weight_decay is not None and not is_zero(gated_weight_decay)
 
     # s is centred on m_{t−1}, the mean BEFORE its update (Algorithm 1). Since
     # m_t = β1 m_{t−1} + (1 − β1) g, the residual g − m_{t−1} equals (g − m_t)/β1; computing it from
@@ -182,7 +199,7 @@ def scale_by_population_risk(
         )
 
     def update_fn(updates, state, params=None, *, batch_variance=None, **extra_args):
-        del params, extra_args
+        del extra_args
         if variance == "batch" and batch_variance is None:
             raise ValueError(
                 'variance="batch" needs update(..., batch_variance=...): a pytree like the params '
@@ -202,13 +219,18 @@ def scale_by_population_risk(
                 f"{jax.tree.structure(batch_variance)} vs {jax.tree.structure(updates)}."
             )
 
+        if decay and params is None:
+            raise ValueError(
+                "scale_by_population_risk with gated_weight_decay needs update(..., params)."
+            )
+
         t = optax.safe_increment(state.count)
         # Same expressions as optax.scale_by_adam / optax.tree.bias_correction, so an open gate
         # reproduces optax.adamw bit for bit.
         c1, c2, c_rho = 1 - b1**t, 1 - b2**t, 1 - rho**t
         in_warmup = t <= warmup_steps
 
-        def leaf(g, m, v, s, bv):
+        def leaf(g, m, v, s, bv, p):
             m_prev, m = m, (1 - b1) * g + b1 * m
             if bv is not None:
                 s = bv.astype(s.dtype)
@@ -231,14 +253,29 @@ def scale_by_population_risk(
                 stats = paired_sum(q, q > 0.5) if gate_stats else None
             if gate_stats:
                 stats = tuple(x.astype(jnp.float32) for x in stats)
-            # Adam's direction exactly as optax.scale_by_adam computes it (eps_root = 0), gated.
-            u = q.astype(g.dtype) * (m_hat / (jnp.sqrt(v_hat) + eps))
+            # Adam's direction exactly as optax.scale_by_adam computes it (eps_root = 0), plus
+            # decoupled weight decay as optax.add_decayed_weights adds it, gated: with q = 1 this
+            # is optax.adamw's update to the bit.
+            direction = m_hat / (jnp.sqrt(v_hat) + eps)
+            if p is not None:
+                direction = direction + wd * p
+            u = q.astype(g.dtype) * direction
             return u.astype(g.dtype), m, v, s, stats
 
         flat_g, treedef = jax.tree.flatten(updates)
         flat_bv = (
             [None] * len(flat_g) if batch_variance is None else jax.tree.leaves(batch_variance)
         )
+        flat_p = [None] * len(flat_g)
+        if decay:
+            wd = gated_weight_decay
+            if callable(wd):
+                wd = wd(state.count)
+            flags = _leaf_flags(weight_decay_mask, updates)  # optax.masked calls mask(updates)
+            flat_p = [
+                p if use else None
+                for p, use in zip(treedef.flatten_up_to(params), flags, strict=True)
+            ]
         out = [
             leaf(*args)
             for args in zip(
@@ -247,6 +284,7 @@ def scale_by_population_risk(
                 treedef.flatten_up_to(state.nu),
                 treedef.flatten_up_to(state.s),
                 flat_bv,
+                flat_p,
                 strict=True,
             )
         ]
@@ -271,6 +309,17 @@ def scale_by_population_risk(
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
 
+def _leaf_flags(mask: Any, tree: Any) -> list[bool]:
+    """One bool per leaf of ``tree`` from an optax-style mask (a prefix pytree, or a callable)."""
+    if mask is None:
+        return [True] * len(jax.tree.leaves(tree))
+    if callable(mask):
+        mask = mask(tree)
+    flags: list[bool] = []
+    jax.tree.map(lambda m, sub: flags.extend([bool(m)] * len(jax.tree.leaves(sub))), mask, tree)
+    return flags
+
+
 def prm(
     learning_rate: optax.ScalarOrSchedule,
     b1: jax.typing.ArrayLike = 0.9,
@@ -286,6 +335,7 @@ def prm(
     variance: str = "ema",
     gate_stats: bool = False,
     weight_decay_mask: Any | Callable[[optax.Params], Any] | None = None,
+    gate_weight_decay: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     r"""PRM: the population-risk gated AdamW of paper Algorithm 1, a drop-in for ``optax.adamw``.
 
@@ -297,21 +347,41 @@ def prm(
     with :math:`q_t` the gate of :func:`scale_by_population_risk` (see there for the statistics and
     masks). Built as ``optax.chain(scale_by_population_risk(...), optax.add_decayed_weights(
     weight_decay, weight_decay_mask), optax.scale_by_learning_rate(learning_rate))``, the chain of
-    :func:`optax.adamw`: weight decay is decoupled and *not* gated (paper Algorithm 1), and is
-    multiplied by the learning rate as in optax and PyTorch. With the gate held open
-    (``mask="hard", alpha=0``, or ``warmup_steps`` covering the run) it equals ``optax.adamw`` with
-    the same ``learning_rate, b1, b2, eps, weight_decay``. The defaults are the reference package's
-    (note ``weight_decay=0.01`` where ``optax.adamw`` defaults to 1e-4).
+    :func:`optax.adamw`: weight decay is decoupled and *not* gated (paper Algorithm 1; see
+    ``gate_weight_decay`` below), and is multiplied by the learning rate as in optax and PyTorch.
+    With the gate held open (``mask="hard", alpha=0``, or ``warmup_steps`` covering the run) it
+    equals ``optax.adamw`` with the same ``learning_rate, b1, b2, eps, weight_decay``. The defaults
+    are the reference package's (note ``weight_decay=0.01`` where ``optax.adamw`` defaults to 1e-4).
+
+    With ``gate_weight_decay=True`` [ours, not Algorithm 1] the weight decay is gated too:
+
+    .. math::
+
+      w_{t+1} = w_t - \eta_t \left( q_t \odot \frac{\hat m_t}{\sqrt{\hat v_t} + \varepsilon}
+        + \lambda_{wd}\, q_t \odot w_t \right),
+
+    so a coordinate the gate holds back is neither moved by the gradient nor shrunk. It is built as
+    ``optax.chain(scale_by_population_risk(..., gated_weight_decay=weight_decay,
+    weight_decay_mask=weight_decay_mask), optax.scale_by_learning_rate(learning_rate))``: the
+    decay is added to Adam's direction before the gate multiplies it, in the same per-coordinate
+    expression, so it costs no extra pass over memory; with the gate held open it is again
+    ``optax.adamw``. The default path (``False``) is unchanged.
 
     Args:
       learning_rate: A float or an optax schedule.
       b1, b2, rho, eps, mask, softness, alpha, reduction, warmup_steps, variance, gate_stats: As in
         :func:`scale_by_population_risk`.
       weight_decay: Decoupled weight decay λ_wd (a float or a schedule).
+      gate_weight_decay: Multiply the weight decay by the gate as well (see above). Default
+        ``False``: Algorithm 1, weight decay applied to every coordinate whatever the gate.
       weight_decay_mask: ``optax.adamw``'s ``mask``, renamed because ``mask`` is the gate here: a
         pytree of booleans like the params (or a prefix, or a callable returning one), ``True``
         where weight decay applies. The gate always applies to every parameter. Under
         ``optax.inject_hyperparams`` pass a callable mask through ``static_args``.
+
+    Raises:
+      ValueError: As :func:`scale_by_population_risk`, and for a concrete ``learning_rate`` or
+        ``weight_decay`` that is negative, NaN or infinite (schedules are not checked).
 
     Returns:
       An :class:`optax.GradientTransformationExtraArgs`; ``update`` needs ``params``.
@@ -336,20 +406,30 @@ def prm(
       Litman and Guo, arXiv:2605.01172, Algorithm 1, Thm 6.5, App. F.
       Loshchilov and Hutter, "Decoupled Weight Decay Regularization", arXiv:1711.05101.
     """
+    check_scalar_or_schedule("learning_rate", learning_rate)
+    check_scalar_or_schedule("weight_decay", weight_decay)
+    gate_kwargs = dict(
+        b1=b1,
+        b2=b2,
+        rho=rho,
+        eps=eps,
+        mask=mask,
+        softness=softness,
+        alpha=alpha,
+        reduction=reduction,
+        warmup_steps=warmup_steps,
+        variance=variance,
+        gate_stats=gate_stats,
+    )
+    if gate_weight_decay:
+        return optax.chain(
+            scale_by_population_risk(
+                **gate_kwargs, gated_weight_decay=weight_decay, weight_decay_mask=weight_decay_mask
+            ),
+            optax.scale_by_learning_rate(learning_rate),
+        )
     return optax.chain(
-        scale_by_population_risk(
-            b1=b1,
-            b2=b2,
-            rho=rho,
-            eps=eps,
-            mask=mask,
-            softness=softness,
-            alpha=alpha,
-            reduction=reduction,
-            warmup_steps=warmup_steps,
-            variance=variance,
-            gate_stats=gate_stats,
-        ),
+        scale_by_population_risk(**gate_kwargs),
         optax.add_decayed_weights(weight_decay, weight_decay_mask),
         optax.scale_by_learning_rate(learning_rate),
     )
