@@ -12,16 +12,17 @@ import math
 import optax
 
 from dyntheory.engine.config import ConfigError
-from dyntheory.optim import prm
+from dyntheory.optim import grokfast, prm
 
-OPTIMIZERS = ("adamw", "prm")
+OPTIMIZERS = ("adamw", "prm")  # the default comparison
+CHOICES = (*OPTIMIZERS, "grokfast")  # grokfast: the positive control (Lee et al. 2024)
 
 
 def check_optimizers(optimizers) -> None:
-    """``optimizers`` is a non-empty subset of :data:`OPTIMIZERS` without repeats."""
-    if not optimizers or any(o not in OPTIMIZERS for o in optimizers):
+    """``optimizers`` is a non-empty subset of :data:`CHOICES` without repeats."""
+    if not optimizers or any(o not in CHOICES for o in optimizers):
         raise ConfigError(
-            f"optimizers must be a non-empty subset of {', '.join(OPTIMIZERS)}; "
+            f"optimizers must be a non-empty subset of {', '.join(CHOICES)}; "
             f"got {','.join(optimizers) or '(empty)'}."
         )
     if len(set(optimizers)) != len(optimizers):
@@ -46,6 +47,13 @@ def make_optimizer(cfg, name: str, lr: float, alpha: float) -> optax.GradientTra
     common = dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if name == "adamw":
         return optax.adamw(lr, **common)
+    if name == "grokfast":  # Grokfast-EMA in front of the same AdamW (its paper: α 0.98, λ 2)
+        return grokfast(
+            lr,
+            alpha=getattr(cfg, "grokfast_alpha", 0.98),
+            lamb=getattr(cfg, "grokfast_lamb", 2.0),
+            **common,
+        )
     return prm(
         lr,
         rho=cfg.prm_rho,

@@ -40,6 +40,8 @@ class Config:
       optimizers: which of ``adamw``, ``prm`` to run (each on every seed).
       lr, b1, b2, eps, weight_decay: shared by both optimizers (Power et al.'s AdamW).
       prm_mask, prm_softness, prm_rho: PRM's own knobs (Algorithm 1; defaults the package's).
+      grokfast_alpha, grokfast_lamb: Grokfast-EMA's EMA rate and amplification (Lee et al. 2024,
+        arXiv:2405.20233), for ``optimizers=...,grokfast`` (the positive control).
       prm_alpha: the gate's noise multiplier α; ``None`` = ``b/(n − b)``, the paper's value for
         minibatches of ``b`` from a fixed set of ``n`` (full batch has no sampling noise, so it
         then needs an explicit α).
@@ -72,6 +74,8 @@ class Config:
     prm_softness: float = 1.0
     prm_rho: float = 0.99
     prm_alpha: float | None = None
+    grokfast_alpha: float = 0.98
+    grokfast_lamb: float = 2.0
     # what is measured
     train_target: float = 0.99
     test_target: float = 0.95

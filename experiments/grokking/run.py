@@ -94,7 +94,7 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
     if steps:
         sched = probes.Schedule.at(*steps, final=True)
         common = dict(lr=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
-        if name == "adamw":
+        if name in ("adamw", "grokfast"):  # Grokfast's amplification is not in p (THEORY §10)
             precond = optim_state.adam_preconditioner(cfg.lr, b2=cfg.b2, eps=cfg.eps)
         else:
             precond = optim_state.prm_preconditioner(
@@ -288,6 +288,10 @@ def run(cfg: Config, run_dir) -> dict:
         if both
         else None,
         "prm_at_least_2x_fewer_steps": None if ratio is None else bool(ratio >= 2.0),
+        # the positive control: > 1 means Grokfast generalizes in fewer steps than AdamW
+        "ratio_adamw_over_grokfast": _ratio(te["adamw"]["median"], te["grokfast"]["median"])
+        if "adamw" in te and "grokfast" in te
+        else None,
         "wall_time_s": time.perf_counter() - t_start,
     }
     rundir.write_json(out / rundir.RESULTS, results)
