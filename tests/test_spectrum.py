@@ -221,3 +221,29 @@ def test_summary_bad_inputs():
         spectrum.power_law_exponent(np.ones(5), 0, 3)
     with pytest.raises(ValueError, match="positive"):
         spectrum.power_law_exponent(np.array([3.0, 2.0, 0.0]), 1, 3)
+
+
+# ----------------------------------------------------------------------------- SLQ and trace
+
+
+def test_slq_density_moments_and_hutchinson_trace():
+    """SLQ reproduces the spectral moments (exact for q < 2m up to the probe average) and the
+    density integrates to one; Hutchinson's trace falls within 4 standard errors (fixed key)."""
+    a = _random_psd(5, 300, 1.0)
+    lam = np.asarray(spectrum.eigh(a)[0])
+    mv = lambda x: a @ x
+    grid = jnp.linspace(-0.5, lam[0] + 0.5, 2000)
+    density, (theta, tau) = spectrum.slq_density(
+        mv, 300, key=jax.random.PRNGKey(0), grid=grid, sigma=0.05, num_probes=32, num_iters=30
+    )
+    assert abs(float(jnp.sum(density) * (grid[1] - grid[0])) - 1.0) < 1e-3
+    np.testing.assert_allclose(np.sum(tau, axis=1), 1.0, rtol=1e-10)  # weights per probe
+    for q, tol in ((1, 0.05), (2, 0.15)):  # stochastic tolerance of 32 Rademacher probes
+        est = float(jnp.mean(jnp.sum(tau * theta**q, axis=1)))
+        assert abs(est - np.mean(lam**q)) < tol * np.mean(lam**q)
+    tr, se = spectrum.hutchinson_trace(mv, 300, key=jax.random.PRNGKey(1), num_probes=64)
+    assert abs(float(tr) - lam.sum()) < 4 * float(se) and float(se) < 0.1 * lam.sum()
+    with pytest.raises(ValueError, match="num_probes"):
+        spectrum.hutchinson_trace(mv, 300, key=jax.random.PRNGKey(1), num_probes=1)
+    with pytest.raises(ValueError, match="sigma"):
+        spectrum.slq_density(mv, 300, key=jax.random.PRNGKey(0), grid=grid, sigma=0.0)
