@@ -38,6 +38,7 @@ FIGURES: tuple[Figure, ...] = (
     Figure("scaling_laws", "scaling_laws", "loss vs N and D, fits, CIs, held-out extrapolation"),
     Figure("pinn", "pinn", "PINN relative L2 error vs iteration per optimizer"),
     Figure("inr", "inr", "INR clean PSNR and memorized noise vs iteration per optimizer"),
+    Figure("dpo", "dpo", "DPO held-out reward accuracy, drift from the reference, gate"),
 )
 NAMES = tuple(f.name for f in FIGURES)
 
