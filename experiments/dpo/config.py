@@ -16,9 +16,15 @@ class Config(TrainConfig):
 
     Main job::
 
-        dyntheory run dpo --preset quick      # RUNTIME_QUICK on this 2-core CPU
+        dyntheory run dpo --preset quick    # ≈ 15 min wall on this shared 2-core CPU, ≈ 10 CPU-min
 
-    Expected result of ``quick`` (measured): RESULT_QUICK
+    Expected result of ``quick`` (measured; 2,048 train pairs, 614 swapped, a 2-block width-32
+    decoder, β = 0.1, 640 DPO steps of 64 pairs = 20 epochs, lrs 3e-5/1e-4/3e-4, 3 seeds): both
+    optimizers pick lr 3e-5 (the grid's lowest) by validation accuracy; clean held-out reward
+    accuracy 0.711 (AdamW) vs 0.718 (PRM), true-reward accuracy 0.742 vs 0.749, mean |implicit
+    reward drift| 0.169 vs 0.138 (ratio 1.23×, paper 3.05×); PRM's mean gate ≈ 0.40. Verdict
+    "partly": PRM is a little more accurate on every seed but the gain is 0.007, not 0.075, and
+    with early stopping both peak at ≈ 0.72 (the package docstring has the table).
 
     The paper-sized run (hours on a CPU, minutes on a GPU)::
 
@@ -71,7 +77,7 @@ class Config(TrainConfig):
     # DPO
     beta: float = 0.1
     optimizers: tuple[str, ...] = OPTIMIZERS
-    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3)
+    lrs: tuple[float, ...] = (3e-5, 1e-4, 3e-4, 1e-3)
     b1: float = 0.9
     b2: float = 0.999
     eps: float = 1e-8
@@ -127,6 +133,7 @@ _QUICK = Config(
     heads=2,
     sft_steps=800,
     sft_batch=128,
+    lrs=(3e-5, 1e-4, 3e-4),
     steps=640,
     batch_size=64,
     seeds=3,
@@ -158,14 +165,21 @@ PRESETS: dict[str, Preset] = {
             log_every=8,
             fuse=8,
         ),
-        "dyntheory run dpo --preset tiny: smoke test, 64 pairs, a 1-block width-16 decoder, 16 "
-        "SFT + 16 DPO steps, 1 lr, 2 seeds (seconds; numbers meaningless)",
+        "dyntheory run dpo --preset tiny: ≈ 1–5 min (compilation), 64 pairs, a 1-block "
+        "width-16 decoder, 16 SFT + 16 DPO steps, 1 lr, 2 seeds; a smoke test, its numbers "
+        "mean nothing",
     ),
-    "quick": Preset(_QUICK, "dyntheory run dpo --preset quick: QUICK_DESCRIPTION"),
+    "quick": Preset(
+        _QUICK,
+        "dyntheory run dpo --preset quick: ≈ 15 min on this shared 2-core CPU; 2,048 train "
+        "pairs (30 % swapped), a 2-block width-32 decoder, 800 SFT + 640 DPO steps (20 epochs), "
+        "lrs 3e-5/1e-4/3e-4, 3 seeds; measured: clean reward accuracy 0.711 (AdamW) vs 0.718 "
+        "(PRM), drift ratio AdamW/PRM 1.23× (paper: 0.566 vs 0.641, 3.05×)",
+    ),
     "paper": Preset(
         Config(),
         "dyntheory run dpo --preset paper: 8,192 train pairs (30 % swapped), a 2-block width-64 "
-        "decoder, 3,000 SFT steps, 2,560 DPO steps of 64 pairs (20 epochs), lrs 1e-4/3e-4/1e-3, "
+        "decoder, 3,000 SFT steps, 2,560 DPO steps of 64 pairs (20 epochs), lrs 3e-5 to 1e-3, "
         "3 seeds (hours on a CPU, minutes on a GPU; not run here)",
     ),
 }
