@@ -19,6 +19,7 @@ from typing import NamedTuple
 from paper_figures import (
     coupling,
     double_descent,
+    dpo,
     drift_diffusion,
     four_cell,
     grokking,
@@ -56,6 +57,7 @@ FIGURES: tuple[Figure, ...] = (
         "init_diagnostics",
         "predicted vs measured GD stability; trained vs linearized loss",
     ),
+    Figure("dpo", "dpo", "DPO held-out reward accuracy, drift from the reference, gate"),
 )
 NAMES = tuple(f.name for f in FIGURES)
 MODULES = {
@@ -71,6 +73,7 @@ MODULES = {
         pinn,
         inr,
         init_diagnostics,
+        dpo,
     )
 }
 

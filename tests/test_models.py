@@ -201,6 +201,22 @@ def test_transformer_is_causal():
     np.testing.assert_allclose(np.asarray(logits), np.asarray(want), **tol(jnp.float32))
 
 
+def test_transformer_readout_all_gives_every_position_and_last_matches_default():
+    make = lambda readout: Transformer(7, 4, width=8, heads=2, readout=readout, rngs=nnx.Rngs(0))
+    tokens = jax.random.randint(KEY, (3, 4), 0, 7)
+    fn_all, params = functional(make("all"))
+    fn_last, params_last = functional(make("last"))
+    hidden = functional(make("all"), method="hidden_states")[0]
+    every, last = fn_all(params, tokens), fn_last(params_last, tokens)
+    assert every.shape == (3, 4, 7) and last.shape == (3, 7)
+    np.testing.assert_allclose(np.asarray(every[:, -1]), np.asarray(last), rtol=1e-6)
+    r = params["readout"]
+    want = hidden(params, tokens) @ r["kernel"] + r["bias"][None, None]
+    np.testing.assert_allclose(np.asarray(every), np.asarray(want), **tol(jnp.float32))
+    with pytest.raises(ValueError, match="readout must be 'last' or 'all'"):
+        make("first")
+
+
 def test_input_validation():
     abstract = lambda make: nnx.eval_shape(lambda: make(nnx.Rngs(0)))
     with pytest.raises(ValueError, match=r"MLP expects inputs \(\.\.\., 5\)"):

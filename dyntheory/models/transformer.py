@@ -1,4 +1,4 @@
-r"""A small decoder-only transformer (GPT-style, pre-LN) with a last-position readout.
+r"""A small decoder-only transformer (GPT-style, pre-LN) with a last-position or per-token readout.
 
 .. math::  h^0_t = E[x_t] + P_t,\qquad
            h \leftarrow h + \mathrm{Attn}(\mathrm{norm}(h)),\qquad
@@ -7,8 +7,10 @@ r"""A small decoder-only transformer (GPT-style, pre-LN) with a last-position re
 causal multi-head self-attention :math:`\mathrm{softmax}(QK^\top/\sqrt{d_h} + M)V` with
 :math:`M_{ts} = -\infty` for :math:`s > t`, a final norm, and logits
 :math:`f(x) = W_{\rm out} h^L_{T} + b` of the last position (the answer token of a sequence task
-such as ``a ∘ b =``). Every projection (fused QKV, attention output, both MLP layers, readout) is a
-tapped :class:`~dyntheory.models.layers.Linear` applied per token.
+such as ``a ∘ b =``), or with ``readout="all"`` the logits :math:`W_{\rm out} h^L_t + b` of every
+position ``t`` (next-token prediction of a language model). Every projection (fused QKV,
+attention output, both MLP layers, readout) is a tapped :class:`~dyntheory.models.layers.Linear`
+applied per token.
 
 References:
   Radford et al. (2019), GPT-2; Power et al. (2022), "Grokking", arXiv:2201.02177.
@@ -17,6 +19,7 @@ References:
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -68,7 +71,8 @@ class Block(nnx.Module):
 
 
 class Transformer(nnx.Module):
-    """``(n, T) int tokens, T <= max_len -> (n, out_features)`` logits of the last position.
+    """``(n, T) int tokens, T <= max_len -> (n, out_features)`` logits of the last position, or
+    ``(n, T, out_features)`` of every position with ``readout="all"``.
 
     Args:
       vocab_size, max_len: token vocabulary and the longest sequence (learned positions).
@@ -77,6 +81,7 @@ class Transformer(nnx.Module):
         expansion.
       activation: MLP activation (any name in :data:`dyntheory.models.ACTIVATIONS`).
       norm: ``"layernorm"`` (default), ``"dyt"`` or ``None``.
+      readout: ``"last"`` (default: the last position's logits) or ``"all"`` (every position's).
     """
 
     def __init__(
@@ -93,10 +98,14 @@ class Transformer(nnx.Module):
         norm: str | None = "layernorm",
         beta: float = 1.0,
         dtype=jnp.float32,
+        readout: Literal["last", "all"] = "last",
         rngs: nnx.Rngs,
     ):
         check_norm(norm)
+        if readout not in ("last", "all"):
+            raise ValueError(f"readout must be 'last' or 'all', got {readout!r}")
         self.max_len = max_len
+        self.readout_at = readout
         init = nnx.initializers.normal(stddev=0.02)  # nanoGPT's embedding init
         self.token_embed = nnx.Embed(
             vocab_size, width, embedding_init=init, dtype=dtype, param_dtype=dtype, rngs=rngs
@@ -126,4 +135,5 @@ class Transformer(nnx.Module):
         return h if self.norm_f is None else self.norm_f(h)
 
     def __call__(self, tokens: jax.Array) -> jax.Array:
-        return self.readout(self.hidden_states(tokens)[:, -1])
+        h = self.hidden_states(tokens)
+        return self.readout(h if self.readout_at == "all" else h[:, -1])
