@@ -107,6 +107,42 @@ def softmax_out_hessian(logits: jax.Array) -> jax.Array:
     return out.reshape(n * p, n * p) / n
 
 
+def squared_out_hessian_vp(u: jax.Array, v: jax.Array) -> jax.Array:
+    r"""``B v = v/n`` for squared loss, ``v`` flat ``(n p,)``; never forms ``B``."""
+    return v / _n_examples(u)
+
+
+def softmax_out_hessian_vp(logits: jax.Array, v: jax.Array) -> jax.Array:
+    r"""``B v`` with ``B = (1/n) blockdiag(diag π_i − π_i π_iᵀ)``, ``v`` flat ``(n p,)``.
+
+    Per example ``(π_i ⊙ v_i − π_i (π_iᵀ v_i))/n``: ``O(n p)`` work, ``B`` is never formed.
+    """
+    if jnp.ndim(logits) != 2:
+        raise ValueError(f"logits must have shape (n, p), got {jnp.shape(logits)}")
+    n, p = logits.shape
+    pi = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    vi = v.reshape(n, p)
+    return ((pi * vi - pi * jnp.sum(pi * vi, axis=-1, keepdims=True)) / n).reshape(-1)
+
+
+def out_hessian_root_vp(name: str, u: jax.Array) -> Callable[[jax.Array], jax.Array]:
+    r"""``v -> B^{1/2} v`` for the loss ``name`` at outputs ``u`` (``v`` flat ``(n p,)``).
+
+    Squared loss: ``v/√n``. Softmax: per example the PSD square root of the ``p × p`` block
+    ``(diag π_i − π_i π_iᵀ)/n`` (one small ``eigh`` per example, ``O(n p³)``), so the stability
+    operator ``B^{1/2} K B^{1/2}`` (THEORY.md §10) is symmetric and Lanczos applies.
+    """
+    if get_loss(name).name == "squared":
+        n = _n_examples(u)
+        return lambda v: v / jnp.sqrt(n)
+    n, p = u.shape
+    pi = jax.nn.softmax(u, axis=-1)
+    blocks = jax.vmap(jnp.diag)(pi) - pi[:, :, None] * pi[:, None, :]
+    lam, vecs = jnp.linalg.eigh(blocks)
+    roots = jnp.einsum("nij,nj,nkj->nik", vecs, jnp.sqrt(jnp.maximum(lam, 0) / n), vecs)
+    return lambda v: jnp.einsum("nij,nj->ni", roots.astype(v.dtype), v.reshape(n, p)).reshape(-1)
+
+
 def _check_logits_labels(logits: jax.Array, labels: jax.Array) -> None:
     if jnp.ndim(logits) != 2:
         raise ValueError(f"logits must have shape (n, p), got {jnp.shape(logits)}")
@@ -125,6 +161,7 @@ class OutputLoss(NamedTuple):
     value: Callable[[jax.Array, jax.Array], jax.Array]  # (u, y) -> Φ, a scalar
     out_grad: Callable[[jax.Array, jax.Array], jax.Array]  # (u, y) -> g, (n p,)
     out_hessian: Callable[[jax.Array], Any]  # u -> B: scalar 1/n (means I/n) or (n p, n p)
+    out_hessian_vp: Callable[[jax.Array, jax.Array], jax.Array]  # (u, v (n p,)) -> B v
     aux: Callable[[jax.Array, jax.Array], dict[str, jax.Array]]  # (u, y) -> {"acc": ...} or {}
     targets: str  # "float (n, p)" or "int (n,)": what y is
 
@@ -135,6 +172,7 @@ LOSSES: dict[str, OutputLoss] = {
         squared_loss,
         squared_out_grad,
         lambda u: squared_out_hessian(_n_examples(u)),
+        squared_out_hessian_vp,
         lambda u, y: {},
         "float (n, p)",
     ),
@@ -143,6 +181,7 @@ LOSSES: dict[str, OutputLoss] = {
         softmax_cross_entropy,
         softmax_out_grad,
         softmax_out_hessian,
+        softmax_out_hessian_vp,
         lambda u, y: {"acc": accuracy(u, y)},
         "int (n,)",
     ),

@@ -286,28 +286,67 @@ def empirical_ntk(
     return _ntk(apply_fn, implementation, bool(trace), block, params, x1, x2)
 
 
-@partial(jax.jit, static_argnums=0)
-def _matvec(apply_fn, params, x, v):
-    f = lambda w: apply_fn(w, x)
-    y, vjp = jax.vjp(f, params)
-    (ct,) = vjp(v.reshape(y.shape).astype(y.dtype))
-    return jax.jvp(f, (params,), (ct,))[1].reshape(-1)
+def _chunks(x: jax.Array, size: int) -> tuple[jax.Array, int]:
+    """``x`` zero-padded to a multiple of ``size`` and reshaped ``(chunks, size, ...)``."""
+    n = x.shape[0]
+    pad = (-n) % size
+    xp = jnp.concatenate([x, jnp.zeros((pad, *x.shape[1:]), x.dtype)]) if pad else x
+    return xp.reshape(-1, size, *x.shape[1:]), pad
 
 
-def ntk_matvec(apply_fn: ApplyFn, params: Any, x: jax.Array) -> Callable[[jax.Array], jax.Array]:
-    r"""The NTK as an operator, :math:`v \mapsto J(J^\top v)`, never forming K.
+def ntk_matvec(
+    apply_fn: ApplyFn,
+    params: Any,
+    x: jax.Array,
+    x2: jax.Array | None = None,
+    *,
+    precond: Any = None,
+    chunk_size: int | None = None,
+) -> Callable[[jax.Array], jax.Array]:
+    r"""The NTK as an operator, :math:`v \mapsto J(x)\,\mathrm{diag}(p)\,J(x_2)^\top v`, never
+    forming K (THEORY.md §10: one vjp and one jvp per product).
 
-    ``v`` and the result are flat ``(n*p,)`` vectors in the example-major order of
-    :func:`empirical_ntk`. One VJP and one JVP per call (jitted); usable inside ``jit``/loops,
-    e.g. as the operator of a Lanczos iteration.
+    ``v`` is flat ``(n2*p,)`` and the result ``(n*p,)``, both in the example-major order of
+    :func:`empirical_ntk` (``x2 = None``: ``x2 = x``, the square ``K_SS``; otherwise the cross
+    block, e.g. ``K_QS`` with ``x`` the query set). ``precond``: a pytree like ``params`` of
+    non-negative step sizes ``p`` (the effective kernel ``K_eff`` of an adaptive optimizer,
+    :mod:`dyntheory.optim.state`), None for the plain NTK. ``chunk_size``: examples per
+    vjp/jvp (the last chunk zero-padded; padded rows get zero cotangents and their outputs are
+    dropped), so memory is that of one chunk's activations; None: all at once. The products are
+    computed in the model's dtype and returned in ``v``'s. Usable inside ``jit`` and loops, e.g.
+    as the operator of :func:`dyntheory.spectrum.lanczos_topk`.
     """
-    out = _check(apply_fn, params, x, None)
-    dim = jnp.shape(x)[0] * out.shape[1]
+    x2 = x if x2 is None else x2
+    out = _check(apply_fn, params, x2, None)
+    p_out = out.shape[1]
+    dim_in = jnp.shape(x2)[0] * p_out
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}.")
+    scale = (
+        (lambda ct: ct) if precond is None else (lambda ct: jax.tree.map(jnp.multiply, ct, precond))
+    )
+
+    def vjp_sum(v):  # J(x2)ᵀ v, summed over chunks
+        vv = v.reshape(-1, p_out).astype(out.dtype)
+        if chunk_size is None:
+            return jax.vjp(lambda w: apply_fn(w, x2), params)[1](vv)[0]
+        xs, pad = _chunks(x2, chunk_size)
+        vs, _ = _chunks(vv, chunk_size)
+        one = lambda a: jax.vjp(lambda w: apply_fn(w, a[0]), params)[1](a[1])[0]
+        return jax.tree.map(lambda t: jnp.sum(t, 0), jax.lax.map(one, (xs, vs)))
+
+    def jvp_all(ct):  # J(x) ct
+        if chunk_size is None:
+            return jax.jvp(lambda w: apply_fn(w, x), (params,), (ct,))[1]
+        xs, pad = _chunks(x, chunk_size)
+        one = lambda a: jax.jvp(lambda w: apply_fn(w, a), (params,), (ct,))[1]
+        ys = jax.lax.map(one, xs)
+        return ys.reshape(-1, ys.shape[-1])[: jnp.shape(x)[0]]
 
     def matvec(v: jax.Array) -> jax.Array:
-        if jnp.shape(v) != (dim,):
-            raise ValueError(f"v must have shape ({dim},) = (n*p,), got {jnp.shape(v)}")
-        return _matvec(apply_fn, params, x, v)
+        if jnp.shape(v) != (dim_in,):
+            raise ValueError(f"v must have shape ({dim_in},) = (n*p,), got {jnp.shape(v)}")
+        return jvp_all(scale(vjp_sum(v))).reshape(-1).astype(v.dtype)
 
     return matvec
 

@@ -14,7 +14,13 @@ from flax import nnx
 from dyntheory import ntk
 from dyntheory._compat import import_neural_tangents
 from dyntheory.models import CNN, MLP, EmbedMLP, Linear, Transformer, functional
-from dyntheory.ntk import IMPLEMENTATIONS, choose_implementation, empirical_ntk, ntk_matvec
+from dyntheory.ntk import (
+    IMPLEMENTATIONS,
+    choose_implementation,
+    effective_ntk,
+    empirical_ntk,
+    ntk_matvec,
+)
 from tests.helpers import relative_error
 
 N1, N2 = 5, 3
@@ -196,6 +202,22 @@ def test_ntk_matvec_equals_k_times_v():
     want = k @ np.asarray(v, np.float64)
     assert relative_error(mv(v), want) <= RTOL32
     assert relative_error(jax.jit(mv)(v), want) <= RTOL32
+
+
+@pytest.mark.parametrize("chunk_size", [None, 1, 4])
+def test_ntk_matvec_cross_block_preconditioned_and_chunked(chunk_size):
+    """``J(x) diag(p) J(x2)ᵀ v`` against the dense effective kernel; chunking (with a padded last
+    chunk) changes nothing."""
+    apply_fn, params, x1, x2 = case("mlp-tanh-layernorm")
+    p = jax.tree.map(
+        lambda w: jax.random.uniform(jax.random.key(w.size), w.shape, w.dtype, 0.1, 2.0), params
+    )
+    k = np.asarray(effective_ntk(apply_fn, params, p, x1, x2, implementation="jacobian"))
+    v = jax.random.normal(jax.random.key(6), (k.shape[1],), jnp.float32)
+    mv = ntk_matvec(apply_fn, params, x1, x2, precond=p, chunk_size=chunk_size)
+    assert relative_error(jax.jit(mv)(v), k @ np.asarray(v, np.float64)) <= RTOL32
+    with pytest.raises(ValueError, match="chunk_size"):
+        ntk_matvec(apply_fn, params, x1, chunk_size=0)
 
 
 def test_callable_inside_jit_and_symmetric_psd():

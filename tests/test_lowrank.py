@@ -1,0 +1,166 @@
+"""The low-rank dissipation accumulator against the dense one, its truncation bound, and the
+Dissipation probe's two methods on an MLP (squared loss and cross-entropy, GD and Adam)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from dyntheory import dissipation, lowrank
+from dyntheory import probes as P
+from dyntheory.engine import TrainConfig, Trainer
+from dyntheory.models import MLP, functional
+from dyntheory.optim import state as optim_state
+
+
+def _psd(seed, n, decay=1.0):
+    a = jax.random.normal(jax.random.key(seed), (n, n)) * jnp.arange(1.0, n + 1)[None] ** -decay
+    return a @ a.T
+
+
+def test_complete_basis_equals_the_dense_accumulator():
+    """R = N: compressing by an orthogonal Q is a similarity transform, so every operator agrees
+    with the dense recursion to round-off, for B = I/n and for a general PSD B, over intervals
+    with different kernels."""
+    n_out, n_q = 12, 5
+    rng = np.random.RandomState(0)
+    b = _psd(9, n_out) / n_out
+    for hess in (1.0 / n_out, b):
+        st = lowrank.extend(lowrank.init(n_out, n_out, n_q), jnp.asarray(rng.randn(n_out, n_out)))
+        assert int(st.size) == n_out
+        ref = dissipation.init(n_out, n_q)
+        for i, steps in enumerate((1, 3, 7)):
+            k, kq = _psd(i, n_out), jnp.asarray(rng.randn(n_q, n_out))
+            h_r = hess if jnp.ndim(hess) == 0 else lowrank.compress(st, lambda v: hess @ v)
+            st = lowrank.update(
+                st, lowrank.compress(st, lambda v: k @ v), 0.3, out_hessian=h_r, steps=steps,
+                kq_r=lowrank.compress_cross(st, lambda v: kq @ v),
+            )  # fmt: skip
+            ref = dissipation.update(ref, k, 0.3, out_hessian=hess, steps=steps, k_query_train=kq)
+        got = lowrank.dense(st)
+        for name in ("P", "W", "D", "G"):
+            np.testing.assert_allclose(getattr(got, name), getattr(ref, name), atol=1e-10)
+
+
+@pytest.mark.parametrize("r", [2, 5, 9])
+def test_truncation_stays_within_the_stated_bound(r):
+    """Frozen kernel, squared loss, Q = top-r eigenvectors: the missed gᵀ W g is non-negative
+    and at most min(n/2, T λ_{r+1}) ‖g_⊥‖²."""
+    n = 16
+    k = _psd(3, n, 0.7)
+    lam, vecs = jnp.linalg.eigh(k)
+    lam, vecs = lam[::-1], vecs[:, ::-1]
+    g = jax.random.normal(jax.random.key(4), (n,))
+    lr, steps = 0.5, 40
+    ref = dissipation.update(dissipation.init(n), k, lr, out_hessian=1 / n, steps=steps)
+    st = lowrank.extend(lowrank.init(n, r), vecs[:, :r])
+    st = lowrank.update(
+        st, lowrank.compress(st, lambda v: k @ v), lr, out_hessian=1 / n, steps=steps
+    )
+    c = lowrank.coords(st, g)
+    missed = float(g @ ref.W @ g - c @ st.acc.W @ c)
+    bound = float(lowrank.truncation_bound(st, g, lam[r], lr * steps, n))
+    assert -1e-10 <= missed <= bound + 1e-10
+    assert missed > 0.1 * bound * 0 or r == n  # the bound is not vacuous: it is attained below
+    assert bound <= 0.5 * n * float(jnp.sum((g - st.Q @ c) ** 2)) + 1e-12
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match=r"rank must lie in \[1, n_out = 4\]"):
+        lowrank.init(4, 5)
+    with pytest.raises(ValueError, match="unknown Dissipation method 'sparse'"):
+        P.Dissipation(method="sparse")
+    with pytest.raises(ValueError, match="rank must be >= 1"):
+        P.Dissipation(method="lowrank", rank=0)
+    with pytest.raises(ValueError, match="n >= 1"):
+        P.Schedule.every(0)
+
+
+# ----------------------------------------------------------------------------- on an MLP
+
+N, P_OUT, STEPS = 16, 2, 12
+# float64 models: the two methods then differ by round-off, not by float32 kernels
+MODEL = dict(activation="tanh", dtype=jnp.float64)
+APPLY, _ = functional(MLP(3, (16,), P_OUT, rngs=nnx.Rngs(0), **MODEL))
+
+
+def _init(key):
+    return functional(MLP(3, (16,), P_OUT, rngs=nnx.Rngs(key), **MODEL))[1]
+
+
+def _data(loss):
+    rng = np.random.RandomState(1)
+    x = rng.randn(N, 3)
+    if loss == "squared":
+        return {"x": x, "y": np.stack([np.sin(x.sum(1)), x[:, 0]], 1)}
+    return {"x": x, "y": (x[:, 0] > 0).astype(np.int32)}
+
+
+def _logged(history, key):
+    """The values of ``key`` on the lines where it was logged."""
+    v = history[key]
+    return v[np.isfinite(v)]
+
+
+def _run(loss, optimizer, devices=1, rank=N * P_OUT):
+    lr = 0.05 if optimizer == "gd" else 0.005  # Adam's first steps are large: stay stable
+    opt = optax.sgd(lr) if optimizer == "gd" else optax.adam(lr)
+    precond = None if optimizer == "gd" else optim_state.adam_preconditioner(lr)
+    common = dict(lr=lr, preconditioner=precond, loss=loss, query=False)
+    sched = P.Schedule.every(3)
+    tr = Trainer(
+        TrainConfig(steps=STEPS, fuse=4, probe_size=N, devices=devices),
+        apply_fn=APPLY,
+        init_params=_init,
+        optimizer=opt,
+        data=_data(loss),
+        loss=loss,
+        probes=[
+            P.Dissipation(sched, name="dense", implementation="jacobian", **common),
+            # lanczos_vectors=rank: the basis is filled at the first refresh
+            P.Dissipation(
+                sched, name="low", method="lowrank", rank=rank, lanczos_vectors=rank, **common
+            ),
+        ],
+    )
+    return tr.run(progress=False)
+
+
+@pytest.mark.parametrize("loss", ["squared", "softmax_ce"])
+@pytest.mark.parametrize("optimizer", ["gd", "adam"])
+def test_lowrank_equals_dense_on_an_mlp_with_a_complete_basis(loss, optimizer):
+    res = _run(loss, optimizer)
+    h = res.history
+    for key in ("w_lambda_max", "g0_channel", "g_channel", "predicted_loss_drop", "loss_drop"):
+        np.testing.assert_allclose(
+            h[f"probe/low/{key}"][1:], h[f"probe/dense/{key}"][1:], rtol=1e-6, atol=1e-12
+        )
+    top_d, top_l = res.arrays["dense/w_eigenvalues"][-1], res.arrays["low/w_eigenvalues"][-1]
+    np.testing.assert_allclose(top_l[:8], top_d[:8], rtol=1e-6, atol=1e-12 * top_d[0])
+    np.testing.assert_allclose(
+        h["probe/low/bk_lambda_max"][1:], h["probe/dense/bk_lambda_max"][1:], rtol=1e-4
+    )
+    assert np.all(_logged(h, "probe/low/basis_size") == N * P_OUT)
+    assert len(_logged(h, "probe/dense/identity_rel_err")) == STEPS // 3
+
+
+def test_lowrank_truncated_on_an_mlp_reports_what_it_tracks():
+    res = _run("squared", "gd", rank=6)
+    h = res.history
+    assert np.all(_logged(h, "probe/low/basis_size") == 6)
+    assert np.all(_logged(h, "probe/low/predicted_loss_drop") >= 0)  # W_r is PSD
+    assert np.all(np.isfinite(_logged(h, "probe/low/identity_rel_err")))
+    tracked = _logged(h, "probe/low/g0_tracked")
+    assert np.all((tracked > 0) & (tracked <= 1 + 1e-9))
+
+
+def test_lowrank_on_8_devices_equals_1_device():
+    one, eight = _run("softmax_ce", "adam", devices=1), _run("softmax_ce", "adam", devices=8)
+    for key in ("w_lambda_max", "g0_channel", "predicted_loss_drop"):
+        np.testing.assert_allclose(
+            eight.history[f"probe/low/{key}"], one.history[f"probe/low/{key}"], rtol=1e-5
+        )
