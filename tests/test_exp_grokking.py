@@ -204,7 +204,7 @@ def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
 
 
 def test_tiny_run_with_the_grokfast_control(tmp_path):
-    overrides = ["optimizers=adamw,grokfast", "probe_points=2", "steps=20"]
+    overrides = ["optimizers=adamw,grokfast", "probes_per_decade=1", "steps=20"]
     _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
     assert results["optimizers"].keys() == {"adamw", "grokfast"}
     assert "ratio_adamw_over_grokfast" in results and results["ratio_adamw_over_prm"] is None

@@ -96,6 +96,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(COMMANDS[args.command].handler(args) or 0)
     except NonFiniteError as e:
         print(f"dyntheory: {e}", file=sys.stderr)
+        if e.checkpoint is not None:
+            where = getattr(args, "run_dir", None) or getattr(args, "out", None) or "RUN_DIR"
+            print(
+                f"dyntheory: to continue from step {e.checkpoint} with a changed optimizer "
+                f"setting: dyntheory resume {where} --set lr=...",
+                file=sys.stderr,
+            )
         return 1
     except (
         CLIError,

@@ -133,6 +133,20 @@ def to_host(tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
+def agree(error: BaseException | None) -> None:
+    """Raise ``error`` on the main process, and an error on every other process too, when the
+    main process found one (a check only it can make: it alone reads and writes the run
+    directory). A no-op in a one-process run but for raising ``error``."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        flag = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+        if int(flag) and error is None:
+            raise RuntimeError("process 0 stopped with an error before the run (see its output).")
+    if error is not None:
+        raise error
+
+
 def is_main_process() -> bool:
     """Only process 0 writes files in a multi-host run."""
     return jax.process_index() == 0
