@@ -240,6 +240,8 @@ def cmd_list(args) -> int:
 
 
 def _summary(run_dir: rundir.RunDir, results: dict) -> None:
+    if not sharding.is_main_process():
+        return
     print(f"run directory: {run_dir.path}")
     for key, value in list(results.items())[:12]:
         if isinstance(value, int | float | str | bool) or value is None:

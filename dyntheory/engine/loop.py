@@ -82,7 +82,8 @@ def run_loop(
         return _run(tr, None, steps, resume, progress)
     rd = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     with rd.lock():
-        rd.check_writable()  # before any compute
+        if sharding.is_main_process():
+            rd.check_writable()  # before any compute
         return _run(tr, rd, steps, resume, progress)
 
 

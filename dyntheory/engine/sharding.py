@@ -36,21 +36,28 @@ def initialize_distributed() -> bool:
 
     Multi-host is detected from the environment: ``JAX_COORDINATOR_ADDRESS`` (with
     ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``), or ``DYNTHEORY_DISTRIBUTED=1`` to let JAX
-    auto-detect a cluster (SLURM, Open MPI, Kubernetes, Cloud TPU). Must run before any other JAX
-    call touches the devices. Returns whether ``jax.distributed`` was (already) initialized.
+    auto-detect a cluster (SLURM, Open MPI, Kubernetes, Cloud TPU).
+    ``DYNTHEORY_HEARTBEAT_TIMEOUT_S`` sets how long the others wait for a process that died before
+    JAX's distributed runtime stops them with an error (JAX's default: 100 s). Must run before any
+    other JAX call touches the devices. Returns whether ``jax.distributed`` was (already)
+    initialized.
     """
     global _distributed_started
     if _distributed_started:
         return True
     env = os.environ
+    timeouts = {}
+    if env.get("DYNTHEORY_HEARTBEAT_TIMEOUT_S"):
+        timeouts["heartbeat_timeout_seconds"] = int(env["DYNTHEORY_HEARTBEAT_TIMEOUT_S"])
     if env.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
             num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
             process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
+            **timeouts,
         )
     elif env.get("DYNTHEORY_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
+        jax.distributed.initialize(**timeouts)
     else:
         return False
     _distributed_started = True
