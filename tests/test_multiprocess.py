@@ -93,7 +93,13 @@ def assert_close_runs(a: Path, b: Path, rtol: float = 1e-5) -> None:
 
 @pytest.mark.parametrize(
     "experiment, extra",
-    [("toy_regression", []), ("grokking", ["--set", "optimizers=prm", "--set", "seeds=1"])],
+    [
+        ("toy_regression", []),
+        # ~70-100 s on 2 CPU cores: slow
+        pytest.param(
+            "grokking", ["--set", "optimizers=prm", "--set", "seeds=1"], marks=pytest.mark.slow
+        ),
+    ],
 )
 def test_two_processes_equal_one_process_and_resume(tmp_path, experiment, extra):
     one, two = tmp_path / "one", tmp_path / "two"
