@@ -22,10 +22,12 @@ References:
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from dyntheory import _linalg
 
@@ -60,7 +62,10 @@ def split(
 
     Args:
       W: ``(np, np)`` Gramian ``W_S`` (e.g. ``DissipationState.W``); its symmetric part is used.
-      threshold: cutoff on the mode's score (see the module docstring); may be traced.
+        A concrete ``W`` with NaN / Inf entries, or a negative or non-finite concrete
+        ``threshold``, raises ``ValueError``.
+      threshold: cutoff on the mode's score (see the module docstring), finite and ``>= 0``;
+        may be traced.
       mode: ``"relative"``, ``"dissipated_fraction"`` (needs ``n_examples``) or ``"absolute"``.
       n_examples: number of train examples ``n`` (not outputs) for ``"dissipated_fraction"``.
     """
@@ -70,6 +75,13 @@ def split(
     if mode not in _MODES:
         raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
     W = jnp.asarray(W)
+    # concrete inputs are checked here; traced ones by their producer (the Dissipation probe)
+    if not isinstance(threshold, jax.core.Tracer):
+        t = float(np.asarray(threshold))
+        if not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"threshold must be a finite number >= 0, got {t}")
+    if not isinstance(W, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(W))):
+        raise ValueError("W has NaN or infinite entries")
     lam, V = jnp.linalg.eigh(0.5 * (W + W.T))
     lam, V = lam[::-1], V[:, ::-1]
     if mode == "relative":

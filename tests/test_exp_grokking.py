@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from dyntheory.cli import app as cli
-from dyntheory.engine.config import ConfigError, apply_overrides, to_dict
+from dyntheory.engine.config import ConfigError, apply_overrides
 from dyntheory.engine.rundir import subrun_dir
 from experiments.grokking import PRESETS, Config
 from experiments.grokking.data import OPS, all_pairs, is_prime, make_data, tokens
@@ -155,15 +155,15 @@ def test_first_crossing_and_median():
 
 def test_sub_runs_resume_only_while_their_spec_is_unchanged(tmp_path):
     cfg = PRESETS["tiny"].config
-    spec = lambda c: {"optimizer": "prm", "config": to_dict(c)}
     sub = tmp_path / "prm"
-    subrun_dir(sub, spec(cfg), extendable=("config.train.steps",))
+    subrun_dir(sub, {"optimizer": "prm"}, config=cfg)
     (sub / "metrics.jsonl").write_text("{}\n")  # what a started engine run leaves
-    longer = apply_overrides(cfg, ["steps=80"])  # `resume --set steps=N` continues
-    subrun_dir(sub, spec(longer), extendable=("config.train.steps",))
-    assert (sub / "metrics.jsonl").exists()
-    other = apply_overrides(cfg, ["lr=0.01"])  # a changed config starts over
-    subrun_dir(sub, spec(other), extendable=("config.train.steps",))
+    # `resume --set steps=N` continues, and so does a changed optimizer hyperparameter
+    for changed in (["steps=80"], ["steps=80", "lr=0.0005"]):
+        subrun_dir(sub, {"optimizer": "prm"}, config=apply_overrides(cfg, changed))
+        assert (sub / "metrics.jsonl").exists()
+    other = apply_overrides(cfg, ["width=8"])  # a changed model starts over
+    subrun_dir(sub, {"optimizer": "prm"}, config=other)
     assert not (sub / "metrics.jsonl").exists()
 
 
@@ -204,7 +204,7 @@ def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
 
 
 def test_tiny_run_with_the_grokfast_control(tmp_path):
-    overrides = ["optimizers=adamw,grokfast", "probe_points=2", "steps=20"]
+    overrides = ["optimizers=adamw,grokfast", "probes_per_decade=1", "steps=20"]
     _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
     assert results["optimizers"].keys() == {"adamw", "grokfast"}
     assert "ratio_adamw_over_grokfast" in results and results["ratio_adamw_over_prm"] is None

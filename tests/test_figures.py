@@ -21,7 +21,7 @@ from paper_figures import catalog, runs, style
 
 # Smaller than the tiny presets where a figure does not need the extra arms (speed only).
 SHRINK = {
-    "grokking": ["probe_points=0"],
+    "grokking": ["probes_per_decade=0"],
     "inr": ["signals=sines1d"],
     "double_descent": ["exact.feature_maps=relu"],
     "scaling_laws": ["run_classify=false"],

@@ -92,10 +92,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     sharding.initialize_distributed()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    multi = jax.process_count() > 1
+    try:
+        code = _main(args)
+    except BaseException:
+        if not multi:
+            raise
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    if code and multi:
+        # A clean exit would tell JAX's coordinator this process finished, and the others would
+        # wait in their next collective for ever; exiting at once stops its heartbeat, so they
+        # stop with an error after DYNTHEORY_HEARTBEAT_TIMEOUT_S.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         return int(COMMANDS[args.command].handler(args) or 0)
     except NonFiniteError as e:
         print(f"dyntheory: {e}", file=sys.stderr)
+        if e.checkpoint is not None:
+            where = getattr(args, "run_dir", None) or getattr(args, "out", None) or "RUN_DIR"
+            print(
+                f"dyntheory: to continue from step {e.checkpoint} with a changed optimizer "
+                f"setting: dyntheory resume {where} --set lr=...",
+                file=sys.stderr,
+            )
         return 1
     except (
         CLIError,

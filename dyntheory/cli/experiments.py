@@ -22,6 +22,7 @@ The module docstring's first line is the description ``dyntheory list`` shows.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
@@ -30,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import rundir
+from dyntheory.engine import rundir, sharding
 
 EXPERIMENTS_GROUP = "dyntheory.experiments"
 
@@ -88,7 +89,7 @@ def resolve_config(module: ModuleType, preset: str | None, overrides: Sequence[s
 def execute(module: ModuleType, cfg, run_dir: rundir.RunDir) -> dict[str, Any]:
     """Run an experiment into ``run_dir`` and write ``results.json``."""
     results = module.run(cfg, run_dir)
-    if results is not None:
+    if results is not None and sharding.is_main_process():
         run_dir.write_results(results)
     return results or {}
 
@@ -100,44 +101,118 @@ def run_experiment(
     out: str | Path | None = None,
     force: bool = False,
 ) -> tuple[rundir.RunDir, dict]:
-    """``dyntheory run`` as a function: returns the run directory and the results."""
+    """``dyntheory run`` as a function: returns the run directory and the results.
+
+    The run directory is locked for the whole run (:meth:`RunDir.lock`). If the run fails before
+    it has written any metrics or checkpoint (a bad input found late), what this call wrote is
+    removed again, so the corrected command runs without ``--force``.
+    """
     module = load_experiment(name)
     preset, cfg = resolve_config(module, preset, overrides)
-    run_dir = rundir.RunDir(out or Path("runs") / f"{name}-{preset}")
-    if run_dir.has_run():
-        if not force:
-            raise CLIError(
-                f"{run_dir.path} already holds a run; continue it with `dyntheory resume "
-                f"{run_dir.path}`, or pass --force to start over, or --out another directory."
-            )
+    path = Path(out or Path("runs") / f"{name}-{preset}")
+    main = sharding.is_main_process()
+    existed = path.exists()
+    run_dir = rundir.RunDir(path)
+    try:
+        with run_dir.lock():
+            return run_dir, _run_locked(module, name, preset, overrides, cfg, run_dir, force)
+    except BaseException:
+        if (
+            main
+            and not existed
+            and path.is_dir()
+            and all(p.name == rundir.LOCK for p in path.iterdir())
+        ):
+            shutil.rmtree(path)  # the directory this call created, holding only its lock file
+        raise
+
+
+def _run_locked(module, name, preset, overrides, cfg, run_dir: rundir.RunDir, force: bool):
+    main = sharding.is_main_process()
+    error = None
+    if main and run_dir.has_run() and not force:
+        error = CLIError(
+            f"{run_dir.path} already holds a run; continue it with `dyntheory resume "
+            f"{run_dir.path}`, or pass --force to start over, or --out another directory."
+        )
+    sharding.agree(error)
+    if main and force:
         run_dir.clear()
-    run_dir.write_config(
-        {
-            "experiment": name,
-            "preset": preset,
-            "overrides": list(overrides),
-            "config": config_lib.to_dict(cfg),
-        }
-    )
-    return run_dir, execute(module, cfg, run_dir)
+    fresh = main and not any(p.name != rundir.LOCK for p in run_dir.path.iterdir())
+    if main:
+        run_dir.write_config(
+            {
+                "experiment": name,
+                "preset": preset,
+                "overrides": list(overrides),
+                "config": config_lib.to_dict(cfg),
+            }
+        )
+    try:
+        return execute(module, cfg, run_dir)
+    except BaseException:
+        if main and not run_dir.has_run():  # nothing to resume: leave no trace
+            if fresh:
+                run_dir.clear()
+            else:
+                run_dir.file(rundir.CONFIG).unlink(missing_ok=True)
+        raise
+
+
+def check_resume(module: ModuleType, old, new) -> dict[str, tuple]:
+    """The keys a resume changes; :class:`CLIError` naming the first that may not change."""
+    changes = config_lib.changed_keys(old, new)
+    allowed = config_lib.resumable_keys(new)
+    for key, (a, b) in changes.items():
+        if key not in allowed:
+            name = module.__name__.split(".")[-1]
+            raise CLIError(
+                f"{key} cannot change on resume ({a!r} -> {b!r}): the checkpoints hold a run with "
+                f"{key}={a!r}. Keys {name} can resume with changed: {', '.join(allowed)}. "
+                f"For another {key}, start a new run (dyntheory run {name} --out NEW_DIR)."
+            )
+    return changes
 
 
 def resume_experiment(
     path: str | Path, overrides: Sequence[str] = ()
 ) -> tuple[rundir.RunDir, dict]:
-    """``dyntheory resume`` as a function."""
+    """``dyntheory resume`` as a function.
+
+    Overrides are checked against the saved config before anything is written: only resumable
+    keys (:func:`dyntheory.engine.config.resumable_keys`) may change, and the changes are
+    printed. If the resumed run then fails before it writes a new checkpoint (``steps`` below the
+    latest checkpoint, a NaN right away), ``config.json`` is put back as it was.
+    """
     run_dir = rundir.RunDir(path, create=False)
-    saved = run_dir.read_config()
-    module = load_experiment(saved["experiment"])
-    cfg = config_lib.from_dict(module.Config, saved["config"])
-    cfg = config_lib.apply_overrides(cfg, overrides)
-    saved["config"] = config_lib.to_dict(cfg)
-    saved["overrides"] = list(saved.get("overrides", [])) + list(overrides)
-    rundir.RunDir(path)  # writable?
-    run_dir.write_config(saved)
-    if not run_dir.has_checkpoint():
-        print(f"note: {run_dir.path} has no checkpoint; starting from step 0.", file=sys.stderr)
-    return run_dir, execute(module, cfg, run_dir)
+    main = sharding.is_main_process()
+    with run_dir.lock():
+        saved = run_dir.read_config()
+        module = load_experiment(saved["experiment"])
+        old = config_lib.from_dict(module.Config, saved["config"])
+        cfg = config_lib.apply_overrides(old, overrides)
+        changes = check_resume(module, old, cfg)
+        run_dir.check_writable()
+        if main:
+            for key, (a, b) in changes.items():
+                print(f"resume: {key}: {a!r} -> {b!r}", file=sys.stderr)
+            if not run_dir.has_checkpoint():
+                print(
+                    f"note: {run_dir.path} has no checkpoint; starting from step 0.",
+                    file=sys.stderr,
+                )
+        before = run_dir.checkpoint_steps()
+        text = run_dir.file(rundir.CONFIG).read_bytes()
+        if main:
+            saved["config"] = config_lib.to_dict(cfg)
+            saved["overrides"] = list(saved.get("overrides", [])) + list(overrides)
+            run_dir.write_config(saved)
+        try:
+            return run_dir, execute(module, cfg, run_dir)
+        except BaseException:
+            if main and run_dir.checkpoint_steps() == before:  # no progress: as it was
+                rundir.write_bytes(run_dir.file(rundir.CONFIG), text)
+            raise
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -165,6 +240,8 @@ def cmd_list(args) -> int:
 
 
 def _summary(run_dir: rundir.RunDir, results: dict) -> None:
+    if not sharding.is_main_process():
+        return
     print(f"run directory: {run_dir.path}")
     for key, value in list(results.items())[:12]:
         if isinstance(value, int | float | str | bool) or value is None:

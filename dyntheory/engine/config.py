@@ -25,6 +25,8 @@ allowed keys or the expected type. Validation that needs several fields belongs 
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -76,6 +78,7 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self):
+        check_numbers(self)
         positive = ("steps", "seeds", "fuse", "log_every", "keep_checkpoints", "probe_size")
         for name in positive:
             if getattr(self, name) < 1:
@@ -85,6 +88,97 @@ class TrainConfig:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1 or None, got {self.batch_size}.")
+
+
+# Engine keys that ``dyntheory resume --set`` may change: they decide how long the run is and
+# what it writes, not the state a checkpoint holds. An experiment's ``Config.RESUMABLE`` adds its
+# own (optimizer hyperparameters: the way out of a divergence is to resume the last good
+# checkpoint with a smaller ``lr``).
+RESUMABLE_TRAIN = (
+    "steps",
+    "fuse",
+    "log_every",
+    "eval_every",
+    "checkpoint_every",
+    "keep_checkpoints",
+    "tensorboard",
+)
+
+
+def resumable_keys(cfg) -> tuple[str, ...]:
+    """Dotted keys of ``cfg`` that a resume may change (:data:`RESUMABLE_TRAIN` under ``train``
+    and the config class's ``RESUMABLE`` tuple)."""
+    own = tuple(getattr(type(cfg), "RESUMABLE", ()))
+    return tuple(f"{ENGINE_GROUP}.{k}" for k in RESUMABLE_TRAIN) + own
+
+
+def changed_keys(old, new) -> dict[str, tuple[Any, Any]]:
+    """``{dotted key: (old value, new value)}`` for every leaf field that differs."""
+    out: dict[str, tuple[Any, Any]] = {}
+    a, b = to_dict(old), to_dict(new)
+
+    def walk(x, y, prefix):
+        for k in x:
+            if isinstance(x[k], dict) and isinstance(y.get(k), dict):
+                walk(x[k], y[k], f"{prefix}{k}.")
+            elif x[k] != y.get(k):
+                out[prefix + k] = (x[k], y.get(k))
+
+    walk(a, b, "")
+    return out
+
+
+# ----------------------------------------------------------------------------- numbers
+
+
+def _number(value: Any, tp, key: str) -> Any:
+    """A NumPy / JAX scalar as the Python number ``tp``; NaN and ±Inf rejected."""
+    if value is None or isinstance(value, bool) or tp not in (int, float):
+        return value
+    if not isinstance(value, numbers.Number) and getattr(value, "shape", None) == ():
+        value = value.item()  # np.float32(0.1), jnp.array(3), ...
+    if not isinstance(value, numbers.Real):
+        raise ConfigError(f"{key}: expected a real number, got {value!r}.")
+    if tp is float:
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}.")
+    elif isinstance(value, numbers.Integral):
+        value = int(value)
+    return value
+
+
+def check_numbers(cfg) -> None:
+    """Turn NumPy / JAX scalars in the ``int`` / ``float`` fields of ``cfg`` (also ``X | None``
+    and ``tuple[X, ...]``) into Python numbers, and reject NaN / ±Inf naming the field. Every
+    config calls it first in ``__post_init__``, so a range check after it sees plain floats."""
+    for name, tp in _fields(type(cfg)).items():
+        value = getattr(cfg, name)
+        args = [a for a in typing.get_args(tp) if a is not type(None)] if _is_union(tp) else [tp]
+        elem = args[0] if len(args) == 1 else None
+        if typing.get_origin(elem) in (tuple, list) and isinstance(value, tuple | list):
+            inner = typing.get_args(elem)
+            if inner and inner[-1] is Ellipsis and inner[0] in (int, float):
+                new = tuple(_number(v, inner[0], name) for v in value)
+                object.__setattr__(cfg, name, new if isinstance(value, tuple) else list(new))
+        elif elem in (int, float):
+            object.__setattr__(cfg, name, _number(value, elem, name))
+
+
+def check_range(cfg, names, low=None, high=None, *, low_open=False, high_open=False) -> None:
+    """:class:`ConfigError` naming the field unless ``low <= value <= high`` for each of
+    ``names`` (``<`` with ``low_open`` / ``high_open``; ``None`` values and bounds are skipped)."""
+    for name in (names,) if isinstance(names, str) else names:
+        v = getattr(cfg, name)
+        if v is None:
+            continue
+        ok = (low is None or (v > low if low_open else v >= low)) and (
+            high is None or (v < high if high_open else v <= high)
+        )
+        if not ok:
+            lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
+            hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
+            raise ConfigError(f"{name} must lie in {lo}, {hi}, got {v}.")
 
 
 class Preset(NamedTuple):

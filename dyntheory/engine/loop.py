@@ -77,12 +77,22 @@ def run_loop(
     resume: bool = True,
     progress: bool | None = None,
 ) -> FitResult:
+    """Train ``tr`` to ``steps``; with ``run_dir``, holding its lock (:meth:`RunDir.lock`)."""
+    if run_dir is None:
+        return _run(tr, None, steps, resume, progress)
+    rd = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
+    with rd.lock():
+        if sharding.is_main_process():
+            rd.check_writable()  # before any compute
+        return _run(tr, rd, steps, resume, progress)
+
+
+def _run(tr, rd, steps, resume, progress) -> FitResult:
     cfg = tr.cfg
     total = cfg.steps if steps is None else int(steps)
     if total < 1:
         raise ValueError(f"steps must be >= 1, got {total}.")
     main = sharding.is_main_process()
-    rd = rundir.RunDir(run_dir) if run_dir is not None else None
     ckpt, start, records, probe_lines, written = None, None, {p.name: [] for p in tr.probes}, {}, []
     clock_saved = None
     if rd is not None:

@@ -14,20 +14,29 @@ Multi-seed runs write one line per seed and step with a ``"seed"`` field; :func:
 turns either form into arrays of shape ``(T,)`` or ``(T, S)``. Non-finite values are written as
 ``NaN`` / ``Infinity`` (Python's ``json`` reads them).
 
-Every whole-file write goes to a temporary file in the same directory and is renamed into place.
+Every whole-file write goes to a temporary file in the same directory and is renamed into place;
+files are created with the process's umask (``0644`` under the usual ``022``). A crash in the
+middle of an append can leave a partial last line in ``metrics.jsonl``: readers skip it and a
+resume drops it. One process at a time writes a run directory (:meth:`RunDir.lock`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import os
-import tempfile
+import secrets
+import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from dyntheory.engine import config as config_lib
+from dyntheory.engine import sharding
 from dyntheory.engine.checkpoint import Checkpointer
 
 CONFIG, METRICS, ARRAYS, RESULTS, CHECKPOINTS, SPEC = (
@@ -45,7 +54,9 @@ class RunDirError(OSError):
 
 
 def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    # os.open's mode goes through the umask, as open() does (mkstemp would give 0600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -56,6 +67,15 @@ def _atomic_write(path: Path, write) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _check_writable(directory: Path) -> None:
+    tmp = directory / f".write-test-{secrets.token_hex(4)}"
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(tmp)
+    except OSError as e:
+        raise RunDirError(f"cannot write to {directory}: {e.strerror or e}.") from None
 
 
 def _jsonable(x: Any) -> Any:
@@ -72,14 +92,45 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Replace ``path`` by ``data`` atomically."""
+    _atomic_write(Path(path), lambda f: f.write(data))
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def read_json(path: str | os.PathLike) -> Any:
+    """The JSON in ``path``; :class:`RunDirError` naming the file if it is not valid JSON."""
     with open(path) as f:
-        return json.load(f)
+        text = f.read()
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path} is corrupt (not valid JSON: {e}).") from None
+
+
+def _parse_lines(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
+    """``(line, parsed)`` of a metrics file; a partial last line (a crash in the middle of an
+    append) is skipped, a corrupt line elsewhere raises :class:`RunDirError` naming it."""
+    lines = text.split("\n")
+    out = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            out.append((line + "\n", json.loads(line)))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1:  # no newline after it: the append never completed
+                break
+            raise RunDirError(f"{path}, line {i + 1}, is corrupt: {e}.") from None
+    return out
+
+
+_LOCKS: dict[Path, tuple[int, int]] = {}  # run directory -> (fd of its lock file, depth)
+LOCK = ".lock"
 
 
 class RunDir:
@@ -87,15 +138,73 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike, create: bool = True):
         self.path = Path(path)
-        if create:
+        if create and sharding.is_main_process():
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
-                probe = tempfile.NamedTemporaryFile(dir=self.path, prefix=".write-test-")
-                probe.close()
             except OSError as e:
                 raise RunDirError(f"cannot write to the run directory {self.path}: {e}") from None
-        elif not self.path.is_dir():
+            self.check_writable()
+        elif not self.path.is_dir() and (not create or sharding.is_main_process()):
             raise RunDirError(f"{self.path} is not a directory.")
+
+    def check_writable(self) -> None:
+        """:class:`RunDirError` unless the directory and what a run writes into below it
+        (``checkpoints/``, sub-runs' ``checkpoints/``) accept new files: checked before compute."""
+        if not self.path.is_dir():
+            raise RunDirError(f"cannot write to the run directory {self.path}: not a directory.")
+        found = [self.file(CHECKPOINTS), *self.path.glob(f"**/{CHECKPOINTS}")]
+        for d in found:
+            if d.exists() and not d.is_dir():
+                raise RunDirError(
+                    f"cannot write to the run directory {self.path}: {d} is not a directory."
+                )
+        dirs = [self.path, *(d for d in found if d.is_dir())]
+        for d in dirs:
+            try:
+                _check_writable(d)
+            except RunDirError as e:
+                raise RunDirError(f"cannot write to the run directory {self.path}: {e}") from None
+
+    @contextlib.contextmanager
+    def lock(self):
+        """Hold the run directory's exclusive lock (``.lock``, ``flock``) while writing to it.
+
+        A second process gets :class:`RunDirError` naming the directory and the holder's PID at
+        once; the kernel drops the lock when its holder dies, so a stale ``.lock`` never blocks.
+        Re-entrant within a process. Only the main process of a multi-process run locks.
+        """
+        if not sharding.is_main_process():
+            yield self
+            return
+        key = self.path.resolve()
+        if key in _LOCKS:
+            fd, depth = _LOCKS[key]
+            _LOCKS[key] = (fd, depth + 1)
+        else:
+            fd = os.open(self.file(LOCK), os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                if e.errno not in (errno.EWOULDBLOCK, errno.EACCES):
+                    raise
+                raise RunDirError(
+                    f"{self.path} is in use by another dyntheory process (PID {holder}); "
+                    "wait for it to finish or stop it."
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            _LOCKS[key] = (fd, 1)
+        try:
+            yield self
+        finally:
+            fd, depth = _LOCKS[key]
+            if depth > 1:
+                _LOCKS[key] = (fd, depth - 1)
+            else:
+                del _LOCKS[key]
+                os.close(fd)  # releases the flock; the file stays (a stale one is harmless)
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -108,6 +217,7 @@ class RunDir:
         write_json(self.file(CONFIG), config)
 
     def read_config(self) -> dict[str, Any]:
+        """The saved ``config.json``; :class:`RunDirError` if missing or corrupt (naming it)."""
         if not self.file(CONFIG).exists():
             raise RunDirError(f"{self.path} is not a run directory (no {CONFIG}).")
         return read_json(self.file(CONFIG))
@@ -130,23 +240,22 @@ class RunDir:
         path = self.file(METRICS)
         if not path.exists():
             return []
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+        return [d for _, d in _parse_lines(path, path.read_text())]
 
     def truncate_metrics(self, before_step: int) -> None:
-        """Keep only the lines of steps ``< before_step`` (a resume recomputes the rest)."""
+        """Keep only the lines of steps ``< before_step`` (a resume recomputes the rest) and drop
+        a partial last line."""
         path = self.file(METRICS)
         if not path.exists():
             return
-        with open(path) as f:
-            keep = [line for line in f if line.strip() and json.loads(line)["step"] < before_step]
+        keep = [line for line, d in _parse_lines(path, path.read_text()) if d["step"] < before_step]
         _atomic_write(path, lambda f: f.write("".join(keep).encode()))
 
     def clear(self) -> None:
-        """Remove everything in the run directory (``dyntheory run --force``)."""
-        import shutil
-
+        """Remove everything in the run directory but its lock (``dyntheory run --force``)."""
         for child in self.path.iterdir():
+            if child.name == LOCK:
+                continue
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)
             else:
@@ -154,8 +263,6 @@ class RunDir:
 
     def reset(self) -> None:
         """Remove what a previous run wrote (metrics, arrays, results, checkpoints)."""
-        import shutil
-
         for name in (METRICS, ARRAYS, RESULTS):
             self.file(name).unlink(missing_ok=True)
         for name in (CHECKPOINTS, "events"):
@@ -176,10 +283,23 @@ class RunDir:
         return Checkpointer(self.file(CHECKPOINTS), keep=keep)
 
     def has_run(self) -> bool:
-        """Whether a run was started here: metrics, a checkpoint, or a sub-run's ``spec.json``."""
+        """Whether a run was started here: metrics (here or in a sub-run) or a checkpoint."""
         return (
-            self.file(METRICS).exists() or self.has_checkpoint() or any(self.path.glob(f"*/{SPEC}"))
+            self.file(METRICS).exists()
+            or any(self.path.glob(f"**/{METRICS}"))
+            or self.has_checkpoint()
         )
+
+    def checkpoint_steps(self) -> dict[str, list[int]]:
+        """``{checkpoints dir relative to the run directory: its steps}``, sub-runs included."""
+        dirs = [self.file(CHECKPOINTS), *self.path.glob(f"**/{CHECKPOINTS}")]
+        return {
+            str(d.relative_to(self.path)): sorted(
+                int(p.name) for p in d.iterdir() if p.name.isdigit()
+            )
+            for d in sorted(set(dirs))
+            if d.is_dir()
+        }
 
     def has_checkpoint(self) -> bool:
         """Whether a checkpoint exists here or in a sub-run directory below (experiments that
@@ -189,21 +309,32 @@ class RunDir:
 
 
 def subrun_dir(
-    path: str | os.PathLike | None, spec: Mapping[str, Any], extendable: Iterable[str] = ()
+    path: str | os.PathLike | None,
+    spec: Mapping[str, Any],
+    extendable: Iterable[str] = (),
+    *,
+    config: Any = None,
 ) -> RunDir | None:
     """The engine run directory at ``path`` for a sub-run described by ``spec``; the one
     convention by which experiments resume their sub-runs (one per optimizer, width, ...).
 
     ``spec.json`` records what the sub-run is. A matching one lets the engine resume it (a re-run
     or ``dyntheory resume`` after an interruption continues where it stopped); a different or
-    missing one empties the directory first, so a changed config starts over. ``extendable``
-    lists dotted keys of ``spec`` that may change without starting over (``"config.train.steps"``:
-    a longer run continues the shorter one). ``None`` passes through (no run directory).
+    missing one empties the directory first, so a changed config starts over. ``config`` (the
+    experiment's config) is recorded as ``spec["config"]``, and its resumable keys
+    (:func:`dyntheory.engine.config.resumable_keys`: ``train.steps``, the optimizer's
+    hyperparameters, ...) may change without starting over: a longer run continues the shorter
+    one, a smaller ``lr`` continues from the last good checkpoint. ``extendable`` lists further
+    dotted keys of ``spec`` of that kind. ``None`` passes through (no run directory).
     ``dyntheory run --force`` empties the whole run directory (:meth:`RunDir.clear`), sub-runs
     included.
     """
     if path is None:
         return None
+    extendable = list(extendable)
+    if config is not None:
+        spec = {**spec, "config": config_lib.to_dict(config)}
+        extendable += [f"config.{k}" for k in config_lib.resumable_keys(config)]
     rd = RunDir(path)
     spec = json.loads(json.dumps(_jsonable(spec)))  # tuples → lists, as read back
     for key in extendable:
@@ -214,8 +345,9 @@ def subrun_dir(
         node[parts[-1]] = None
     f = rd.file(SPEC)
     if not f.exists() or read_json(f) != spec:
-        rd.clear()
-        write_json(f, spec)
+        if sharding.is_main_process():
+            rd.clear()
+            write_json(f, spec)
     return rd
 
 

@@ -36,21 +36,28 @@ def initialize_distributed() -> bool:
 
     Multi-host is detected from the environment: ``JAX_COORDINATOR_ADDRESS`` (with
     ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``), or ``DYNTHEORY_DISTRIBUTED=1`` to let JAX
-    auto-detect a cluster (SLURM, Open MPI, Kubernetes, Cloud TPU). Must run before any other JAX
-    call touches the devices. Returns whether ``jax.distributed`` was (already) initialized.
+    auto-detect a cluster (SLURM, Open MPI, Kubernetes, Cloud TPU).
+    ``DYNTHEORY_HEARTBEAT_TIMEOUT_S`` sets how long the others wait for a process that died before
+    JAX's distributed runtime stops them with an error (JAX's default: 100 s). Must run before any
+    other JAX call touches the devices. Returns whether ``jax.distributed`` was (already)
+    initialized.
     """
     global _distributed_started
     if _distributed_started:
         return True
     env = os.environ
+    timeouts = {}
+    if env.get("DYNTHEORY_HEARTBEAT_TIMEOUT_S"):
+        timeouts["heartbeat_timeout_seconds"] = int(env["DYNTHEORY_HEARTBEAT_TIMEOUT_S"])
     if env.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(
             coordinator_address=env["JAX_COORDINATOR_ADDRESS"],
             num_processes=int(env["JAX_NUM_PROCESSES"]) if "JAX_NUM_PROCESSES" in env else None,
             process_id=int(env["JAX_PROCESS_ID"]) if "JAX_PROCESS_ID" in env else None,
+            **timeouts,
         )
     elif env.get("DYNTHEORY_DISTRIBUTED") == "1":
-        jax.distributed.initialize()
+        jax.distributed.initialize(**timeouts)
     else:
         return False
     _distributed_started = True
@@ -131,6 +138,20 @@ def to_host(tree: Any) -> Any:
         return np.asarray(x)
 
     return jax.tree.map(one, tree)
+
+
+def agree(error: BaseException | None) -> None:
+    """Raise ``error`` on the main process, and an error on every other process too, when the
+    main process found one (a check only it can make: it alone reads and writes the run
+    directory). A no-op in a one-process run but for raising ``error``."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        flag = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+        if int(flag) and error is None:
+            raise RuntimeError("process 0 stopped with an error before the run (see its output).")
+    if error is not None:
+        raise error
 
 
 def is_main_process() -> bool:

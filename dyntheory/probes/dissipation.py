@@ -9,6 +9,7 @@ optionally the four-cell decomposition of the label noise (``cells``).
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -119,6 +120,11 @@ class Dissipation(Probe):
             raise ValueError(
                 f"unknown Dissipation method {self.method!r}; choose one of {METHODS}."
             )
+        t = float(self.threshold)
+        if not (math.isfinite(t) and t >= 0):
+            raise ValueError(f"Dissipation(threshold=...) must be finite and >= 0, got {t}.")
+        if not callable(self.lr) and not (math.isfinite(float(self.lr)) and float(self.lr) > 0):
+            raise ValueError(f"Dissipation(lr=...) must be finite and > 0, got {self.lr}.")
         if self.cells and not (self.query and self.loss == "squared"):
             raise ValueError("Dissipation(cells=True) needs query=True and loss='squared'.")
         if self.method == "lowrank" and self.cells:

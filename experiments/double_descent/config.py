@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
 from dyntheory.randfeat import FEATURE_MAPS
 from experiments.double_descent.data import TASKS
 
@@ -38,6 +38,7 @@ class ExactConfig:
     bandwidth: float | None = None
 
     def __post_init__(self):
+        check_numbers(self)
         for name in ("n_train", "n_test", "d_in", "seeds"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"exact.{name} must be >= 1, got {getattr(self, name)}.")
@@ -119,7 +120,11 @@ class Config:
         log_every=1000,
     )
 
+    # what `dyntheory resume --set` may change besides the engine's schedule keys
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("lr",)
+
     def __post_init__(self):
+        check_numbers(self)
         for name in ("mlp_n_train", "mlp_n_test", "mlp_d_in"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")

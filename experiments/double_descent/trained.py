@@ -29,7 +29,6 @@ from flax import nnx
 
 from dyntheory import ntk, probes
 from dyntheory.engine import fit
-from dyntheory.engine.config import to_dict
 from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import MLP, count_params, functional
 from dyntheory.optim import state as optim_state
@@ -124,8 +123,8 @@ def run_one(cfg, data: dict, width: int, run_dir) -> dict:
         probes=[probe] if noisy else [],
         run_dir=subrun_dir(
             run_dir,
-            {"config": to_dict(cfg), "width": width, "noisy": noisy},
-            extendable=("config.train.steps",),
+            {"width": width, "noisy": noisy},
+            config=cfg,
         ),
     )
     h = res.history

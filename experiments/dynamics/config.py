@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +38,8 @@ class Config:
         fraction of its loss (``"dissipated_fraction"`` mode of :func:`dyntheory.split.split`).
       sgd_steps, sgd_batch, sgd_lr, sgd_seeds: the SGD phase (fresh teacher samples every step;
         ``sgd_seeds`` runs at once with vmap).
+      sgd_eval_every: test-set evaluations of the SGD phase every this many steps (fixed, not a
+        fraction of ``sgd_steps``, so an extended run evaluates where a longer one would).
       sgd_noise: label-noise σ of the SGD phase's samples. Larger than ``noise`` on purpose: the
         gradient-noise covariance Σ scales with the residual, and when the label noise dominates
         the residual from the start Σ is nearly stationary, as THEORY §5's ``√(ηt/b)`` assumes
@@ -60,6 +63,7 @@ class Config:
     sgd_batch: int = 32
     sgd_lr: float = 0.001
     sgd_seeds: int = 8
+    sgd_eval_every: int = 200
     sgd_noise: float = 1.0
     directions: int = 4
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
@@ -71,7 +75,11 @@ class Config:
         checkpoint_every=0,
     )
 
+    # what `dyntheory resume --set` may change besides the engine's schedule keys
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("lr", "sgd_lr", "sgd_steps")
+
     def __post_init__(self):
+        check_numbers(self)
         positive = (
             "d_in",
             "teacher_width",
@@ -80,6 +88,7 @@ class Config:
             "width",
             "depth",
             "sgd_steps",
+            "sgd_eval_every",
             "sgd_batch",
             "sgd_seeds",
             "directions",
@@ -131,6 +140,7 @@ PRESETS = {
             sgd_batch=8,
             sgd_lr=0.1,
             sgd_seeds=2,
+            sgd_eval_every=1,
             directions=2,
         ),
         "smoke-test size: 60 GD steps and 30 SGD steps of a width-16 MLP (seconds)",
@@ -157,6 +167,7 @@ PRESETS = {
             sgd_batch=16,
             sgd_lr=0.02,
             sgd_seeds=5,
+            sgd_eval_every=500,
             directions=8,
         ),
         "256 examples, width-512 depth-3 MLP, 20,000 GD steps, 10,000 SGD steps, 5 seeds "

@@ -37,7 +37,6 @@ from flax import nnx
 from dyntheory import drift
 from dyntheory.drift import curves
 from dyntheory.engine import fit, rundir
-from dyntheory.engine.config import to_dict
 from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import MLP, count_params, functional
 from dyntheory.probes import Dissipation, DriftDiffusion, NTKSpectrum, Schedule
@@ -146,7 +145,6 @@ def run(cfg: Config, run_dir) -> dict:
     train, test = data(cfg)
     apply_fn, init_params, n_params = model(cfg)
     sched = Schedule.parse(cfg.probe_schedule)
-    spec = {"config": to_dict(cfg)}
     common = dict(
         apply_fn=apply_fn,
         init_params=init_params,
@@ -167,7 +165,7 @@ def run(cfg: Config, run_dir) -> dict:
                 cells=True,
             ),
         ],
-        run_dir=subrun_dir(out.file("gd"), spec, extendable=("config.train.steps",)),
+        run_dir=subrun_dir(out.file("gd"), {}, config=cfg),
         **common,
     )
     sgd_cfg = dataclasses.replace(
@@ -176,7 +174,7 @@ def run(cfg: Config, run_dir) -> dict:
         batch_size=cfg.sgd_batch,
         seeds=cfg.sgd_seeds,
         fuse=1,
-        eval_every=max(cfg.sgd_steps // 20, 1),
+        eval_every=cfg.sgd_eval_every,
         log_every=1,
         checkpoint_every=0,
     )
@@ -184,7 +182,7 @@ def run(cfg: Config, run_dir) -> dict:
         sgd_cfg,
         optimizer=optax.sgd(cfg.sgd_lr),
         probes=[DriftDiffusion(Schedule.every(1), lr=cfg.sgd_lr, directions=cfg.directions)],
-        run_dir=subrun_dir(out.file("sgd"), spec, extendable=("config.sgd_steps",)),
+        run_dir=subrun_dir(out.file("sgd"), {}, config=cfg),
         **{**common, "data": sampler(_toy(cfg, cfg.sgd_noise))},
     )
     return {

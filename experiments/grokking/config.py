@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
+from dyntheory.engine.config import (
+    ConfigError,
+    Preset,
+    TrainConfig,
+    check_numbers,
+    check_range,
+    replace,
+)
 from experiments.grokking.data import OPS, check_task
 from experiments.optimizers import OPTIMIZERS, check_optimizers
 
@@ -46,10 +53,12 @@ class Config:
         minibatches of ``b`` from a fixed set of ``n`` (full batch has no sampling noise, so it
         then needs an explicit α).
       train_target, test_target: the accuracies whose first crossing ``results.json`` reports.
-      probe_points: log-spaced steps at which the (costly) NTK / W_S probes run; 0 turns them
-        off. The gate statistics are logged at every eval step. The probes use the first
-        ``probe_size`` train examples (default 4: the W_S accumulator costs O((probe_size·p)³)
-        per probe step).
+      probes_per_decade: the (costly) NTK / W_S probes run at step 0, at log-spaced steps
+        (``Schedule.log``: 1, 10, 100, ... for 1 per decade; 1, 3, 10, 32, ... for 2) and at the
+        last step; 0 turns them off. The steps do not depend on ``steps``, so a run extended by
+        ``dyntheory resume --set steps=...`` equals a longer run from the start. The gate statistics
+        are logged at every eval step. The probes use the first ``probe_size`` train examples
+        (default 4: the W_S accumulator costs O((probe_size·p)³) per probe step).
     """
 
     # task
@@ -79,7 +88,7 @@ class Config:
     # what is measured
     train_target: float = 0.99
     test_target: float = 0.95
-    probe_points: int = 8
+    probes_per_decade: int = 2
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=40_000,
@@ -90,7 +99,25 @@ class Config:
         probe_size=4,
     )
 
+    # what `dyntheory resume --set` may change (besides the engine's schedule keys): the
+    # optimizers' hyperparameters (resume the last good checkpoint with a smaller lr) and targets
+    RESUMABLE: ClassVar[tuple[str, ...]] = (
+        "lr",
+        "b1",
+        "b2",
+        "eps",
+        "weight_decay",
+        "prm_softness",
+        "prm_rho",
+        "prm_alpha",
+        "grokfast_alpha",
+        "grokfast_lamb",
+        "train_target",
+        "test_target",
+    )
+
     def __post_init__(self):
+        check_numbers(self)
         try:
             check_task(self.p, self.op, self.train_fraction)
         except ValueError as e:
@@ -101,10 +128,11 @@ class Config:
         for name in ("train_target", "test_target"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must lie in (0, 1], got {getattr(self, name)}.")
-        if self.probe_points < 0:
-            raise ConfigError(f"probe_points must be >= 0, got {self.probe_points}.")
-        if self.prm_alpha is not None and self.prm_alpha < 0:
-            raise ConfigError(f"prm_alpha must be >= 0 or none, got {self.prm_alpha}.")
+        if self.probes_per_decade < 0:
+            raise ConfigError(f"probes_per_decade must be >= 0, got {self.probes_per_decade}.")
+        check_range(self, ("lr", "eps", "prm_softness"), 0.0, low_open=True)
+        check_range(self, ("weight_decay", "prm_alpha", "grokfast_lamb"), 0.0)
+        check_range(self, ("b1", "b2", "prm_rho", "grokfast_alpha"), 0.0, 1.0, high_open=True)
 
     @property
     def op_symbol(self) -> str:
@@ -122,7 +150,7 @@ _QUICK = replace(
     seeds=3,
     eval_every=50,
     log_every=50,
-    probe_points=6,
+    probes_per_decade=1,
 )
 
 PRESETS: dict[str, Preset] = {
@@ -139,7 +167,7 @@ PRESETS: dict[str, Preset] = {
             eval_every=10,
             log_every=10,
             fuse=20,
-            probe_points=2,
+            probes_per_decade=1,
             probe_size=2,
         ),
         "smoke test: ÷ mod 11, a 16-wide embedding MLP, 40 steps, 2 seeds (seconds; no grokking)",

@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 
 from dyntheory import probes
-from dyntheory.engine import fit, rundir
+from dyntheory.engine import fit, rundir, sharding
 from dyntheory.engine.config import to_dict
 from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import EmbedMLP, Transformer, count_params, functional
@@ -76,23 +76,13 @@ def make_optimizer(cfg: Config, name: str, n_train: int) -> optax.GradientTransf
     return optimizers.make_optimizer(cfg, name, cfg.lr, alpha)
 
 
-def probe_steps(cfg: Config) -> tuple[int, ...]:
-    """``probe_points`` log-spaced steps in ``[10, steps)`` plus step 0 (the last step is added by
-    the schedule's ``final``)."""
-    if cfg.probe_points == 0:
-        return ()
-    hi = max(cfg.train.steps - 1, 10)
-    pts = np.unique(np.round(np.geomspace(10, hi, cfg.probe_points)).astype(int))
-    return (0, *(int(s) for s in pts if s < cfg.train.steps))
-
-
 def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
     out: list[probes.Probe] = []
     if name == "prm":
         out.append(probes.GateStats(probes.Schedule.every(cfg.train.eval_every)))
-    steps = probe_steps(cfg)
-    if steps:
-        sched = probes.Schedule.at(*steps, final=True)
+    if cfg.probes_per_decade:
+        # independent of cfg.train.steps: an extended run probes where a longer one would
+        sched = probes.Schedule.log(cfg.probes_per_decade, final=True)
         common = dict(lr=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
         if name in ("adamw", "grokfast"):  # Grokfast's amplification is not in p (THEORY §10)
             precond = optim_state.adam_preconditioner(cfg.lr, b2=cfg.b2, eps=cfg.eps)
@@ -223,8 +213,10 @@ def run(cfg: Config, run_dir) -> dict:
     """
     t_start = time.perf_counter()
     out = Path(run_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    if not (out / rundir.CONFIG).exists():
+    main = sharding.is_main_process()  # only process 0 writes files in a multi-process run
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+    if main and not (out / rundir.CONFIG).exists():
         rundir.write_json(out / rundir.CONFIG, {"experiment": "grokking", "config": to_dict(cfg)})
     data = load_data(cfg)
     n_train = len(data.y_train)
@@ -248,8 +240,8 @@ def run(cfg: Config, run_dir) -> dict:
             probes=make_probes(cfg, name, n_train),
             run_dir=subrun_dir(
                 out / name,
-                {"optimizer": name, "config": to_dict(cfg)},
-                extendable=("config.train.steps",),
+                {"optimizer": name},
+                config=cfg,
             ),
         )
         wall[name] = time.perf_counter() - t0
@@ -294,5 +286,6 @@ def run(cfg: Config, run_dir) -> dict:
         else None,
         "wall_time_s": time.perf_counter() - t_start,
     }
-    rundir.write_json(out / rundir.RESULTS, results)
+    if main:
+        rundir.write_json(out / rundir.RESULTS, results)
     return results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from dyntheory.engine.config import ConfigError, Preset
+from dyntheory.engine.config import ConfigError, Preset, check_numbers
 from dyntheory.models import ACTIVATIONS
 
 VARIANTS = ("plain", "layernorm", "residual", "layernorm+residual")
@@ -51,6 +51,7 @@ class Config:
     data_seed: int = 1234
 
     def __post_init__(self):
+        check_numbers(self)
         for name in ("d_in", "n", "width", "steps", "power_iters"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
 from experiments.inr.signals import SIGNALS
 from experiments.optimizers import OPTIMIZERS, check_optimizers, check_sweep_fields
 
@@ -87,7 +87,19 @@ class Config:
         fuse=100,
     )
 
+    # what `dyntheory resume --set` may change besides the engine's schedule keys
+    RESUMABLE: ClassVar[tuple[str, ...]] = (
+        "b1",
+        "b2",
+        "eps",
+        "weight_decay",
+        "prm_softness",
+        "prm_rho",
+        "prm_alpha",
+    )
+
     def __post_init__(self):
+        check_numbers(self)
         if not self.signals or any(s not in SIGNALS for s in self.signals):
             raise ConfigError(
                 f"signals must be a non-empty subset of {', '.join(SIGNALS)}; "

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import ClassVar, Literal
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
 from experiments.optimizers import OPTIMIZERS, check_optimizers, check_sweep_fields
 
 
@@ -96,7 +96,20 @@ class Config:
         fuse=100,
     )
 
+    # what `dyntheory resume --set` may change besides the engine's schedule keys
+    RESUMABLE: ClassVar[tuple[str, ...]] = (
+        "b1",
+        "b2",
+        "eps",
+        "weight_decay",
+        "prm_softness",
+        "prm_rho",
+        "prm_alpha",
+        "target",
+    )
+
     def __post_init__(self):
+        check_numbers(self)
         for name in ("beta", "t_max", "width", "depth", "n_ic", "n_bc", "grid_nx", "grid_nt"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}.")

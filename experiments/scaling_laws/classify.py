@@ -27,7 +27,6 @@ from flax import nnx
 
 from dyntheory import ntk, probes, spectrum
 from dyntheory.engine import fit
-from dyntheory.engine.config import to_dict
 from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import MLP, count_params, functional
 from experiments.scaling_laws.teacher import gram_exponents
@@ -90,8 +89,8 @@ def run_one(cfg, width: int, D: int, run_dir) -> dict:
         probes=[probe],
         run_dir=subrun_dir(
             run_dir,
-            {"config": to_dict(cfg), "width": width, "D": D},
-            extendable=("config.train.steps",),
+            {"width": width, "D": D},
+            config=cfg,
         ),
     )
     h = res.history

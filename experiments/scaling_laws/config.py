@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
 
 
 def _positive(obj, prefix: str, names) -> None:
@@ -67,6 +68,7 @@ class TeacherConfig:
     holdout: int = 1
 
     def __post_init__(self):
+        check_numbers(self)
         _positive(self, "ts.", ("M", "a", "b", "D_time", "lr", "n_ridges", "seeds", "holdout"))
         if not 1 < self.b < 2 * self.a + 1:
             raise ConfigError(
@@ -131,6 +133,7 @@ class ClassifyConfig:
     spectral_n: int = 512
 
     def __post_init__(self):
+        check_numbers(self)
         _positive(
             self,
             "cls.",
@@ -195,7 +198,11 @@ class Config:
         probe_size=128,
     )
 
+    # what `dyntheory resume --set` may change besides the engine's schedule keys
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("cls.lr",)
+
     def __post_init__(self):
+        check_numbers(self)
         if self.n_boot < 2:
             raise ConfigError(f"n_boot must be >= 2, got {self.n_boot}.")
         if not (self.run_teacher or self.run_classify):

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
+from dyntheory.engine.config import (
+    ConfigError,
+    Preset,
+    TrainConfig,
+    check_numbers,
+    check_range,
+    replace,
+)
 
 PROBES = ("ntk", "dissipation", "norms", "gate", "poprisk")
 
@@ -69,7 +76,11 @@ class Config:
         checkpoint_every=1000,
     )
 
+    # what `dyntheory resume --set` may change (besides the engine's schedule keys)
+    RESUMABLE: ClassVar[tuple[str, ...]] = ("lr",)
+
     def __post_init__(self):
+        check_numbers(self)
         unknown = [p for p in self.probes if p not in PROBES]
         if unknown:
             raise ConfigError(f"unknown probe(s) {unknown}; choose from {', '.join(PROBES)}.")
@@ -82,8 +93,9 @@ class Config:
         for name in ("d_in", "teacher_width", "n_train", "n_test", "width", "depth"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
-        if self.noise < 0 or self.lr <= 0:
-            raise ConfigError(f"need noise >= 0 and lr > 0, got noise={self.noise}, lr={self.lr}.")
+        check_range(self, "noise", 0.0)
+        check_range(self, "lr", 0.0, low_open=True)
+        check_range(self, "split_threshold", 0.0, low_open=True)
 
 
 PRESETS = {
