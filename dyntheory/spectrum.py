@@ -247,7 +247,8 @@ def slq_density(
     dtype = _resolve_dtype(dtype)
     if not 1 <= num_iters <= dim:
         raise ValueError(f"num_iters must lie in [1, dim={dim}], got {num_iters}.")
-    if num_probes < 1 or not sigma > 0:
+    concrete = not isinstance(sigma, jax.core.Tracer)
+    if num_probes < 1 or (concrete and not float(sigma) > 0):
         raise ValueError(f"need num_probes >= 1 and sigma > 0, got {num_probes}, {sigma}.")
     _check_operator(matvec, dim, dtype)
     theta, tau = _slq_nodes(matvec, dim, key, num_probes, num_iters, dtype)

@@ -57,8 +57,14 @@ class Config:
         (``Schedule.log``: 1, 10, 100, ... for 1 per decade; 1, 3, 10, 32, ... for 2) and at the
         last step; 0 turns them off. The steps do not depend on ``steps``, so a run extended by
         ``dyntheory resume --set steps=...`` equals a longer run from the start. The gate statistics
-        are logged at every eval step. The probes use the first ``probe_size`` train examples
-        (default 4: the W_S accumulator costs O((probe_size·p)³) per probe step).
+        are logged at every eval step.
+      probe_set: ``"train"`` (default): the NTK spectrum (Lanczos, SLQ density, Hutchinson trace)
+        and W_S are measured on the whole training set, W_S of the run itself (THEORY.md §10:
+        a subset's own W_S describes another run); ``"subset"``: the first ``probe_size`` train
+        examples with dense kernels (the older, cheaper and misleading measurement).
+      dissipation_method, dissipation_rank: the W_S accumulator (``"lowrank"`` with a basis of
+        ``dissipation_rank`` tracked directions, or ``"dense"``, which forms (n·p)² matrices);
+        ``dissipation_vectors``: kernel eigenvectors added to the basis per probe step.
     """
 
     # task
@@ -89,6 +95,10 @@ class Config:
     train_target: float = 0.99
     test_target: float = 0.95
     probes_per_decade: int = 2
+    probe_set: Literal["train", "subset"] = "train"
+    dissipation_method: Literal["dense", "lowrank"] = "lowrank"
+    dissipation_rank: int = 64
+    dissipation_vectors: int = 8
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=40_000,
@@ -128,6 +138,9 @@ class Config:
         for name in ("train_target", "test_target"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must lie in (0, 1], got {getattr(self, name)}.")
+        for name in ("dissipation_rank", "dissipation_vectors"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.probes_per_decade < 0:
             raise ConfigError(f"probes_per_decade must be >= 0, got {self.probes_per_decade}.")
         check_range(self, ("lr", "eps", "prm_softness"), 0.0, low_open=True)

@@ -94,7 +94,8 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
                 softness=cfg.prm_softness,
                 alpha=prm_alpha(cfg, n_train),
             )
-        out.append(probes.NTKSpectrum(sched, top_k=32))
+        whole = cfg.probe_set == "train"
+        out.append(probes.NTKSpectrum(sched, top_k=32, method="lanczos" if whole else "dense"))
         # The preconditioned kernel J diag(p) Jᵀ has no structured form; NTK-vector products cost
         # O(n p · forward) where the Jacobian contraction costs O((n p)² P).
         out.append(
@@ -104,6 +105,9 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
                 loss="softmax_ce",
                 query=False,
                 implementation="ntvp",
+                method=cfg.dissipation_method,
+                rank=cfg.dissipation_rank,
+                lanczos_vectors=cfg.dissipation_vectors,
             )
         )
     return out
@@ -134,7 +138,7 @@ def _seed_axis(x: np.ndarray) -> np.ndarray:
     return x[:, None] if x.ndim == 1 else x
 
 
-def summarize(cfg: Config, history: dict[str, np.ndarray]) -> dict:
+def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict:
     steps = history["step"]
     train = _seed_axis(history["trainset/acc"])
     test = _seed_axis(history["test/acc"])
@@ -173,7 +177,33 @@ def summarize(cfg: Config, history: dict[str, np.ndarray]) -> dict:
             out[f"dissipation/{key}_last_valid"] = [
                 None if r is None else float(v[r, i]) for i, r in enumerate(rows)
             ]
+        out["dissipation"] = dissipation_summary(cfg, history, n_train)
     return out
+
+
+def dissipation_summary(cfg: Config, history: dict, n_train: int) -> dict:
+    """W_S at the last probe step, per seed, with its validity checks (THEORY.md §10)."""
+    pre = "probe/dissipation/"
+    logged = np.isfinite(_seed_axis(history[f"{pre}loss_drop"])).any(axis=1)
+    at = lambda key: [float(x) for x in _seed_axis(history[f"{pre}{key}"])[logged][-1]]
+    over = lambda key: [float(np.nanmax(c)) for c in _seed_axis(history[f"{pre}{key}"]).T]
+    n = n_train if cfg.probe_set == "train" else min(cfg.train.probe_size, n_train)
+    return {
+        "step": int(history["step"][logged][-1]),
+        "n_examples": n,
+        "outputs": n * cfg.p,
+        "method": cfg.dissipation_method,
+        "rank": cfg.dissipation_rank if cfg.dissipation_method == "lowrank" else n * cfg.p,
+        "identity_rel_err": at("identity_rel_err"),
+        "loss_drop": at("loss_drop"),
+        "predicted_loss_drop": at("predicted_loss_drop"),
+        "channel_dim": at("channel_dim"),
+        "g0_channel": at("g0_channel"),
+        "g_channel": at("g_channel"),
+        "g_reservoir": at("g_reservoir"),
+        "bk_lambda_max_max_over_run": over("bk_lambda_max"),
+        "stability_max_over_run": over("stability"),
+    }
 
 
 def gate_per_tensor(cfg: Config, opt_state, n_train: int) -> dict[str, list[float]]:
@@ -238,6 +268,8 @@ def run(cfg: Config, run_dir) -> dict:
             loss="softmax_ce",
             eval_sets=eval_sets,
             probes=make_probes(cfg, name, n_train),
+            # probe_set="train": the probes see the whole training set (the run's own W_S)
+            probe_data={"train": train} if cfg.probe_set == "train" else None,
             run_dir=subrun_dir(
                 out / name,
                 {"optimizer": name},
@@ -245,7 +277,7 @@ def run(cfg: Config, run_dir) -> dict:
             ),
         )
         wall[name] = time.perf_counter() - t0
-        per_opt[name] = summarize(cfg, result.history) | {"wall_time_s": wall[name]}
+        per_opt[name] = summarize(cfg, result.history, n_train) | {"wall_time_s": wall[name]}
         if name == "prm":
             per_opt[name]["gate_mean_per_tensor_final"] = gate_per_tensor(
                 cfg, result.state.opt_state, n_train
