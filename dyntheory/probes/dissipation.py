@@ -96,6 +96,9 @@ class Dissipation(Probe):
       method: ``"dense"`` or ``"lowrank"``; rank: the basis size ``R ≤ n p`` of ``"lowrank"``;
       lanczos_vectors, lanczos_iters: leading eigenvectors added per refresh and the Lanczos
         depth; chunk_size: examples per NTK-vector product (memory), None for all at once.
+      start: the accumulator starts at the first probe step ``s ≥ start`` (``W_S(s, T)``); before
+        it every probe step restarts it. Adam's first steps (tiny ``v̂``) break the linearization
+        (``λ_max(η B K_eff) > 2``); starting after them measures the rest of the run.
     """
 
     schedule: Schedule = Schedule.every(10)
@@ -113,6 +116,7 @@ class Dissipation(Probe):
     lanczos_vectors: int = 8
     lanczos_iters: int | None = None
     chunk_size: int | None = None
+    start: int = 0
 
     def __post_init__(self):
         losses.get_loss(self.loss)
@@ -212,6 +216,10 @@ class Dissipation(Probe):
     # -- the probe protocol
 
     def init(self, ctx, params, opt_state):
+        return self._start(ctx, params, opt_state, jnp.zeros((), jnp.int32))
+
+    def _start(self, ctx, params, opt_state, step):
+        """A fresh accumulator that starts at ``step`` (``s`` of ``W_S(s, T)``)."""
         if self.query and ctx.test is None:
             raise ValueError("Dissipation(query=True) needs a test probe set (pass eval_sets).")
         u = self._outputs(ctx, params)
@@ -232,16 +240,24 @@ class Dissipation(Probe):
                 )
             basis = lowrank.init(g.shape[0], self.rank, n_q)
             basis = lowrank.extend(basis, jnp.stack([g, noise], 1))
-        basis, k, kq, hess, lr, _ = self._refresh(
-            ctx, params, opt_state, jnp.zeros((), jnp.int32), basis, u
-        )
+        basis, k, kq, hess, lr, _ = self._refresh(ctx, params, opt_state, step, basis, u)
         acc = dissipation.init(k.shape[0], n_q) if basis is None else basis
         return DissipationProbeState(
-            _drop_g(acc, self.query), k, kq, hess, lr, jnp.zeros((), jnp.int32),
+            _drop_g(acc, self.query), k, kq, hess, lr, jnp.asarray(step, jnp.int32),
             g, noise, phi, u.reshape(-1), uq,
         )  # fmt: skip
 
     def __call__(self, ctx, state: DissipationProbeState, params, opt_state, step):
+        new, s, arrays = self._advance(ctx, state, params, opt_state, step)
+        if self.start == 0:
+            return new, s, arrays
+        # Until the first probe step >= start the accumulator restarts there: W_S(s, T), s >= start.
+        fresh = step <= self.start
+        restart = self._start(ctx, params, opt_state, step)
+        new = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), restart, new)
+        return new, s, arrays
+
+    def _advance(self, ctx, state: DissipationProbeState, params, opt_state, step):
         low = self.method == "lowrank"
         acc = _with_g(state.acc, self.query, state.k.shape[0])
         step_fn = lowrank.update if low else dissipation.update

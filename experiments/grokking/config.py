@@ -64,7 +64,9 @@ class Config:
         examples with dense kernels (the older, cheaper and misleading measurement).
       dissipation_method, dissipation_rank: the W_S accumulator (``"lowrank"`` with a basis of
         ``dissipation_rank`` tracked directions, or ``"dense"``, which forms (n·p)² matrices);
-        ``dissipation_vectors``: kernel eigenvectors added to the basis per probe step.
+        ``dissipation_vectors``: kernel eigenvectors added to the basis per probe step;
+        ``dissipation_start``: W_S(s, T) starts at the first probe step ``s ≥`` this (Adam's
+        first steps, with a tiny ``v̂``, leave the linearized step's stable region).
     """
 
     # task
@@ -99,6 +101,7 @@ class Config:
     dissipation_method: Literal["dense", "lowrank"] = "lowrank"
     dissipation_rank: int = 64
     dissipation_vectors: int = 8
+    dissipation_start: int = 10
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=40_000,
