@@ -164,3 +164,51 @@ def test_lowrank_on_8_devices_equals_1_device():
         np.testing.assert_allclose(
             eight.history[f"probe/low/{key}"], one.history[f"probe/low/{key}"], rtol=1e-5
         )
+
+
+def test_ntk_spectrum_lanczos_matches_dense_on_the_probe_set():
+    """The matrix-free spectrum (Lanczos top-k, Hutchinson trace, SLQ density) against eigh."""
+    sched = P.Schedule.every(6)
+    tr = Trainer(
+        TrainConfig(steps=6, fuse=3, probe_size=N),
+        apply_fn=APPLY,
+        init_params=_init,
+        optimizer=optax.sgd(0.05),
+        data=_data("squared"),
+        probes=[
+            P.NTKSpectrum(sched, name="dense", top_k=8),
+            P.NTKSpectrum(sched, name="lz", top_k=8, method="lanczos", lanczos_iters=N * P_OUT),
+        ],
+    )
+    res = tr.run(progress=False)
+    np.testing.assert_allclose(
+        res.arrays["lz/eigenvalues"], res.arrays["dense/eigenvalues"], rtol=1e-6
+    )
+    h = res.history
+    trace, se = _logged(h, "probe/lz/trace"), _logged(h, "probe/lz/trace_se")
+    assert np.all(np.abs(trace - _logged(h, "probe/dense/trace")) < 4 * se)
+    grid, density = res.arrays["lz/density_grid"][-1], res.arrays["lz/density"][-1]
+    assert abs(np.sum(density) * (grid[1] - grid[0]) - 1.0) < 0.05
+
+
+def test_dissipation_start_restarts_until_the_start_step():
+    sched = P.Schedule.every(3)
+    common = dict(lr=0.05, query=False)
+    tr = Trainer(
+        TrainConfig(steps=9, fuse=3, probe_size=N),
+        apply_fn=APPLY,
+        init_params=_init,
+        optimizer=optax.sgd(0.05),
+        data=_data("squared"),
+        probes=[
+            P.Dissipation(sched, name="d0", **common),
+            P.Dissipation(sched, name="d3", start=3, **common),
+        ],
+    )
+    res = tr.run(progress=False)
+    h = res.history
+    t0, t3 = _logged(h, "probe/d0/time"), _logged(h, "probe/d3/time")  # steps 0, 3, 6, 9
+    # step 3 reports [0, 3) and restarts the accumulator there: later values are W_S(3, t)
+    np.testing.assert_allclose(t3[:2], t0[:2], atol=1e-12)
+    np.testing.assert_allclose(t3[2:], t0[2:] - 0.15, atol=1e-12)
+    assert int(res.probe_states["d3"].t) == 9

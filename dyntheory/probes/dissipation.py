@@ -97,7 +97,8 @@ class Dissipation(Probe):
       lanczos_vectors, lanczos_iters: leading eigenvectors added per refresh and the Lanczos
         depth; chunk_size: examples per NTK-vector product (memory), None for all at once.
       start: the accumulator starts at the first probe step ``s ≥ start`` (``W_S(s, T)``); before
-        it every probe step restarts it. Adam's first steps (tiny ``v̂``) break the linearization
+        it every probe step restarts it (its scalars still describe the interval before the
+        restart). Adam's first steps (tiny ``v̂``) break the linearization
         (``λ_max(η B K_eff) > 2``); starting after them measures the rest of the run.
     """
 

@@ -28,8 +28,8 @@ class NTKSpectrum(Probe):
     Scalars (``"lanczos"``): ``lambda_max``, ``gd_stability_lr`` = 2n/λ_max, ``trace`` and its
     standard error ``trace_se`` (Hutchinson, ``trace_probes`` vectors), ``top_k_share`` =
     Σ top-k / trace. Arrays: ``eigenvalues`` (top_k,), and the SLQ density ``density`` on
-    ``density_grid`` (``density_points`` points on ``[0, 1.05 λ_max]``, Gaussian width
-    ``λ_max/200``, ``slq_probes`` vectors of ``slq_iters`` steps). No drift (K_0 is not kept).
+    ``density_grid`` (``density_points`` points on ``[−4σ, 1.05 λ_max]``, Gaussian width
+    ``σ = λ_max/100``, ``slq_probes`` vectors of ``slq_iters`` steps). No drift (K_0 is not kept).
     """
 
     schedule: Schedule = Schedule.log(4)
@@ -42,7 +42,7 @@ class NTKSpectrum(Probe):
     trace_probes: int = 16
     slq_probes: int = 8
     slq_iters: int = 30
-    density_points: int = 128
+    density_points: int = 256
     chunk_size: int | None = None
 
     def __post_init__(self):
@@ -68,9 +68,10 @@ class NTKSpectrum(Probe):
         trace, se = spectrum.hutchinson_trace(
             mv, dim, key=jax.random.fold_in(key, 1), num_probes=self.trace_probes
         )
-        grid = jnp.linspace(0.0, 1.05 * lam[0], self.density_points)
+        sigma = lam[0] / 100
+        grid = jnp.linspace(-4 * sigma, 1.05 * lam[0], self.density_points)
         density, _ = spectrum.slq_density(
-            mv, dim, key=jax.random.fold_in(key, 2), grid=grid, sigma=lam[0] / 200,
+            mv, dim, key=jax.random.fold_in(key, 2), grid=grid, sigma=sigma,
             num_probes=self.slq_probes, num_iters=min(dim, self.slq_iters),
         )  # fmt: skip
         scalars = {
