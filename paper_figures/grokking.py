@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
 from paper_figures import runs, style
 
 NAME = "grokking"
@@ -32,12 +34,13 @@ def _title(c: dict) -> str:
         if c.get("model") == "transformer"
         else f"embedding MLP (width {c.get('width')}, hidden {c.get('hidden')})"
     )
-    batch = "full batch" if c.get("batch_size") is None else f"batch {c.get('batch_size')}"
+    t = c.get("train", c)  # the engine's keys live in the composed "train" group
+    batch = "full batch" if t.get("batch_size") is None else f"batch {t.get('batch_size')}"
     sym = OP_SYMBOLS.get(c.get("op"), c.get("op"))
     frac = 100 * float(c.get("train_fraction", float("nan")))
     return (
         f"Grokking a {sym} b mod {c.get('p')} ({frac:.0f}% of pairs for training)\n"
-        f"{model}, {batch}; median of {c.get('seeds')} seeds, min–max band"
+        f"{model}, {batch}; median of {t.get('seeds')} seeds, min–max band"
     )
 
 
@@ -60,16 +63,27 @@ def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     train_t, test_t = float(c.get("train_target", 0.99)), float(c.get("test_target", 0.95))
 
     style.apply()
-    fig, (ax, axg) = style.plt.subplots(
-        2,
-        1,
-        figsize=(style.WIDTH_ONE + 2.0, 5.6),
-        sharex=True,
-        gridspec_kw={"height_ratios": [2.2, 1]},
-    )
+    metrics = {opt: runs.metrics(run_dir / opt) for opt in opts}
+    with_ws = [o for o in opts if "probe/dissipation/g_channel" in metrics[o]]
+    if with_ws:  # W_S beside the curves: its spectrum and the channel share of g(t)
+        fig = style.plt.figure(figsize=(style.WIDTH_TWO + 3.0, 5.8))
+        grid = fig.add_gridspec(2, 2, height_ratios=[2.2, 1], width_ratios=[1.6, 1])
+        ax = fig.add_subplot(grid[0, 0])
+        axg = fig.add_subplot(grid[1, 0], sharex=ax)
+        _draw_ws(
+            fig.add_subplot(grid[0, 1]), fig.add_subplot(grid[1, 1]), run_dir, metrics, with_ws
+        )
+    else:
+        fig, (ax, axg) = style.plt.subplots(
+            2,
+            1,
+            figsize=(style.WIDTH_ONE + 2.0, 5.6),
+            sharex=True,
+            gridspec_kw={"height_ratios": [2.2, 1]},
+        )
     crossings = []
     for opt in opts:
-        m = runs.metrics(run_dir / opt)
+        m = metrics[opt]
         runs.need(m, ["trainset/acc", "test/acc"], where=f"{opt}/metrics.jsonl", **where)
         color, label = style.COLORS.get(opt), style.LABELS.get(opt, opt)
         pos = m["step"] > 0
@@ -118,6 +132,35 @@ def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     axg.set_xlabel("optimizer step (log scale)")
     axg.legend(loc="best", framealpha=0.9)
     return style.save(fig, out_dir, NAME)
+
+
+def _draw_ws(axs, axe, run_dir: Path, metrics: dict, opts: list[str]) -> None:
+    """Right column: W_S's spectrum at the last probe step (first seed) and, over the run, the
+    share of ‖g(t)‖² in the signal channel, with the loss-identity error in the legend."""
+    for opt in opts:
+        color, label = style.COLORS.get(opt), style.LABELS.get(opt, opt)
+        arrays = runs.arrays(run_dir / opt)
+        lam = runs.first_seed(arrays["dissipation/w_eigenvalues"])[-1]
+        lam = lam[lam > lam[0] * 1e-12]
+        axs.semilogy(range(1, len(lam) + 1), lam, color=color, label=label)
+        m = metrics[opt]
+        ch, res = m["probe/dissipation/g_channel"], m["probe/dissipation/g_reservoir"]
+        share = ch / (ch + res)
+        ok = np.isfinite(share[:, 0]) & (m["step"] > 0)
+        err = m["probe/dissipation/identity_rel_err"][ok][-1, 0]
+        axe.plot(
+            m["step"][ok],
+            share[ok, 0],
+            "o-",
+            color=color,
+            label=f"{label} (identity err {err:.2f})",
+        )
+    axs.set(xlabel="eigenvalue index", ylabel="λ(W_S)", title="W_S spectrum, last probe step")
+    axs.legend(framealpha=0.9)
+    axe.set_xscale("log")
+    axe.set(xlabel="optimizer step (log scale)", ylabel="‖Π_channel g(t)‖² / ‖g(t)‖²")
+    axe.set_ylim(-0.02, 1.02)
+    axe.legend(fontsize=7, framealpha=0.9)
 
 
 if __name__ == "__main__":

@@ -167,6 +167,7 @@ _QUICK = replace(
     eval_every=50,
     log_every=50,
     probes_per_decade=1,
+    dissipation_rank=32,
 )
 
 PRESETS: dict[str, Preset] = {

@@ -95,8 +95,10 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
                 alpha=prm_alpha(cfg, n_train),
             )
         whole = cfg.probe_set == "train"
-        spectrum_kw = dict(method="lanczos", trace_probes=8, slq_probes=4, slq_iters=20)
-        out.append(probes.NTKSpectrum(sched, top_k=16, **(spectrum_kw if whole else {})))
+        spectrum_kw = dict(method="lanczos", trace_probes=4, slq_probes=4, slq_iters=12)
+        out.append(
+            probes.NTKSpectrum(sched, top_k=8 if whole else 32, **(spectrum_kw if whole else {}))
+        )
         # The preconditioned kernel J diag(p) Jᵀ has no structured form; NTK-vector products cost
         # O(n p · forward) where the Jacobian contraction costs O((n p)² P).
         out.append(
