@@ -15,7 +15,18 @@ from dyntheory.engine.config import ConfigError
 from dyntheory.optim import grokfast, prm
 
 OPTIMIZERS = ("adamw", "prm")  # the default comparison
-CHOICES = (*OPTIMIZERS, "grokfast")  # grokfast: the positive control (Lee et al. 2024)
+CHOICES = (*OPTIMIZERS, "grokfast")
+# the optimizer fields a `dyntheory resume --set` may change (one convention for every experiment
+# that compares optimizers; each adds its own, e.g. its lr and targets)
+RESUMABLE = (
+    "b1",
+    "b2",
+    "eps",
+    "weight_decay",
+    "prm_softness",
+    "prm_rho",
+    "prm_alpha",
+)  # grokfast: the positive control (Lee et al. 2024)
 
 
 def check_optimizers(optimizers) -> None:

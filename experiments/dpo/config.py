@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal
+from typing import ClassVar, Literal
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, replace
+from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
 from experiments.dpo.data import Task, check_task
 from experiments.optimizers import OPTIMIZERS, check_optimizers, check_sweep_fields
 
@@ -96,7 +96,11 @@ class Config:
         fuse=64,
     )
 
+    # what `dyntheory resume --set` may change besides the engine's schedule keys
+    RESUMABLE: ClassVar[tuple[str, ...]] = optimizers.RESUMABLE
+
     def __post_init__(self):
+        check_numbers(self)
         try:
             check_task(self.task)
         except ValueError as e:

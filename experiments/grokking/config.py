@@ -116,13 +116,7 @@ class Config:
     # optimizers' hyperparameters (resume the last good checkpoint with a smaller lr) and targets
     RESUMABLE: ClassVar[tuple[str, ...]] = (
         "lr",
-        "b1",
-        "b2",
-        "eps",
-        "weight_decay",
-        "prm_softness",
-        "prm_rho",
-        "prm_alpha",
+        *optimizers.RESUMABLE,
         "grokfast_alpha",
         "grokfast_lamb",
         "train_target",

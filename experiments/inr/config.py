@@ -88,15 +88,7 @@ class Config:
     )
 
     # what `dyntheory resume --set` may change besides the engine's schedule keys
-    RESUMABLE: ClassVar[tuple[str, ...]] = (
-        "b1",
-        "b2",
-        "eps",
-        "weight_decay",
-        "prm_softness",
-        "prm_rho",
-        "prm_alpha",
-    )
+    RESUMABLE: ClassVar[tuple[str, ...]] = optimizers.RESUMABLE
 
     def __post_init__(self):
         check_numbers(self)
