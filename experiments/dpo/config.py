@@ -97,7 +97,7 @@ class Config:
     )
 
     # what `dyntheory resume --set` may change besides the engine's schedule keys
-    RESUMABLE: ClassVar[tuple[str, ...]] = optimizers.RESUMABLE
+    RESUMABLE: ClassVar[tuple[str, ...]] = OPTIMIZER_KEYS
 
     def __post_init__(self):
         check_numbers(self)

@@ -116,7 +116,7 @@ class Config:
     # optimizers' hyperparameters (resume the last good checkpoint with a smaller lr) and targets
     RESUMABLE: ClassVar[tuple[str, ...]] = (
         "lr",
-        *optimizers.RESUMABLE,
+        *OPTIMIZER_KEYS,
         "grokfast_alpha",
         "grokfast_lamb",
         "train_target",

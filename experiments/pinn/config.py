@@ -97,7 +97,7 @@ class Config:
     )
 
     # what `dyntheory resume --set` may change besides the engine's schedule keys
-    RESUMABLE: ClassVar[tuple[str, ...]] = (*optimizers.RESUMABLE, "target")
+    RESUMABLE: ClassVar[tuple[str, ...]] = (*OPTIMIZER_KEYS, "target")
 
     def __post_init__(self):
         check_numbers(self)
