@@ -15,6 +15,7 @@ from dyntheory.engine.config import (
 )
 from experiments.grokking.data import OPS, check_task
 from experiments.optimizers import OPTIMIZERS, check_optimizers
+from experiments.optimizers import RESUMABLE as OPTIMIZER_KEYS
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,14 @@ import math
 from typing import ClassVar, Literal
 
 from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
-from experiments.optimizers import OPTIMIZERS, check_optimizers, check_sweep_fields
+from experiments.optimizers import (
+    OPTIMIZERS,
+    check_optimizers,
+    check_sweep_fields,
+)
+from experiments.optimizers import (
+    RESUMABLE as OPTIMIZER_KEYS,
+)
 
 
 @dataclasses.dataclass(frozen=True)
