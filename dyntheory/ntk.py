@@ -314,7 +314,7 @@ def ntk_matvec(
     vjp/jvp (the last chunk zero-padded; padded rows get zero cotangents and their outputs are
     dropped), so memory is that of one chunk's activations; None: all at once. The products are
     computed in the model's dtype and returned in ``v``'s. Usable inside ``jit`` and loops, e.g.
-    as the operator of :func:`dyntheory.spectrum.lanczos_topk`.
+    as the operator of :func:`dyntheory.krylov.lanczos_topk`.
     """
     x2 = x if x2 is None else x2
     out = _check(apply_fn, params, x2, None)

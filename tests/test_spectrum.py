@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dyntheory import spectrum
+from dyntheory import krylov, spectrum
 from dyntheory.linear import linear_ntk
 
 
@@ -78,7 +78,7 @@ def test_eigh_under_jit():
 def test_lanczos_matches_dense_eigh(decay, dim, k, num_iters):
     a = _random_psd(3, dim, decay)
     lam_ref, v_ref = spectrum.eigh(a)
-    lam, v = spectrum.lanczos_topk(
+    lam, v = krylov.lanczos_topk(
         lambda x: a @ x, dim, k, key=jax.random.PRNGKey(0), num_iters=num_iters
     )
     assert lam.shape == (k,) and v.shape == (dim, k) and lam.dtype == jnp.float64
@@ -102,13 +102,11 @@ def test_lanczos_on_linear_model_ntk_operator():
         return jax.jvp(f, (theta,), (jt_v,))[1]
 
     lam_ref, v_ref = spectrum.eigh(linear_ntk(phi))
-    lam, v = spectrum.lanczos_topk(ntk_matvec, n, k, key=jax.random.PRNGKey(1), num_iters=60)
+    lam, v = krylov.lanczos_topk(ntk_matvec, n, k, key=jax.random.PRNGKey(1), num_iters=60)
     np.testing.assert_allclose(lam, lam_ref[:k], rtol=1e-8)
     _assert_vectors_match_up_to_sign(v, v_ref[:, :k], atol=1e-6)
     # Past the rank the Ritz values are the zero eigenvalues, and no NaN appears.
-    lam_all, v_all = spectrum.lanczos_topk(
-        ntk_matvec, n, 45, key=jax.random.PRNGKey(1), num_iters=60
-    )
+    lam_all, v_all = krylov.lanczos_topk(ntk_matvec, n, 45, key=jax.random.PRNGKey(1), num_iters=60)
     assert np.all(np.isfinite(np.asarray(v_all)))
     np.testing.assert_allclose(lam_all[:p_dim], lam_ref[:p_dim], rtol=1e-8)
     assert np.max(np.abs(np.asarray(lam_all[p_dim:]))) < 1e-10 * float(lam_ref[0])
@@ -116,12 +114,10 @@ def test_lanczos_on_linear_model_ntk_operator():
 
 def test_lanczos_jits_and_runs_in_float32():
     a = _random_psd(4, 80, 1.5)
-    run = jax.jit(
-        lambda key: spectrum.lanczos_topk(lambda x: a.astype(x.dtype) @ x, 80, 4, key=key)
-    )
+    run = jax.jit(lambda key: krylov.lanczos_topk(lambda x: a.astype(x.dtype) @ x, 80, 4, key=key))
     lam, _ = run(jax.random.PRNGKey(0))
     np.testing.assert_allclose(lam, spectrum.eigh(a)[0][:4], rtol=1e-10)
-    lam32, _ = spectrum.lanczos_topk(
+    lam32, _ = krylov.lanczos_topk(
         lambda x: a.astype(jnp.float32) @ x, 80, 4, key=jax.random.PRNGKey(0), dtype=jnp.float32
     )
     assert lam32.dtype == jnp.float32
@@ -132,15 +128,15 @@ def test_lanczos_bad_inputs():
     mv = lambda x: x
     key = jax.random.PRNGKey(0)
     with pytest.raises(ValueError, match="1 <= k <= dim"):
-        spectrum.lanczos_topk(mv, 5, 6, key=key)
+        krylov.lanczos_topk(mv, 5, 6, key=key)
     with pytest.raises(ValueError, match="num_iters"):
-        spectrum.lanczos_topk(mv, 10, 4, key=key, num_iters=3)
+        krylov.lanczos_topk(mv, 10, 4, key=key, num_iters=3)
     with pytest.raises(ValueError, match="num_iters"):
-        spectrum.lanczos_topk(mv, 10, 4, key=key, num_iters=11)
+        krylov.lanczos_topk(mv, 10, 4, key=key, num_iters=11)
     with pytest.raises(ValueError, match="matvec must map"):
-        spectrum.lanczos_topk(lambda x: x[:3], 10, 2, key=key)
+        krylov.lanczos_topk(lambda x: x[:3], 10, 2, key=key)
     with jax.enable_x64(False), pytest.raises(ValueError, match="jax_enable_x64"):
-        spectrum.lanczos_topk(mv, 10, 2, key=key, dtype=jnp.float64)
+        krylov.lanczos_topk(mv, 10, 2, key=key, dtype=jnp.float64)
 
 
 # ----------------------------------------------------------------------------- summaries
@@ -233,7 +229,7 @@ def test_slq_density_moments_and_hutchinson_trace():
     lam = np.asarray(spectrum.eigh(a)[0])
     mv = lambda x: a @ x
     grid = jnp.linspace(-0.5, lam[0] + 0.5, 2000)
-    density, (theta, tau) = spectrum.slq_density(
+    density, (theta, tau) = krylov.slq_density(
         mv, 300, key=jax.random.PRNGKey(0), grid=grid, sigma=0.05, num_probes=32, num_iters=30
     )
     assert abs(float(jnp.sum(density) * (grid[1] - grid[0])) - 1.0) < 1e-3
@@ -241,9 +237,9 @@ def test_slq_density_moments_and_hutchinson_trace():
     for q, tol in ((1, 0.05), (2, 0.15)):  # stochastic tolerance of 32 Rademacher probes
         est = float(jnp.mean(jnp.sum(tau * theta**q, axis=1)))
         assert abs(est - np.mean(lam**q)) < tol * np.mean(lam**q)
-    tr, se = spectrum.hutchinson_trace(mv, 300, key=jax.random.PRNGKey(1), num_probes=64)
+    tr, se = krylov.hutchinson_trace(mv, 300, key=jax.random.PRNGKey(1), num_probes=64)
     assert abs(float(tr) - lam.sum()) < 4 * float(se) and float(se) < 0.1 * lam.sum()
     with pytest.raises(ValueError, match="num_probes"):
-        spectrum.hutchinson_trace(mv, 300, key=jax.random.PRNGKey(1), num_probes=1)
+        krylov.hutchinson_trace(mv, 300, key=jax.random.PRNGKey(1), num_probes=1)
     with pytest.raises(ValueError, match="sigma"):
-        spectrum.slq_density(mv, 300, key=jax.random.PRNGKey(0), grid=grid, sigma=0.0)
+        krylov.slq_density(mv, 300, key=jax.random.PRNGKey(0), grid=grid, sigma=0.0)

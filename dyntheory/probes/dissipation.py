@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dyntheory import dissipation, losses, lowrank, ntk, spectrum, split
+from dyntheory import dissipation, krylov, losses, lowrank, ntk, spectrum, split
 from dyntheory.probes.base import Probe, Schedule, f64
 
 PARTS, SUBS = ("clean", "noise"), ("channel", "reservoir")
@@ -188,7 +188,7 @@ class Dissipation(Probe):
         nvec = min(self.lanczos_vectors, n_out)
         iters = min(n_out, self.lanczos_iters or 2 * nvec + 20)
         key = jax.random.fold_in(jax.random.key(0), step)
-        _, vecs = spectrum.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
+        _, vecs = krylov.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
         basis = lowrank.extend(basis, vecs)
         k_r = lowrank.compress(basis, k_mv)
         hess = jnp.asarray(spec.out_hessian(u), f64()) if self.loss == "squared" else None
@@ -204,7 +204,7 @@ class Dissipation(Probe):
         # λ_max(η B K) = λ_max(η B^{1/2} K B^{1/2}) (B PSD), by Lanczos on the whole operator
         root = losses.out_hessian_root_vp(self.loss, u)
         sym = lambda v: root(k_mv(root(v)))
-        top, _ = spectrum.lanczos_topk(
+        top, _ = krylov.lanczos_topk(
             sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
         )
         mu_max = lr * top[0]

@@ -13,7 +13,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from dyntheory import ntk, spectrum
+from dyntheory import krylov, ntk, spectrum
 from dyntheory.probes.base import Probe, Schedule, f64
 
 
@@ -64,13 +64,13 @@ class NTKSpectrum(Probe):
         k = min(self.top_k, dim)
         key = jax.random.fold_in(jax.random.key(1), step)
         iters = min(dim, self.lanczos_iters or 2 * k + 20)
-        lam, _ = spectrum.lanczos_topk(mv, dim, k, key=key, num_iters=iters)
-        trace, se = spectrum.hutchinson_trace(
+        lam, _ = krylov.lanczos_topk(mv, dim, k, key=key, num_iters=iters)
+        trace, se = krylov.hutchinson_trace(
             mv, dim, key=jax.random.fold_in(key, 1), num_probes=self.trace_probes
         )
         sigma = lam[0] / 100
         grid = jnp.linspace(-4 * sigma, 1.05 * lam[0], self.density_points)
-        density, _ = spectrum.slq_density(
+        density, _ = krylov.slq_density(
             mv, dim, key=jax.random.fold_in(key, 2), grid=grid, sigma=sigma,
             num_probes=self.slq_probes, num_iters=min(dim, self.slq_iters),
         )  # fmt: skip
