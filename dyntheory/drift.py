@@ -186,7 +186,7 @@ def coherent(drift_rms: np.ndarray, noise_rms: np.ndarray) -> np.ndarray:
 def curves(history: dict, probe: str = "drift") -> dict[str, np.ndarray]:
     """Curves of a :class:`dyntheory.probes.DriftDiffusion` probe called ``probe``.
 
-    ``history`` is a metrics table (:func:`dyntheory.engine.rundir.metrics_table`). Returns
+    ``history`` is a metrics table (:func:`dyntheory.engine.records.metrics_table`). Returns
     ``count`` (steps accumulated) and, over it, the RMS over seeds of the accumulated noise
     ``noise_{top,bottom}``, of the accumulated batch-mean gradient ``batch_{top,bottom}`` and its
     coherent part ``drift_{top,bottom}`` (:func:`coherent`).

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from dyntheory.engine import rundir
+from dyntheory.engine import records, rundir
 
 
 class MissingRunError(FileNotFoundError):
@@ -103,7 +103,7 @@ def metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if path.is_dir():
         path = path / rundir.METRICS
     with open(path) as f:
-        table = rundir.metrics_table(json.loads(line) for line in f if line.strip())
+        table = records.metrics_table(json.loads(line) for line in f if line.strip())
     return {k: (v if k == "step" or v.ndim == 2 else v[:, None]) for k, v in table.items()}
 
 

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dyntheory.engine import rundir, sharding
+from dyntheory.engine import records, rundir, sharding
 from dyntheory.engine.checkpoint import Checkpointer, abstract_like
 from tests.helpers import assert_trees_all_equal
 
@@ -38,7 +38,7 @@ def test_metrics_lines_truncate_and_table(tmp_path):
 
     seeded = [{"step": t, "seed": s, "train/loss": t + s} for t in (0, 5) for s in (0, 1)]
     seeded.append({"step": 9, "seed": 1, "test/acc": 1.0})
-    table = rundir.metrics_table(seeded)
+    table = records.metrics_table(seeded)
     assert table["train/loss"].shape == (3, 2)
     np.testing.assert_array_equal(table["train/loss"][:2], [[0, 1], [5, 6]])
     assert np.isnan(table["test/acc"][:2]).all() and table["test/acc"][2, 1] == 1.0
@@ -51,11 +51,11 @@ def test_json_and_arrays_roundtrip(tmp_path):
     )
     assert rundir.read_json(tmp_path / "r.json") == {"a": 1.5, "b": [0, 1, 2], "c": [1, None]}
     records = {"ntk": [(0, {"eig": np.ones(3)}), (10, {"eig": np.zeros(3)})], "empty": []}
-    arrays = rundir.stack_arrays(records)
+    arrays = records.stack_arrays(records)
     assert arrays["ntk/eig"].shape == (2, 3) and arrays["ntk/step"].tolist() == [0, 10]
     rd = rundir.RunDir(tmp_path)
     rd.write_arrays(arrays)
-    back = rundir.unstack_arrays(rd.read_arrays(), before_step=10)
+    back = records.unstack_arrays(rd.read_arrays(), before_step=10)
     assert list(back) == ["ntk"] and back["ntk"][0][0] == 0 and len(back["ntk"]) == 1
     np.testing.assert_array_equal(back["ntk"][0][1]["eig"], np.ones(3))
 

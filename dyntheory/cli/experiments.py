@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import rundir, sharding
+from dyntheory.engine import resume, rundir, sharding
 
 EXPERIMENTS_GROUP = "dyntheory.experiments"
 
@@ -161,8 +161,8 @@ def _run_locked(module, name, preset, overrides, cfg, run_dir: rundir.RunDir, fo
 
 def check_resume(module: ModuleType, old, new) -> dict[str, tuple]:
     """The keys a resume changes; :class:`CLIError` naming the first that may not change."""
-    changes = config_lib.changed_keys(old, new)
-    allowed = config_lib.resumable_keys(new)
+    changes = resume.changed_keys(old, new)
+    allowed = resume.resumable_keys(new)
     for key, (a, b) in changes.items():
         if key not in allowed:
             name = module.__name__.split(".")[-1]
@@ -180,7 +180,7 @@ def resume_experiment(
     """``dyntheory resume`` as a function.
 
     Overrides are checked against the saved config before anything is written: only resumable
-    keys (:func:`dyntheory.engine.config.resumable_keys`) may change, and the changes are
+    keys (:func:`dyntheory.engine.resume.resumable_keys`) may change, and the changes are
     printed. If the resumed run then fails before it writes a new checkpoint (``steps`` below the
     latest checkpoint, a NaN right away), ``config.json`` is put back as it was.
     """

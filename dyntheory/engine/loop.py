@@ -113,7 +113,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         )
         pstates = tuple(tree["probes"])
         clock_saved = meta.get("time")
-        records.update(rundir.unstack_arrays(rd.read_arrays(), start))
+        records.update(records.unstack_arrays(rd.read_arrays(), start))
         if main:
             rd.truncate_metrics(start)
     else:
@@ -192,7 +192,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
     def save(t: int, state: TrainState, pstates) -> None:
         t_start = time.perf_counter()
         if main:
-            rd.write_arrays(rundir.stack_arrays(records))
+            rd.write_arrays(records.stack_arrays(records))
         ckpt.save(t, _ckpt_tree(state, pstates), {"step": t, "time": clock.totals()})
         clock.add("checkpoint_s", time.perf_counter() - t_start)
 
@@ -233,7 +233,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         final = {k: v[0] for k, v in sharding.to_host(final).items() if k != "_params_finite"}
         emit(total, final)
         bar.update(total, {k: np.mean(v) for k, v in final.items()})
-        arrays = rundir.stack_arrays(records)
+        arrays = records.stack_arrays(records)
         if rd is not None and main:
             rd.write_arrays(arrays)
     finally:
@@ -242,7 +242,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
             events.close()
         if ckpt is not None:
             ckpt.close()
-    history = rundir.metrics_table(rd.read_metrics() if rd is not None else written)
+    history = records.metrics_table(rd.read_metrics() if rd is not None else written)
     probe_states = {p.name: ps for p, ps in zip(tr.probes, pstates, strict=True)}
     return FitResult(
         state, final, history, arrays, probe_states, rd.path if rd is not None else None

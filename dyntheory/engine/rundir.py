@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import sharding
+from dyntheory.engine import records, resume, sharding
 from dyntheory.engine.checkpoint import Checkpointer
 
 CONFIG, METRICS, ARRAYS, RESULTS, CHECKPOINTS, SPEC = (
@@ -322,7 +322,7 @@ def subrun_dir(
     or ``dyntheory resume`` after an interruption continues where it stopped); a different or
     missing one empties the directory first, so a changed config starts over. ``config`` (the
     experiment's config) is recorded as ``spec["config"]``, and its resumable keys
-    (:func:`dyntheory.engine.config.resumable_keys`: ``train.steps``, the optimizer's
+    (:func:`dyntheory.engine.resume.resumable_keys`: ``train.steps``, the optimizer's
     hyperparameters, ...) may change without starting over: a longer run continues the shorter
     one, a smaller ``lr`` continues from the last good checkpoint. ``extendable`` lists further
     dotted keys of ``spec`` of that kind. ``None`` passes through (no run directory).
@@ -334,7 +334,7 @@ def subrun_dir(
     extendable = list(extendable)
     if config is not None:
         spec = {**spec, "config": config_lib.to_dict(config)}
-        extendable += [f"config.{k}" for k in config_lib.resumable_keys(config)]
+        extendable += [f"config.{k}" for k in resume.resumable_keys(config)]
     rd = RunDir(path)
     spec = json.loads(json.dumps(_jsonable(spec)))  # tuples → lists, as read back
     for key in extendable:
@@ -351,59 +351,6 @@ def subrun_dir(
     return rd
 
 
-def metrics_table(lines: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-    """Lines -> ``{"step": (T,), key: (T,) or (T, S)}``; missing values are NaN.
-
-    ``T`` runs over the distinct logged steps in order; with a ``"seed"`` field the second axis
-    runs over seeds.
-    """
-    lines = list(lines)
-    steps = sorted({int(line["step"]) for line in lines})
-    seeds = sorted({int(line.get("seed", 0)) for line in lines}) or [0]
-    row = {s: i for i, s in enumerate(steps)}
-    col = {s: i for i, s in enumerate(seeds)}
-    keys = sorted({k for line in lines for k in line} - {"step", "seed"})
-    out = {k: np.full((len(steps), len(seeds)), np.nan) for k in keys}
-    for line in lines:
-        r, c = row[int(line["step"])], col[int(line.get("seed", 0))]
-        for k in keys:
-            v = line.get(k)
-            if isinstance(v, int | float) and not isinstance(v, bool):
-                out[k][r, c] = v
-    multi = any("seed" in line for line in lines)
-    out = {k: v if multi else v[:, 0] for k, v in out.items()}
-    out["step"] = np.asarray(steps, dtype=np.int64)
-    return out
-
-
 def load_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """:func:`metrics_table` of a run directory's ``metrics.jsonl``."""
-    return metrics_table(RunDir(run_dir, create=False).read_metrics())
-
-
-def stack_arrays(records: Mapping[str, list[tuple[int, dict[str, np.ndarray]]]]) -> dict:
-    """``{probe: [(step, {name: array})]}`` -> ``{"probe/name": (T, ...), "probe/step": (T,)}``."""
-    out = {}
-    for probe, recs in records.items():
-        if not recs:
-            continue
-        out[f"{probe}/step"] = np.asarray([s for s, _ in recs], dtype=np.int64)
-        for name in recs[0][1]:
-            out[f"{probe}/{name}"] = np.stack([np.asarray(a[name]) for _, a in recs])
-    return out
-
-
-def unstack_arrays(arrays: Mapping[str, np.ndarray], before_step: int) -> dict:
-    """Inverse of :func:`stack_arrays`, keeping the records of steps ``< before_step``."""
-    records: dict[str, list] = {}
-    for key in arrays:
-        if key.endswith("/step"):
-            probe = key[: -len("/step")]
-            names = [k[len(probe) + 1 :] for k in arrays if k.startswith(probe + "/") and k != key]
-            steps = arrays[key]
-            records[probe] = [
-                (int(s), {n: arrays[f"{probe}/{n}"][i] for n in names})
-                for i, s in enumerate(steps)
-                if s < before_step
-            ]
-    return records
+    """:func:`dyntheory.engine.records.metrics_table` of a run directory's ``metrics.jsonl``."""
+    return records.metrics_table(RunDir(run_dir, create=False).read_metrics())

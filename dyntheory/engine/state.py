@@ -41,7 +41,7 @@ class FitResult(NamedTuple):
 
     state: TrainState  # the final state (on the mesh)
     final: dict[str, np.ndarray]  # the last metrics line (arrays of shape (S,) with seeds)
-    history: dict[str, np.ndarray]  # every logged line of the run (``rundir.metrics_table``)
+    history: dict[str, np.ndarray]  # every logged line of the run (``records.metrics_table``)
     arrays: dict[str, np.ndarray]  # probe arrays over time (what probes.npz holds)
     probe_states: dict[str, Any]  # each probe's final state (e.g. the dissipation accumulator)
     run_dir: Any  # the run directory's Path, or None
