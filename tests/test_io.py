@@ -50,8 +50,8 @@ def test_json_and_arrays_roundtrip(tmp_path):
         tmp_path / "r.json", {"a": np.float32(1.5), "b": np.arange(3), "c": (1, None)}
     )
     assert rundir.read_json(tmp_path / "r.json") == {"a": 1.5, "b": [0, 1, 2], "c": [1, None]}
-    records = {"ntk": [(0, {"eig": np.ones(3)}), (10, {"eig": np.zeros(3)})], "empty": []}
-    arrays = records.stack_arrays(records)
+    recs = {"ntk": [(0, {"eig": np.ones(3)}), (10, {"eig": np.zeros(3)})], "empty": []}
+    arrays = records.stack_arrays(recs)
     assert arrays["ntk/eig"].shape == (2, 3) and arrays["ntk/step"].tolist() == [0, 10]
     rd = rundir.RunDir(tmp_path)
     rd.write_arrays(arrays)

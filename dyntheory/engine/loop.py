@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from dyntheory.engine import rundir, sharding
+from dyntheory.engine import records, rundir, sharding
 from dyntheory.engine.events import EVENTS, EventWriter
 from dyntheory.engine.progress import Progress
 from dyntheory.engine.state import FitResult, NonFiniteError, TrainState
@@ -93,7 +93,13 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
     if total < 1:
         raise ValueError(f"steps must be >= 1, got {total}.")
     main = sharding.is_main_process()
-    ckpt, start, records, probe_lines, written = None, None, {p.name: [] for p in tr.probes}, {}, []
+    ckpt, start, recorded, probe_lines, written = (
+        None,
+        None,
+        {p.name: [] for p in tr.probes},
+        {},
+        [],
+    )
     clock_saved = None
     if rd is not None:
         resuming = resume and rd.has_checkpoint()
@@ -113,7 +119,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         )
         pstates = tuple(tree["probes"])
         clock_saved = meta.get("time")
-        records.update(records.unstack_arrays(rd.read_arrays(), start))
+        recorded.update(records.unstack_arrays(rd.read_arrays(), start))
         if main:
             rd.truncate_metrics(start)
     else:
@@ -186,13 +192,13 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
                 {f"probe/{probe.name}/{k}": v for k, v in scalars.items()}
             )
             if arrays:
-                records[probe.name].append((t, arrays))
+                recorded[probe.name].append((t, arrays))
         return tuple(pstates)
 
     def save(t: int, state: TrainState, pstates) -> None:
         t_start = time.perf_counter()
         if main:
-            rd.write_arrays(records.stack_arrays(records))
+            rd.write_arrays(records.stack_arrays(recorded))
         ckpt.save(t, _ckpt_tree(state, pstates), {"step": t, "time": clock.totals()})
         clock.add("checkpoint_s", time.perf_counter() - t_start)
 
@@ -233,7 +239,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         final = {k: v[0] for k, v in sharding.to_host(final).items() if k != "_params_finite"}
         emit(total, final)
         bar.update(total, {k: np.mean(v) for k, v in final.items()})
-        arrays = records.stack_arrays(records)
+        arrays = records.stack_arrays(recorded)
         if rd is not None and main:
             rd.write_arrays(arrays)
     finally:
