@@ -59,11 +59,12 @@ def make_optimizer(cfg, name: str, lr: float, alpha: float) -> optax.GradientTra
     if name == "adamw":
         return optax.adamw(lr, **common)
     if name == "grokfast":  # Grokfast-EMA in front of the same AdamW (its paper: α 0.98, λ 2)
+        wd = getattr(cfg, "grokfast_weight_decay", None)  # its own decay, if the config has one
         return grokfast(
             lr,
             alpha=getattr(cfg, "grokfast_alpha", 0.98),
             lamb=getattr(cfg, "grokfast_lamb", 2.0),
-            **common,
+            **(common | ({} if wd is None else {"weight_decay": wd})),
         )
     return prm(
         lr,
@@ -72,5 +73,6 @@ def make_optimizer(cfg, name: str, lr: float, alpha: float) -> optax.GradientTra
         softness=cfg.prm_softness,
         alpha=alpha,
         gate_stats=True,
+        gate_weight_decay=getattr(cfg, "prm_gate_weight_decay", False),
         **common,
     )

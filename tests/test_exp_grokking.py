@@ -209,3 +209,59 @@ def test_tiny_run_with_the_grokfast_control(tmp_path):
     assert results["optimizers"].keys() == {"adamw", "grokfast"}
     assert "ratio_adamw_over_grokfast" in results and results["ratio_adamw_over_prm"] is None
     assert (tmp_path / "run" / "grokfast" / "probes.npz").exists()
+
+
+def test_grokfast_presets_are_grokfasts_setting():
+    for name, model in (("grokfast", "mlp"), ("grokfast-transformer", "transformer")):
+        cfg = PRESETS[name].config
+        assert (cfg.p, cfg.op, cfg.train_fraction, cfg.model) == (97, "mul", 0.5, model)
+        assert cfg.optimizers == ("adamw", "grokfast") and cfg.train.batch_size == 512
+        # the baseline is Adam without weight decay; only Grokfast's inner AdamW decays (0.005)
+        assert (cfg.weight_decay, cfg.grokfast_weight_decay) == (0.0, 0.005)
+        assert (cfg.grokfast_alpha, cfg.grokfast_lamb, cfg.lr) == (0.98, 2.0, 1e-3)
+        assert cfg.probes_per_decade == 0
+    t = PRESETS["grokfast-transformer"].config
+    assert (t.depth, t.width, t.heads) == (2, 128, 4)
+
+
+def _tiny():
+    return ["p=11", "width=16", "hidden=32", "steps=20", "batch_size=24", "seeds=1"] + [
+        "eval_every=10",
+        "log_every=10",
+    ]
+
+
+@pytest.mark.parametrize("preset", ["grokfast", "grokfast-transformer"])
+def test_grokfast_presets_smoke(tmp_path, preset):
+    overrides = _tiny() + (["depth=1", "heads=2"] if "transformer" in preset else [])
+    _, results = cli.run_experiment("grokking", preset, overrides, out=tmp_path / "run")
+    assert results["optimizers"].keys() == {"adamw", "grokfast"}
+    assert results["task"]["op"] == "mul" and results["ratio_adamw_over_prm"] is None
+
+
+def test_per_optimizer_weight_decay_and_gated_decay():
+    import jax.numpy as jnp
+
+    from experiments.optimizers import make_optimizer
+
+    params = {"w": jnp.ones(3)}
+    zero = {"w": jnp.zeros(3)}
+    cfg = apply_overrides(PRESETS["grokfast"].config, ["grokfast_weight_decay=0.5"])
+
+    def step(name, cfg, alpha=None):
+        opt = make_optimizer(cfg, name, 0.1, alpha)
+        updates, _ = opt.update(zero, opt.init(params), params)
+        return np.asarray(updates["w"])
+
+    np.testing.assert_allclose(step("adamw", cfg), 0.0)  # weight_decay=0 for the baseline
+    np.testing.assert_allclose(step("grokfast", cfg), -0.1 * 0.5, rtol=1e-6)  # its own decay
+    cfg = apply_overrides(PRESETS["quick"].config, ["weight_decay=0.5"])
+    np.testing.assert_allclose(step("prm", cfg, 1.0), -0.1 * 0.5, rtol=1e-6)  # Algorithm 1
+    gated = apply_overrides(cfg, ["prm_gate_weight_decay=true"])
+    assert np.all(np.abs(step("prm", gated, 1.0)) < 0.1 * 0.5)  # zero gradient: the gate is shut
+
+
+def test_tiny_run_with_gated_weight_decay(tmp_path):
+    overrides = ["optimizers=prm", "prm_gate_weight_decay=true", "steps=20", "probes_per_decade=0"]
+    _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
+    assert results["optimizers"]["prm"]["gate_mean_final"] is not None

@@ -1,0 +1,112 @@
+"""PRM's regime map on the grokking quick task: where, if anywhere, does PRM grok sooner than AdamW?
+
+Runs ``dyntheory run grokking --preset quick`` once for AdamW and once per PRM cell (mask ×
+α × batch × gated weight decay), probes off, and prints one Markdown table: steps to 99 % train and
+to 95 % test per seed and median, the ratio AdamW / cell on the median steps to 95 % test (> 1:
+the cell groks sooner), and PRM's mean gate q (median over the run, then over seeds).
+
+    PYTHONPATH=. python scripts/prm_regime_map.py --out /tmp/prm-map              # the full map
+    PYTHONPATH=. python scripts/prm_regime_map.py --out /tmp/prm-map --batches 512 --seeds 2
+
+A cell whose ``results.json`` already exists under ``--out`` is read, not rerun, so an interrupted
+map continues where it stopped. Full batch has no sampling noise, so α = b/(n − b) is undefined
+there and only α = 1 is run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from dyntheory.cli.experiments import run_experiment
+
+MASKS = ("snr", "soft", "hard")
+
+
+def cells(batches, alphas, masks, gate_wd):
+    """(label, overrides) per run: AdamW per batch, then PRM per mask × α × gated decay."""
+    out = []
+    for batch in batches:
+        b = [] if batch == "512" else ["batch_size=none"]
+        out.append((f"adamw batch={batch}", ["optimizers=adamw", *b]))
+        for mask, alpha, gwd in itertools.product(masks, alphas, gate_wd):
+            if batch == "full" and alpha != "1":
+                continue  # b/(n − b) is infinite for a full batch
+            if gwd and mask != "snr":
+                continue  # gated decay is mapped for the default mask only
+            a = [] if alpha == "b/(n-b)" else [f"prm_alpha={alpha}"]
+            g = ["prm_gate_weight_decay=true"] if gwd else []
+            label = f"prm {mask} α={alpha} batch={batch}" + (" wd gated" if gwd else "")
+            out.append((label, ["optimizers=prm", f"prm_mask={mask}", *a, *b, *g]))
+    return out
+
+
+def fmt(x):
+    return "—" if x is None else f"{x:,.0f}"
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5000)
+    ap.add_argument("--batches", default="512,full", help="comma list of 512 and/or full")
+    ap.add_argument("--alphas", default="1,b/(n-b)", help="comma list: numbers and/or b/(n-b)")
+    ap.add_argument("--masks", default=",".join(MASKS))
+    ap.add_argument("--gate-wd", default="off,on", help="off and/or on (snr only)")
+    args = ap.parse_args(argv)
+    common = [f"seeds={args.seeds}", f"steps={args.steps}", "probes_per_decade=0"]
+    gate_wd = [g == "on" for g in args.gate_wd.split(",")]
+    todo = cells(args.batches.split(","), args.alphas.split(","), args.masks.split(","), gate_wd)
+    # the cells the quick preset has not measured before run first, AdamW and the defaults last
+    seen = lambda lab: (
+        "adamw" in lab or ("b/(n-b)" in lab and "soft" not in lab and "gated" not in lab)
+    )
+    first = lambda c: (seen(c[0]), "α=1" in c[0] and "gated" in c[0])
+    rows, base = [], {}
+    for label, over in sorted(todo, key=first):
+        path = Path(args.out) / label.replace(" ", "_").replace("/", "÷").replace("=", "-")
+        t0 = time.perf_counter()
+        if (path / "results.json").exists():
+            res = json.loads((path / "results.json").read_text())
+        else:
+            _, res = run_experiment("grokking", "quick", [*common, *over], out=path)
+        name = over[0].split("=")[1]
+        r = res["optimizers"][name]
+        te = r["steps_to_test_target"]
+        batch = label.split("batch=")[1].split()[0]
+        if name == "adamw":
+            base[batch] = te["median"]
+        q = r.get("gate_mean_median_over_run")
+        rows.append(
+            [
+                label,
+                " / ".join(fmt(s) for s in r["steps_to_train_target"]["per_seed"]),
+                " / ".join(fmt(s) for s in te["per_seed"]),
+                fmt(te["median"]),
+                (batch, te["median"]),
+                "—" if not q else f"{np.median(q):.3f}",
+            ]
+        )
+        print(f"{label}: {rows[-1][1:4]} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    for row in rows:
+        batch, med = row[4]
+        ok = med is not None and base.get(batch) is not None
+        row[4] = f"{base[batch] / med:.2f}" if ok else "—"
+    cmd = "PYTHONPATH=. python scripts/prm_regime_map.py " + " ".join(
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
+    )
+    print(f"\n`{cmd}` (quick task: ÷ mod 59, half the pairs, {args.steps} steps)\n")
+    print("| run | 99 % train (per seed) | 95 % test (per seed) | median | AdamW / run | gate q |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
