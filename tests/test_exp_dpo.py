@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from dyntheory.cli import main as cli
+from dyntheory.cli import app as cli
 from dyntheory.engine.config import ConfigError, apply_overrides
 from dyntheory.models import Transformer, functional
 from experiments.dpo import PRESETS, Config
@@ -150,7 +150,7 @@ def test_presets_open_with_their_command():
     for name, preset in PRESETS.items():
         assert preset.description.startswith(f"dyntheory run dpo --preset {name}")
     assert "dyntheory run dpo --preset quick" in Config.__doc__
-    assert PRESETS["quick"].config.flip == 0.3 and PRESETS["quick"].config.seeds >= 3
+    assert PRESETS["quick"].config.task.flip == 0.3 and PRESETS["quick"].config.train.seeds >= 3
 
 
 # --------------------------------------------------------------------------- end to end
@@ -162,7 +162,7 @@ def test_tiny_run_writes_results_and_its_figure(tmp_path):
     on_disk = json.loads((out / "results.json").read_text())
     cfg = PRESETS["tiny"].config
     assert on_disk["best"].keys() == {"adamw", "prm"}
-    assert on_disk["task"]["flipped_train_pairs"] == round(cfg.flip * cfg.n_train)
+    assert on_disk["task"]["flipped_train_pairs"] == round(cfg.task.flip * cfg.task.n_train)
     for b in on_disk["best"].values():
         for k in ("test_acc", "test_true_acc", "test_drift", "train_flip_fit", "val_acc"):
             assert len(b[k]) == cfg.train.seeds and all(np.isfinite(b[k]))

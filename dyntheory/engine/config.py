@@ -3,10 +3,11 @@
 An experiment's config is a frozen dataclass that *composes* the engine's knobs: its field
 ``train: TrainConfig`` is what it passes to :func:`dyntheory.engine.fit`. A key that is not a
 field of the config itself but of its ``train`` group is set there, so ``--set steps=5000`` means
-``--set train.steps=5000`` in every experiment (:data:`ENGINE_GROUP`). Nested dataclass
-fields are reached with dotted keys (``--set model.width=256``). Values are parsed by the field's
-type annotation: ``int``, ``float``, ``str``, ``bool`` (true/false/1/0/yes/no), ``X | None``
-(``none``), ``Literal[...]``, ``tuple[X, ...]`` / ``list[X]`` from ``"1,2,3"`` (empty string: empty
+``--set train.steps=5000`` in every experiment (:data:`ENGINE_GROUP`); a key of exactly one other
+nested group goes there likewise (``--set flip=0.3`` is ``task.flip`` in the DPO experiment).
+Nested dataclass fields are reached with dotted keys (``--set model.width=256``). Values are
+parsed by the field's type annotation: ``int``, ``float``, ``str``, ``bool``
+(true/false/1/0/yes/no), ``X | None`` (``none``), ``Literal[...]``, ``tuple[X, ...]`` / ``list[X]`` from ``"1,2,3"`` (empty string: empty
 tuple). An unknown key or an unparsable value raises :class:`ConfigError` naming the key and the
 allowed keys or the expected type. Validation that needs several fields belongs in the config's
 ``__post_init__`` (it runs again on every override).
@@ -272,13 +273,17 @@ ENGINE_GROUP = "train"  # the nested group unqualified engine keys are routed to
 
 
 def _route(cfg, path: list[str]) -> list[str]:
-    """``path`` with the engine group prepended when its first key lives only there."""
+    """``path`` with a group prepended when its first key is not a field of ``cfg``: the engine
+    group (``train``) if it has the key, else the one nested group that has it."""
     fields = _fields(type(cfg))
-    group = fields.get(ENGINE_GROUP)
-    if path[0] not in fields and group is not None and dataclasses.is_dataclass(group):
-        if path[0] in _fields(group):
-            return [ENGINE_GROUP, *path]
-    return path
+    if path[0] in fields:
+        return path
+    groups = [
+        n for n, tp in fields.items() if dataclasses.is_dataclass(tp) and path[0] in _fields(tp)
+    ]
+    if ENGINE_GROUP in groups:
+        return [ENGINE_GROUP, *path]
+    return [groups[0], *path] if len(groups) == 1 else path
 
 
 def _set(cfg, path: list[str], text: str, full_key: str):

@@ -41,9 +41,9 @@ class Config:
     0.566 with AdamW, 0.641 with PRM; AdamW's mean |implicit reward drift| 3.05× PRM's.)
 
     Attributes:
-      vocab, prompt_len, len_min, len_max, copy_prob, copy_weight, length_weight, bt_scale, flip,
-        n_train, n_val, n_test, reward_seed, data_seed: the task (:mod:`experiments.dpo.data`);
-        ``flip`` is the fraction of swapped train pairs.
+      task: the preference task (:class:`experiments.dpo.data.Task`: vocab, prompt and response
+        lengths, the hidden reward's weights, ``flip`` = the fraction of swapped train pairs, split
+        sizes, seeds); its keys are set unqualified (``--set flip=0.2``) or as ``task.flip``.
       width, depth, heads: the decoder transformer (policy and reference), per-token readout.
       sft_steps, sft_batch, sft_lr: supervised fine-tuning (AdamW, no weight decay) of the
         reference on both responses of every train pair, from seed ``seed``.
@@ -58,21 +58,8 @@ class Config:
         the paper).
     """
 
-    # task
-    vocab: int = 16
-    prompt_len: int = 6
-    len_min: int = 2
-    len_max: int = 8
-    copy_prob: float = 0.3
-    copy_weight: float = 1.0
-    length_weight: float = 0.5
-    bt_scale: float = 4.0
-    flip: float = 0.3
-    n_train: int = 8192
-    n_val: int = 1024
-    n_test: int = 4096
-    reward_seed: int = 0
-    data_seed: int = 0
+    # the preference task (experiments.dpo.data.Task): --set flip=... (or task.flip=...)
+    task: Task = Task(n_train=8192, n_val=1024, n_test=4096)
     # model
     width: int = 64
     depth: int = 2
@@ -123,18 +110,13 @@ class Config:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if not self.sft_lr > 0:
             raise ConfigError(f"sft_lr must be > 0, got {self.sft_lr}.")
-        if self.train.batch_size is None or self.train.batch_size >= self.n_train:
+        if self.train.batch_size is None or self.train.batch_size >= self.task.n_train:
             raise ConfigError(
-                f"batch_size must be smaller than n_train={self.n_train} "
+                f"batch_size must be smaller than n_train={self.task.n_train} "
                 f"(got {self.train.batch_size}): "
                 "PRM's gate compares the gradient with its minibatch noise, and a full batch has "
                 "none."
             )
-
-    @property
-    def task(self) -> Task:
-        names = {f.name for f in dataclasses.fields(Task)}
-        return Task(**{k: getattr(self, k) for k in names})
 
 
 _QUICK = replace(

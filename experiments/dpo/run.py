@@ -97,7 +97,7 @@ def prm_alpha(cfg: Config) -> float:
     return (
         cfg.prm_alpha
         if cfg.prm_alpha is not None
-        else finite_dataset_alpha(cfg.train.batch_size, cfg.n_train)
+        else finite_dataset_alpha(cfg.train.batch_size, cfg.task.n_train)
     )
 
 
