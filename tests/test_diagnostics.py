@@ -13,9 +13,9 @@ from flax import nnx
 from dyntheory import linear, spectrum
 from dyntheory.cli import diagnose as dcli
 from dyntheory.diagnostics.jacobian import per_example_norms
-from dyntheory.diagnostics.measures import format as dfmt
-from dyntheory.diagnostics.measures import measures as dg
-from dyntheory.diagnostics.measures import report as dr
+from dyntheory.diagnostics import format as dfmt
+from dyntheory.diagnostics import measures as dg
+from dyntheory.diagnostics import report as dr
 from dyntheory.models import ACTIVATIONS, MLP, functional
 from tests.helpers import log_slope
 

@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from jax import lax
 
-from dyntheory.diagnostics.measures import measures as dg
+from dyntheory.diagnostics import measures as dg
 from dyntheory.models import count_params
 
 OPTIMIZERS = ("gd", "adam")
