@@ -12,10 +12,10 @@ from flax import nnx
 
 from dyntheory import linear, spectrum
 from dyntheory.cli import diagnose as dcli
-from dyntheory.diagnostics.jacobian import per_example_norms
 from dyntheory.diagnostics import format as dfmt
 from dyntheory.diagnostics import measures as dg
 from dyntheory.diagnostics import report as dr
+from dyntheory.diagnostics.jacobian import per_example_norms
 from dyntheory.models import ACTIVATIONS, MLP, functional
 from tests.helpers import log_slope
 
