@@ -9,8 +9,9 @@ Nested dataclass fields are reached with dotted keys (``--set model.width=256``)
 parsed by the field's type annotation: ``int``, ``float``, ``str``, ``bool``
 (true/false/1/0/yes/no), ``X | None`` (``none``), ``Literal[...]``, ``tuple[X, ...]`` /
 ``list[X]`` from ``"1,2,3"`` (empty string: empty tuple). An unknown key or an unparsable value
-raises :class:`ConfigError` naming the key and the allowed keys or the expected type. Validation that needs several fields belongs in the config's
-``__post_init__`` (it runs again on every override).
+raises :class:`ConfigError` naming the key and the allowed keys or the expected type. Validation
+that needs several fields belongs in the config's ``__post_init__`` (it runs again on every
+override).
 
     @dataclasses.dataclass(frozen=True)
     class Config:
