@@ -183,7 +183,7 @@ def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
         assert len(r["final_test_acc"]) == cfg.train.seeds
         assert all(0.0 <= a <= 1.0 for a in r["final_train_acc"] + r["final_test_acc"])
         assert r["wall_time_s"] > 0
-        assert len(r["ntk/effective_rank_participation_final"]) == cfg.train.seeds
+        assert len(r["ntk/lambda_max_final"]) == cfg.train.seeds
         assert len(r["dissipation/w_effective_rank_last_valid"]) == cfg.train.seeds
     assert len(on_disk["optimizers"]["prm"]["gate_open_fraction_final"]) == cfg.train.seeds
     for key in (

@@ -166,8 +166,8 @@ def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict
             out[key.split("/")[-1] + "_median_over_run"] = [
                 float(np.median(c[np.isfinite(c)])) if np.isfinite(c).any() else None for c in g.T
             ]
-    if "probe/ntk/effective_rank_participation" in history:
-        for key in ("effective_rank_participation", "drift"):
+    for key in ("lambda_max", "trace", "effective_rank_participation", "drift"):
+        if f"probe/ntk/{key}" in history:  # "lanczos" (whole training set) has no rank/drift
             out[f"ntk/{key}_final"] = last(_seed_axis(history[f"probe/ntk/{key}"]))
     if "probe/dissipation/w_effective_rank" in history:
         # W_S advances with the preconditioned kernel held fixed between probe steps; once Adam's
