@@ -67,7 +67,7 @@ def make_model(cfg: Config, depth: int, activation: str, variant: str):
         activation=activation,
         norm=norm,
         residual="residual" in variant,
-        rngs=nnx.Rngs(cfg.train.seed),
+        rngs=nnx.Rngs(cfg.seed),
     )
     return functional(model)
 
@@ -195,7 +195,7 @@ def run_one(cfg: Config, x, y, depth: int, activation: str, variant: str):
         y,
         activation=activation,
         power_iters=cfg.power_iters,
-        overfit_steps=cfg.train.steps,
+        overfit_steps=cfg.steps,
         overfit_tol=cfg.tol,
         overfit_lr_fraction=cfg.train_multiplier,
         run_overfit=False,
@@ -203,7 +203,7 @@ def run_one(cfg: Config, x, y, depth: int, activation: str, variant: str):
     )
     eta = report["ntk"]["suggested_max_lr"]
     curves = train_losses(
-        apply_fn, params, x, y, lrs=np.asarray(mults) * eta, steps=cfg.train.steps
+        apply_fn, params, x, y, lrs=np.asarray(mults) * eta, steps=cfg.steps
     )
     runs = [
         {"multiplier": m, "lr": m * eta, **classify_run(c, cfg.tol)}
@@ -270,7 +270,7 @@ def run(cfg: Config, run_dir) -> dict:
         "experiment": "init_diagnostics",
         "multipliers": list(mults),
         "train_multiplier": cfg.train_multiplier,
-        "steps": cfg.train.steps,
+        "steps": cfg.steps,
         "tol": cfg.tol,
         "predictive_warnings": list(PREDICTIVE),
         "activation_nonlinearity": {a: activation_nonlinearity(a) for a in ACTIVATIONS},
