@@ -12,7 +12,7 @@ import math
 import optax
 
 from dyntheory.engine.config import ConfigError
-from dyntheory.optim import grokfast, prm
+from dyntheory.optim import amplify_slow_gradients, grokfast, prm
 
 OPTIMIZERS = ("adamw", "prm")  # the default comparison
 CHOICES = (*OPTIMIZERS, "grokfast")
@@ -60,6 +60,13 @@ def make_optimizer(cfg, name: str, lr: float, alpha: float) -> optax.GradientTra
         return optax.adamw(lr, **common)
     if name == "grokfast":  # Grokfast-EMA in front of the same AdamW (its paper: α 0.98, λ 2)
         wd = getattr(cfg, "grokfast_weight_decay", None)  # its own decay, if the config has one
+        if getattr(cfg, "grokfast_weight_decay_mode", "decoupled") == "l2":
+            # Grokfast's reference code: torch.optim.Adam's L2 decay, added after the filter
+            return optax.chain(
+                amplify_slow_gradients(cfg.grokfast_alpha, cfg.grokfast_lamb),
+                optax.add_decayed_weights(cfg.weight_decay if wd is None else wd),
+                optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+            )
         return grokfast(
             lr,
             alpha=getattr(cfg, "grokfast_alpha", 0.98),

@@ -255,6 +255,8 @@ def test_per_optimizer_weight_decay_and_gated_decay():
 
     np.testing.assert_allclose(step("adamw", cfg), 0.0)  # weight_decay=0 for the baseline
     np.testing.assert_allclose(step("grokfast", cfg), -0.1 * 0.5, rtol=1e-6)  # its own decay
+    l2 = apply_overrides(cfg, ["grokfast_weight_decay_mode=l2"])
+    np.testing.assert_allclose(step("grokfast", l2), -0.1, rtol=1e-3)  # Adam normalizes wd·w
     cfg = apply_overrides(PRESETS["quick"].config, ["weight_decay=0.5"])
     np.testing.assert_allclose(step("prm", cfg, 1.0), -0.1 * 0.5, rtol=1e-6)  # Algorithm 1
     gated = apply_overrides(cfg, ["prm_gate_weight_decay=true"])

@@ -202,9 +202,7 @@ def run_one(cfg: Config, x, y, depth: int, activation: str, variant: str):
         per_layer=False,
     )
     eta = report["ntk"]["suggested_max_lr"]
-    curves = train_losses(
-        apply_fn, params, x, y, lrs=np.asarray(mults) * eta, steps=cfg.steps
-    )
+    curves = train_losses(apply_fn, params, x, y, lrs=np.asarray(mults) * eta, steps=cfg.steps)
     runs = [
         {"multiplier": m, "lr": m * eta, **classify_run(c, cfg.tol)}
         for m, c in zip(mults, curves, strict=True)
