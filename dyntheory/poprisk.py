@@ -110,6 +110,63 @@ def predicted_risk_change(per_example_grads, lr, precond=None, gate=None) -> jax
     return -lr * _tree_sum(terms)
 
 
+class WindowCorrelation(NamedTuple):
+    """Pearson ``r`` of windowed sums, its 95 % Fisher-z interval and the number of windows."""
+
+    window: int
+    r: float
+    ci_low: float
+    ci_high: float
+    n_windows: int
+
+
+def window_correlation(predicted, actual, window: int = 1) -> WindowCorrelation:
+    r"""How well a per-step predicted change tracks the realized one, over windows of steps.
+
+    With ``T`` aligned steps, the sums ``P_j = Σ_{t ∈ w_j} predicted_t`` and
+    ``A_j = Σ_{t ∈ w_j} actual_t`` over the ``m = ⌊T/window⌋`` consecutive windows ``w_j`` of
+    ``window`` steps (a trailing partial window is dropped) give the Pearson correlation
+    ``r = cov(P, A)/(sd(P) sd(A))`` and its 95 % interval
+    ``tanh(atanh r ± 1.96/√(m − 3))`` (Fisher's z, exact for a bivariate normal). Used to check the
+    validation-free estimate of THEORY.md §6: ``predicted_t`` the LOO first-order change of
+    population risk for step ``t``, ``actual_t = L_held(θ_{t+1}) − L_held(θ_t)`` (paper Sec. 6).
+
+    Args:
+      predicted, actual: ``(T,)`` finite arrays, aligned step by step.
+      window: steps per window, ``≥ 1``.
+
+    Returns:
+      :class:`WindowCorrelation`; ``r`` is NaN when either windowed series is constant and the
+      interval is NaN when ``m ≤ 3``.
+    """
+    p, a = np.asarray(predicted, np.float64), np.asarray(actual, np.float64)
+    if p.ndim != 1 or p.shape != a.shape:
+        raise ValueError(
+            f"predicted and actual must be 1-D and aligned, got {p.shape} and {a.shape}"
+        )
+    if not (np.isfinite(p).all() and np.isfinite(a).all()):
+        raise ValueError("predicted and actual must be finite (drop the steps without a probe)")
+    if not (isinstance(window, int | np.integer) and window >= 1):
+        raise ValueError(f"window must be a positive integer, got {window!r}")
+    m = len(p) // window
+    if m < 2:
+        raise ValueError(f"{len(p)} steps give {m} window(s) of {window}: need at least 2")
+    ps = p[: m * window].reshape(m, window).sum(axis=1)
+    as_ = a[: m * window].reshape(m, window).sum(axis=1)
+    if ps.std() == 0 or as_.std() == 0:
+        r = float("nan")
+    else:
+        r = float(np.corrcoef(ps, as_)[0, 1])
+    if m > 3 and np.isfinite(r) and abs(r) < 1:
+        z, half = np.arctanh(r), 1.96 / np.sqrt(m - 3)
+        lo, hi = float(np.tanh(z - half)), float(np.tanh(z + half))
+    elif np.isfinite(r) and abs(r) == 1:
+        lo = hi = r
+    else:
+        lo = hi = float("nan")
+    return WindowCorrelation(int(window), r, lo, hi, int(m))
+
+
 def _batch_size(tree) -> int:
     leaves = jax.tree.leaves(tree)
     if not leaves:

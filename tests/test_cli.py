@@ -157,6 +157,23 @@ def test_run_then_resume_toy_experiment(capsys, tmp_path):
     assert rd.checkpointer().latest_step() == 80 and rd.read_results()["steps"] == 80
 
 
+def test_poprisk_check_through_the_cli(capsys, tmp_path):
+    """The poprisk preset's wiring at smoke size: probe and evaluation every step."""
+    out_dir = tmp_path / "pr"
+    sets = ("n_train=32", "batch_size=8", "steps=24", "seeds=2", "width=16", "n_test=64")
+    args = [a for kv in sets for a in ("--set", kv)]
+    code, _, err = run_cli(
+        capsys, "run", "toy_regression", "--preset", "poprisk", "--out", str(out_dir), *args
+    )
+    assert code == 0, err
+    check = rundir.RunDir(out_dir, create=False).read_results()["poprisk_check"]
+    assert len(check) == 2  # one row per seed
+    for row in check:
+        assert row["steps"] == 24 and row["first_step"] == 0
+        assert set(row) == {"steps", "first_step", "w1", "w10"}  # 24 // 100 < 2 windows
+        assert row["w10"]["n_windows"] == 2 and -1 <= row["w1"]["r"] <= 1
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

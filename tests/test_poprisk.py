@@ -131,3 +131,47 @@ def test_bad_inputs(problem):
         poprisk.predicted_risk_change(g, 0.1, {"w": jnp.ones(4)})
     with pytest.raises(ValueError, match="gate must be a scalar or a pytree"):
         poprisk.predicted_risk_change(g, 0.1, None, {"w": jnp.ones(3), "b": jnp.ones(())})
+
+
+def test_window_correlation_hand_sums_and_fisher_interval():
+    p = np.array([1.0, 2.0, 0.5, 3.0, -1.0, 0.0, 2.0, 1.0, 4.0])
+    a = np.array([0.5, 1.0, 1.0, 2.0, 0.0, -2.0, 1.0, 1.0, 9.0])
+    got = poprisk.window_correlation(p, a, window=2)  # 4 windows, the ninth step dropped
+    ps, as_ = p[:8].reshape(4, 2).sum(1), a[:8].reshape(4, 2).sum(1)
+    r = np.corrcoef(ps, as_)[0, 1]
+    assert got.n_windows == 4 and got.window == 2
+    np.testing.assert_allclose(got.r, r, rtol=1e-12)
+    half = 1.96 / np.sqrt(4 - 3)
+    np.testing.assert_allclose(
+        [got.ci_low, got.ci_high], np.tanh(np.arctanh(r) + np.array([-half, half])), rtol=1e-12
+    )
+
+
+def test_window_correlation_recovers_the_signal_share():
+    # actual = predicted + independent noise, both white: every window size has
+    # r = σ_p / √(σ_p² + σ_n²) = 1/√5; slow signal under white noise: r grows with the window
+    rng = np.random.default_rng(0)
+    t = 200_000
+    p = rng.normal(size=t)
+    a = p + 2.0 * rng.normal(size=t)
+    for w in (1, 10, 100):
+        got = poprisk.window_correlation(p, a, w)
+        r0, sd = 1 / np.sqrt(5), (1 - 0.2) / np.sqrt(t // w)  # the sd of r for m windows
+        assert abs(got.r - r0) < 3 * sd and got.ci_low < got.r < got.ci_high, (w, got)
+    slow = np.repeat(rng.normal(size=t // 100), 100) * 0.1
+    rs = [poprisk.window_correlation(slow, slow + rng.normal(size=t), w).r for w in (1, 100)]
+    assert rs[0] < 0.2 < 0.6 < rs[1]
+
+
+@pytest.mark.parametrize(
+    "p, a, window, match",
+    [
+        (np.zeros(4), np.zeros(5), 1, "aligned"),
+        (np.array([0.0, np.nan, 1.0]), np.zeros(3), 1, "finite"),
+        (np.zeros(10), np.zeros(10), 0, "window"),
+        (np.zeros(10), np.zeros(10), 6, "at least 2"),
+    ],
+)
+def test_window_correlation_bad_input(p, a, window, match):
+    with pytest.raises(ValueError, match=match):
+        poprisk.window_correlation(p, a, window)

@@ -47,7 +47,13 @@ Example::
 from dyntheory.probes.base import Probe, ProbeContext, Schedule, batch_grads, path_name
 from dyntheory.probes.dissipation import Dissipation, DissipationProbeState
 from dyntheory.probes.kernel import NTKSpectrum
-from dyntheory.probes.stats import DriftDiffusion, GateStats, Norms, PopulationRisk
+from dyntheory.probes.stats import (
+    DriftDiffusion,
+    GateStats,
+    Norms,
+    PopulationRisk,
+    population_risk_check,
+)
 
 
 def default_probes(probe_every: int = 500, norms_every: int = 100) -> list[Probe]:
@@ -69,4 +75,5 @@ __all__ = [
     "batch_grads",
     "default_probes",
     "path_name",
+    "population_risk_check",
 ]

@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dyntheory import drift, poprisk
@@ -86,6 +87,50 @@ class PopulationRisk(Probe):
             "hard_gate_fraction": _tree_sum(st.gate) / size,
         }
         return {"cumulative": cumulative, "last": change, "t": step.astype(jnp.int32)}, scalars, {}
+
+
+WINDOWS = (1, 10, 100, 1000)
+
+
+def population_risk_check(
+    history: dict, heldout: str, name: str = "poprisk", windows=WINDOWS
+) -> list[dict] | None:
+    """The :class:`PopulationRisk` probe's predicted change against the held-out loss's change.
+
+    For every step ``t`` whose line has the probe's ``predicted_change`` and the held-out loss
+    ``heldout`` (a metrics key, e.g. ``"test/loss"``) at ``t`` and ``t + 1``, the pair
+    (predicted_t, ``L(t + 1) − L(t)``) enters :func:`dyntheory.poprisk.window_correlation`; the
+    steps must be consecutive, so run the probe and the evaluation every step. Returns, per seed,
+    ``{"steps": T, "w<k>": {"r", "ci_low", "ci_high", "n_windows"}}`` for each window ``k`` that
+    leaves at least 2 windows; ``None`` when the history has no such pairs.
+    """
+    key = f"probe/{name}/predicted_change"
+    if key not in history or heldout not in history:
+        return None
+    steps = np.asarray(history["step"])
+    cols = lambda v: np.asarray(v)[:, None] if np.ndim(v) == 1 else np.asarray(v)
+    pred, held = cols(history[key]), cols(history[heldout])
+    out = []
+    for s in range(pred.shape[1]):
+        loss_at = {int(t): v for t, v in zip(steps, held[:, s], strict=True) if np.isfinite(v)}
+        ts = [int(t) for t, v in zip(steps, pred[:, s], strict=True) if np.isfinite(v)]
+        ts = [t for t in ts if t in loss_at and t + 1 in loss_at]
+        if len(ts) < 2:
+            return None
+        if np.any(np.diff(ts) != 1):
+            raise ValueError(
+                f"{key} and {heldout} are not on consecutive steps: run the probe and the "
+                "evaluation every step (probe schedule every:1, eval_every=1)."
+            )
+        p = np.array([pred[np.flatnonzero(steps == t)[0], s] for t in ts])
+        a = np.array([loss_at[t + 1] - loss_at[t] for t in ts])
+        row: dict = {"steps": len(ts), "first_step": ts[0]}
+        for w in windows:
+            if len(ts) // w >= 2:
+                c = poprisk.window_correlation(p, a, w)
+                row[f"w{w}"] = {k: getattr(c, k) for k in ("r", "ci_low", "ci_high", "n_windows")}
+        out.append(row)
+    return out
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -120,6 +120,25 @@ PRESETS = {
     "quick": Preset(
         Config(), "64 noisy examples, width-128 depth-2 tanh MLP, 2,000 GD steps (under a minute)"
     ),
+    "poprisk": Preset(
+        replace(
+            Config(),
+            n_train=256,
+            n_test=4096,
+            batch_size=16,
+            probes=("poprisk",),
+            probe_schedule="every:1",
+            steps=20_000,
+            seeds=3,
+            eval_every=1,
+            log_every=1,
+            checkpoint_every=5000,
+        ),
+        "the validation-free estimate against held-out data (THEORY §6): minibatch SGD (16 of "
+        "256 noisy examples), the LOO predicted change of population risk every step against "
+        "the change of the clean test loss (4,096 examples), 20,000 steps, 3 seeds "
+        "(results.json: poprisk_check)",
+    ),
     "paper": Preset(
         replace(
             Config(),

@@ -161,6 +161,9 @@ def summarize(history: dict) -> dict:
         "w_effective_rank": _last(history, "probe/dissipation/w_effective_rank"),
         "channel_dim": _last(history, "probe/dissipation/channel_dim"),
         "coupling_corr": _last(history, "probe/dissipation/coupling_corr"),
+        # the LOO predicted change of population risk against the realized change of the clean
+        # test loss, per step and summed over windows (probe and eval every step; else None)
+        "poprisk_check": probes.population_risk_check(history, "test/loss"),
         "time_train_s": _last(history, "time/train_s"),
         "time_probe_s": _last(history, "time/probe_s"),
     }
