@@ -172,6 +172,9 @@ def test_poprisk_check_through_the_cli(capsys, tmp_path):
         assert row["steps"] == 24 and row["first_step"] == 0
         assert set(row) == {"steps", "first_step", "w1", "w10"}  # 24 // 100 < 2 windows
         assert row["w10"]["n_windows"] == 2 and -1 <= row["w1"]["r"] <= 1
+    stop = rundir.RunDir(out_dir, create=False).read_results()["stopping"]
+    assert len(stop["loo_rule_step"]) == 2 and stop["window"] == 100
+    assert all(v is not None for v in stop["loo_rule_test_loss"] + stop["final_test_loss"])
 
 
 @pytest.mark.parametrize(

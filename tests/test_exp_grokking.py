@@ -267,3 +267,13 @@ def test_tiny_run_with_gated_weight_decay(tmp_path):
     overrides = ["optimizers=prm", "prm_gate_weight_decay=true", "steps=20", "probes_per_decade=0"]
     _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
     assert results["optimizers"]["prm"]["gate_mean_final"] is not None
+
+
+def test_poprisk_preset_smoke(tmp_path):
+    overrides = [*_tiny()[:6], "eval_every=1", "log_every=1", "optimizers=adamw,prm"]
+    _, results = cli.run_experiment("grokking", "poprisk", overrides, out=tmp_path / "run")
+    for name in ("adamw", "prm"):
+        (row,) = results["optimizers"][name]["poprisk_check"]  # one seed
+        assert row["steps"] == 20 and row["w10"]["n_windows"] == 2 and -1 <= row["w1"]["r"] <= 1
+    with pytest.raises(ConfigError, match="eval_every=1"):
+        apply_overrides(PRESETS["poprisk"].config, ["eval_every=10"])

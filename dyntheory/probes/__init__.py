@@ -52,6 +52,7 @@ from dyntheory.probes.stats import (
     GateStats,
     Norms,
     PopulationRisk,
+    loo_stopping_step,
     population_risk_check,
 )
 
@@ -74,6 +75,7 @@ __all__ = [
     "Schedule",
     "batch_grads",
     "default_probes",
+    "loo_stopping_step",
     "path_name",
     "population_risk_check",
 ]

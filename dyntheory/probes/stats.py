@@ -133,6 +133,36 @@ def population_risk_check(
     return out
 
 
+def loo_stopping_step(history: dict, window: int = 100, name: str = "poprisk") -> list:
+    """A stopping rule from the training set alone: stop once the gradient signal is gone.
+
+    Per seed, the first step ``t ≥ window − 1`` at which the mean of the probe's ``loo_sum``
+    (``Σ_k (μ_k² − Σ_{B,k}/(b − 1))``, unbiased for ``‖∇R‖²``, THEORY.md §6) over the last
+    ``window`` probed steps is ``≤ 0``: the minibatch gradients no longer agree on any direction
+    of population descent. ``None`` for a seed where that never happens. Needs the probe every
+    step; no held-out data is read.
+    """
+    key = f"probe/{name}/loo_sum"
+    if key not in history:
+        raise ValueError(f"the history has no {key!r}: run the PopulationRisk probe every step.")
+    if not (isinstance(window, int) and window >= 1):
+        raise ValueError(f"window must be a positive integer, got {window!r}")
+    steps = np.asarray(history["step"])
+    loo = np.asarray(history[key])
+    loo = loo[:, None] if loo.ndim == 1 else loo
+    out = []
+    for col in loo.T:
+        ok = np.isfinite(col)
+        t, v = steps[ok], col[ok]
+        if len(v) < window:
+            out.append(None)
+            continue
+        means = np.convolve(v, np.ones(window) / window, mode="valid")
+        hit = np.flatnonzero(means <= 0)
+        out.append(int(t[hit[0] + window - 1]) if hit.size else None)
+    return out
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Norms(Probe):
     """Per-layer (per-leaf) gradient and parameter norms, on the step's training batch."""

@@ -93,6 +93,9 @@ class Config:
         ``dissipation_vectors``: kernel eigenvectors added to the basis per probe step;
         ``dissipation_start``: W_S(s, T) starts at the first probe step ``s ≥`` this (Adam's
         first steps, with a tiny ``v̂``, leave the linearized step's stable region).
+      poprisk: run :class:`dyntheory.probes.PopulationRisk` every step (needs ``eval_every=1``);
+        results.json's ``poprisk_check`` correlates its predicted change with the test loss's
+        change per step and over windows of 10, 100 and 1,000 steps.
     """
 
     # task
@@ -131,6 +134,7 @@ class Config:
     dissipation_rank: int = 64
     dissipation_vectors: int = 8
     dissipation_start: int = 10
+    poprisk: bool = False
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=40_000,
@@ -168,6 +172,11 @@ class Config:
         for name in ("dissipation_rank", "dissipation_vectors"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.poprisk and self.train.eval_every != 1:
+            raise ConfigError(
+                "poprisk=true compares the probe's predicted change with the test loss's change "
+                f"step by step: set eval_every=1 (got {self.train.eval_every})."
+            )
         if self.probes_per_decade < 0:
             raise ConfigError(f"probes_per_decade must be >= 0, got {self.probes_per_decade}.")
         check_range(self, ("lr", "eps", "prm_softness"), 0.0, low_open=True)
@@ -240,6 +249,22 @@ PRESETS: dict[str, Preset] = {
         _QUICK,
         "main job: embedding MLP, ÷ mod 59, half the pairs, batch 512, AdamW vs PRM, 3 seeds, "
         "5,000 steps (a few minutes on a 2-core CPU)",
+    ),
+    "poprisk": Preset(
+        replace(
+            _QUICK,
+            optimizers=("adamw",),
+            steps=3000,
+            seeds=2,
+            eval_every=1,
+            log_every=1,
+            probes_per_decade=0,
+            poprisk=True,
+            checkpoint_every=1000,
+        ),
+        "the validation-free estimate against held-out data (THEORY §6) on the quick task: "
+        "AdamW, the LOO predicted change of population risk every step against the change of "
+        "the test loss, 3,000 steps, 2 seeds (results.json: optimizers.adamw.poprisk_check)",
     ),
     "grokfast": Preset(
         replace(_GROKFAST, model="mlp", steps=GROKFAST_MLP_STEPS),

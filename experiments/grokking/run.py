@@ -80,20 +80,22 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
     out: list[probes.Probe] = []
     if name == "prm":
         out.append(probes.GateStats(probes.Schedule.every(cfg.train.eval_every)))
+    common = dict(lr=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
+    if name in ("adamw", "grokfast"):  # Grokfast's amplification is not in p (THEORY §10)
+        precond = optim_state.adam_preconditioner(cfg.lr, b2=cfg.b2, eps=cfg.eps)
+    else:
+        precond = optim_state.prm_preconditioner(
+            **common,
+            rho=cfg.prm_rho,
+            mask=cfg.prm_mask,
+            softness=cfg.prm_softness,
+            alpha=prm_alpha(cfg, n_train),
+        )
+    if cfg.poprisk:  # the LOO estimate for the step −p ⊙ μ, every step (THEORY §6)
+        out.append(probes.PopulationRisk(probes.Schedule.every(1), preconditioner=precond))
     if cfg.probes_per_decade:
         # independent of cfg.train.steps: an extended run probes where a longer one would
         sched = probes.Schedule.log(cfg.probes_per_decade, final=True)
-        common = dict(lr=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
-        if name in ("adamw", "grokfast"):  # Grokfast's amplification is not in p (THEORY §10)
-            precond = optim_state.adam_preconditioner(cfg.lr, b2=cfg.b2, eps=cfg.eps)
-        else:
-            precond = optim_state.prm_preconditioner(
-                **common,
-                rho=cfg.prm_rho,
-                mask=cfg.prm_mask,
-                softness=cfg.prm_softness,
-                alpha=prm_alpha(cfg, n_train),
-            )
         whole = cfg.probe_set == "train"
         spectrum_kw = dict(method="lanczos", trace_probes=4, slq_probes=4, slq_iters=12)
         out.append(
@@ -159,6 +161,8 @@ def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict
             a is not None and (b is None or a < b) for a, b in zip(tr, te, strict=True)
         ],
     }
+    if cfg.poprisk:
+        out["poprisk_check"] = probes.population_risk_check(history, "test/loss")
     for key in ("probe/gate/gate_mean", "probe/gate/gate_open_fraction"):
         if key in history:
             g = _seed_axis(history[key])

@@ -135,6 +135,35 @@ def _noise_reservoir_fraction(history: dict, row: int, seed: int) -> float | Non
     return float(r[i, seed] / (c[i, seed] + r[i, seed]))
 
 
+def _at_step(history: dict, key: str, step: int | None, seed: int) -> float | None:
+    """The last finite value of ``key`` at or before ``step`` for one seed."""
+    col = _columns(history, key)[:, seed]
+    ok = np.isfinite(col) & (np.asarray(history["step"]) <= (np.inf if step is None else step))
+    return float(col[np.flatnonzero(ok)[-1]]) if ok.any() else None
+
+
+def stopping(history: dict, window: int = 100) -> dict | None:
+    """The training-set-only stopping rule (:func:`dyntheory.probes.loo_stopping_step`, with a
+    window fixed in advance, not tuned on the test set) against the validation-optimal step and
+    the end of the run, per seed."""
+    if "probe/poprisk/loo_sum" not in history:
+        return None
+    test = _columns(history, "test/loss")
+    steps = np.asarray(history["step"])
+    rule = probes.loo_stopping_step(history, window)
+    best = [int(steps[int(np.nanargmin(c))]) for c in test.T]
+    seeds = range(test.shape[1])
+    return {
+        "window": window,
+        "loo_rule_step": rule,
+        # a rule that never fires trains to the end
+        "loo_rule_test_loss": [_at_step(history, "test/loss", t, s) for s, t in enumerate(rule)],
+        "validation_optimal_step": best,
+        "validation_optimal_test_loss": [float(np.nanmin(c)) for c in test.T],
+        "final_test_loss": [_at_step(history, "test/loss", None, s) for s in seeds],
+    }
+
+
 def summarize(history: dict) -> dict:
     """Headline numbers per seed: final and best test loss, where the label noise sits."""
     test = _columns(history, "test/loss")
@@ -164,6 +193,7 @@ def summarize(history: dict) -> dict:
         # the LOO predicted change of population risk against the realized change of the clean
         # test loss, per step and summed over windows (probe and eval every step; else None)
         "poprisk_check": probes.population_risk_check(history, "test/loss"),
+        "stopping": stopping(history),
         "time_train_s": _last(history, "time/train_s"),
         "time_probe_s": _last(history, "time/probe_s"),
     }
