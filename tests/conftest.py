@@ -1,13 +1,28 @@
-"""Test set-up: 8 fake CPU devices, float64 available, strict rank promotion.
+"""Test set-up: 8 fake CPU devices, float64 available, strict rank promotion, fast compiles.
 
 Must run before anything imports jax, so the device count and config take effect.
+
+Compilation dominates the suite (a tiny run compiles for seconds and trains for milliseconds), so
+the tests compile with LLVM's optimization level 0 (about half the compile time; XLA's own graph
+passes and the numerics are unchanged: no fast-math either way) and share a persistent
+compilation cache, a fresh directory per session, with the processes they launch. Set
+``DYNTHEORY_TEST_XLA_OPT=1`` to test with the default optimization level.
 """
 
+import atexit
 import os
+import shutil
+import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
-).strip()
+_flags = [os.environ.get("XLA_FLAGS", ""), "--xla_force_host_platform_device_count=8"]
+if os.environ.get("DYNTHEORY_TEST_XLA_OPT") != "1":
+    _flags.append("--xla_backend_optimization_level=0")
+os.environ["XLA_FLAGS"] = " ".join(f for f in _flags if f)
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="dyntheory-test-jax-cache-")
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax  # noqa: E402
