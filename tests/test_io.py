@@ -91,3 +91,15 @@ def test_has_checkpoint_sees_sub_runs(tmp_path):
     assert not rd.has_checkpoint()  # no step directory yet
     (tmp_path / "run" / "prm" / rundir.CHECKPOINTS / "2000").mkdir()
     assert rd.has_checkpoint()
+
+
+def test_only_the_main_process_writes_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(sharding, "is_main_process", lambda: False)
+    rundir.write_json(tmp_path / "a.json", {"x": 1})
+    rundir.write_npz(tmp_path / "b.npz", {"x": np.zeros(2)})
+    rundir.write_bytes(tmp_path / "c.bin", b"x")
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(sharding, "is_main_process", lambda: True)
+    rundir.write_npz(tmp_path / "b.npz", {"x": np.zeros(2)})
+    with np.load(tmp_path / "b.npz") as z:
+        np.testing.assert_array_equal(z["x"], np.zeros(2))

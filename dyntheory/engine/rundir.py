@@ -54,6 +54,10 @@ class RunDirError(OSError):
 
 
 def _atomic_write(path: Path, write) -> None:
+    """Replace ``path`` atomically; a no-op on every process but the main one of a
+    multi-process run (one writer per run, whichever experiment code calls it)."""
+    if not sharding.is_main_process():
+        return
     tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
     # os.open's mode goes through the umask, as open() does (mkstemp would give 0600)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -100,6 +104,11 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
     _atomic_write(Path(path), lambda f: f.write(text.encode()))
+
+
+def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
+    """Replace ``path`` by an ``.npz`` of ``arrays`` atomically (main process only)."""
+    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -270,7 +279,7 @@ class RunDir:
 
     # probe arrays
     def write_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
-        _atomic_write(self.file(ARRAYS), lambda f: np.savez(f, **arrays))
+        write_npz(self.file(ARRAYS), arrays)
 
     def read_arrays(self) -> dict[str, np.ndarray]:
         path = self.file(ARRAYS)

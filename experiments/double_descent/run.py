@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from dyntheory.engine import rundir
 from experiments.double_descent.config import Config
 from experiments.double_descent.exact import run_exact
@@ -80,7 +78,7 @@ def run(cfg: Config, run_dir) -> dict:
     results: dict = {"experiment": "double_descent"}
     if cfg.run_exact:
         results["exact"], arrays = run_exact(cfg.exact)
-        np.savez(out.file("exact_spectra.npz"), **arrays)
+        rundir.write_npz(out.file("exact_spectra.npz"), arrays)
         rundir.write_json(
             out.file("exact_results.json"), results["exact"]
         )  # kept if a later part fails

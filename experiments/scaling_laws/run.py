@@ -127,7 +127,7 @@ def run_teacher(cfg: Config, out) -> dict:
             losses[name] = np.asarray(fn(keys), np.float64)
             walls[name] = time.perf_counter() - t0
         spec = teacher.spectral_prediction(keys[0], ts, max(ts.data_sizes))
-    np.savez(out.file("teacher_losses.npz"), **losses)
+    rundir.write_npz(out.file("teacher_losses.npz"), losses)
     theory = ts.theory
     res = {"setup": {"M": ts.M, "a": ts.a, "b": ts.b}, "theory": theory}
     xs = {"data": ts.data_sizes, "model": ts.model_sizes, "time": ts.gd_steps}
