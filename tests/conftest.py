@@ -26,6 +26,7 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 import jax  # noqa: E402
+import pytest  # noqa: E402
 
 # float64 is available for closed-form comparisons; library code passes dtypes explicitly,
 # so float32 models stay float32.
@@ -35,3 +36,28 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # Dtype promotion stays "standard": optax 0.2.8's bias correction mixes a Python float with an
 # int32 count, which "strict" rejects inside optax itself.
 jax.config.update("jax_numpy_dtype_promotion", "standard")
+
+
+# The tiny preset of every experiment, run once per session through ``dyntheory run``'s code
+# path and shared read-only by the experiment tests and the figure tests (a run's directory may
+# gain a drawn figure; nothing else writes to it).
+TINY_OVERRIDES = {"scaling_laws": ["run_classify=false"]}  # the classification part is slow
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """``tiny_run(experiment) -> run directory`` of ``dyntheory run EXPERIMENT --preset tiny``."""
+    from dyntheory.cli import app as cli
+
+    root = tmp_path_factory.mktemp("tiny-runs")
+    done: set[str] = set()
+
+    def get(experiment: str):
+        out = root / f"{experiment}-tiny"
+        if experiment not in done:
+            cli.run_experiment(experiment, "tiny", TINY_OVERRIDES.get(experiment, ()), out=out)
+            done.add(experiment)
+        return out
+
+    get.root = root
+    return get

@@ -170,7 +170,11 @@ def test_poprisk_check_through_the_cli(capsys, tmp_path):
     assert len(check) == 2  # one row per seed
     for row in check:
         assert row["steps"] == 24 and row["first_step"] == 0
-        assert set(row) == {"steps", "first_step", "w1", "w10"}  # 24 // 100 < 2 windows
+        assert {"w1", "w10", "before", "after", "sum_predicted"} <= set(row)
+        assert "w100" not in row  # 24 // 100 < 2 windows
+        assert row["before"]["sum_actual"] + row["after"]["sum_actual"] == pytest.approx(
+            row["sum_actual"]
+        )
         assert row["w10"]["n_windows"] == 2 and -1 <= row["w1"]["r"] <= 1
     stop = rundir.RunDir(out_dir, create=False).read_results()["stopping"]
     assert len(stop["loo_rule_step"]) == 2 and stop["window"] == 100

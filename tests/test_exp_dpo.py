@@ -156,9 +156,8 @@ def test_presets_open_with_their_command():
 # --------------------------------------------------------------------------- end to end
 
 
-def test_tiny_run_writes_results_and_its_figure(tmp_path):
-    out = tmp_path / "run"
-    _, results = cli.run_experiment("dpo", "tiny", out=out)
+def test_tiny_run_writes_results_and_its_figure(tiny_run, tmp_path):
+    out = tiny_run("dpo")
     on_disk = json.loads((out / "results.json").read_text())
     cfg = PRESETS["tiny"].config
     assert on_disk["best"].keys() == {"adamw", "prm"}

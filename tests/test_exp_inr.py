@@ -10,7 +10,6 @@ import jax
 import numpy as np
 import pytest
 
-from dyntheory.cli import app as cli
 from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.inr import PRESETS, Config, signals
 
@@ -160,10 +159,9 @@ def test_presets_and_docstring():
 # --------------------------------------------------------------------------- end to end
 
 
-def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
-    out = tmp_path / "run"
+def test_tiny_run_writes_results_that_the_figure_reads(tiny_run, tmp_path):
+    out = tiny_run("inr")
     cfg = PRESETS["tiny"].config
-    cli.run_experiment("inr", "tiny", out=out)
     res = json.loads((out / "results.json").read_text())
     assert res["experiment"] == "inr" and res["wall_s"] > 0
     assert res["signals"].keys() == set(cfg.signals)
@@ -187,6 +185,6 @@ def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
         assert n >= 2 and all(len(v) == n for v in sig["curves"].values())
     from paper_figures import inr as figure  # the figure reads the run directory only
 
-    png, pdf = figure.draw(out, out)
+    png, pdf = figure.draw(out, tmp_path)
     assert png.stat().st_size > 0 and pdf.exists()
     assert (out / cfg.signals[0] / "adamw_lr1e-03" / "metrics.jsonl").exists()

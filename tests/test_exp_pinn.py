@@ -177,10 +177,9 @@ def test_cli_rejects_bad_values_before_compute(tmp_path, capsys):
 # --------------------------------------------------------------------------- end to end
 
 
-def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
-    out = tmp_path / "run"
+def test_tiny_run_writes_results_that_the_figure_reads(tiny_run, tmp_path):
+    out = tiny_run("pinn")
     cfg = PRESETS["tiny"].config
-    _, results = cli.run_experiment("pinn", "tiny", out=out)
     on_disk = json.loads((out / "results.json").read_text())
     assert on_disk["experiment"] == "pinn" and on_disk["target"] == cfg.target
     assert on_disk["arms"].keys() == set(cfg.optimizers)
@@ -200,6 +199,6 @@ def test_tiny_run_writes_results_that_the_figure_reads(tmp_path):
     assert n >= 2 and all(len(v) == n for v in on_disk["curves"].values())
     from paper_figures import pinn as figure  # the figure reads the run directory only
 
-    png, pdf = figure.draw(out, out)
+    png, pdf = figure.draw(out, tmp_path)
     assert png.stat().st_size > 0 and pdf.exists()
     assert (out / "adamw_lr1e-03" / "metrics.jsonl").exists()

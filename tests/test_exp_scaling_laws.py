@@ -121,16 +121,14 @@ def _check_teacher(ts):
     assert {"eigenvalue_exponent", "predicted_data_exponent"} <= set(ts["spectrum"])
 
 
-def test_tiny_teacher_run_writes_results(tmp_path):
+def test_tiny_teacher_run_writes_results(tiny_run):
     """The tiny preset's exact part (the engine runs of the classification part: next tests)."""
-    out = tmp_path / "run"
-    _, results = cli.run_experiment("scaling_laws", "tiny", ["run_classify=false"], out=out)
+    out = tiny_run("scaling_laws")  # with run_classify=false
     r = json.loads((out / "results.json").read_text())
     assert r["experiment"] == "scaling_laws" and "classification" not in r
     _check_teacher(r["teacher_student"])
     with np.load(out / "teacher_losses.npz") as z:
         assert z["data"].shape == (2, 5) and z["joint"].shape == (2, 4, 4)
-    assert results["summary"] == r["summary"]
     assert r["summary"]["teacher/data_exponent"]["theory"] == 1.0
     assert r["wall_s"] > 0 and r["cpu_s"] > 0
 

@@ -1,8 +1,8 @@
 """paper_figures: every figure drawn from tiny runs, the figures command, and missing-run errors.
 
-The session fixture runs the tiny preset of every experiment a figure reads (through
-``dyntheory.cli.run_experiment``, the code path of ``dyntheory run``), with a few overrides that
-only shrink the sweeps further (fewer arms, no probes the figures do not read).
+The runs are the session's shared tiny runs (``tiny_run`` in ``tests/conftest.py``: the tiny
+preset of every experiment, through the code path of ``dyntheory run``), which the experiment
+tests read too.
 """
 
 from __future__ import annotations
@@ -19,22 +19,14 @@ from dyntheory.cli import app as cli
 from dyntheory.cli import figures as figures_cli
 from paper_figures import catalog, runs, style
 
-# Smaller than the tiny presets where a figure does not need the extra arms (speed only).
-SHRINK = {
-    "grokking": ["probes_per_decade=0"],
-    "inr": ["signals=sines1d"],
-    "double_descent": ["exact.feature_maps=relu"],
-    "scaling_laws": ["run_classify=false"],
-}
 EXPERIMENTS = sorted({f.experiment for f in catalog.FIGURES})
 
 
 @pytest.fixture(scope="session")
-def tiny_runs(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("runs")
+def tiny_runs(tiny_run) -> Path:
     for exp in EXPERIMENTS:
-        cli.run_experiment(exp, "tiny", SHRINK.get(exp, ()), out=root / f"{exp}-tiny")
-    return root
+        tiny_run(exp)
+    return tiny_run.root
 
 
 def _check_figure(fig, name: str) -> None:

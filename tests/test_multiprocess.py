@@ -95,10 +95,8 @@ def assert_close_runs(a: Path, b: Path, rtol: float = 1e-5) -> None:
     "experiment, extra",
     [
         ("toy_regression", []),
-        # ~70-100 s on 2 CPU cores: slow
-        pytest.param(
-            "grokking", ["--set", "optimizers=prm", "--set", "seeds=1"], marks=pytest.mark.slow
-        ),
+        # PRM with its gate probe and the whole-training-set NTK / W_S probes, 1 seed
+        ("grokking", ["--set", "optimizers=prm", "--set", "seeds=1"]),
     ],
 )
 def test_two_processes_equal_one_process_and_resume(tmp_path, experiment, extra):
