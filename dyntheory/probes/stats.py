@@ -92,8 +92,21 @@ class PopulationRisk(Probe):
 WINDOWS = (1, 10, 100, 1000)
 
 
+def _check_block(p: np.ndarray, a: np.ndarray, windows) -> dict:
+    out: dict = {"sum_predicted": float(p.sum()), "sum_actual": float(a.sum())}
+    for w in windows:
+        if len(p) // w >= 2:
+            c = poprisk.window_correlation(p, a, w)
+            out[f"w{w}"] = {k: getattr(c, k) for k in ("r", "ci_low", "ci_high", "n_windows")}
+    return out
+
+
 def population_risk_check(
-    history: dict, heldout: str, name: str = "poprisk", windows=WINDOWS
+    history: dict,
+    heldout: str,
+    name: str = "poprisk",
+    windows=WINDOWS,
+    split_at: list[int] | None = None,
 ) -> list[dict] | None:
     """The :class:`PopulationRisk` probe's predicted change against the held-out loss's change.
 
@@ -101,8 +114,10 @@ def population_risk_check(
     ``heldout`` (a metrics key, e.g. ``"test/loss"``) at ``t`` and ``t + 1``, the pair
     (predicted_t, ``L(t + 1) − L(t)``) enters :func:`dyntheory.poprisk.window_correlation`; the
     steps must be consecutive, so run the probe and the evaluation every step. Returns, per seed,
-    ``{"steps": T, "w<k>": {"r", "ci_low", "ci_high", "n_windows"}}`` for each window ``k`` that
-    leaves at least 2 windows; ``None`` when the history has no such pairs.
+    ``{"steps": T, "first_step", "sum_predicted", "sum_actual", "w<k>": {"r", "ci_low",
+    "ci_high", "n_windows"}}`` for each window ``k`` that leaves at least 2 windows; with
+    ``split_at`` (a step per seed) the same blocks again as ``"before"`` (``t <`` the step) and
+    ``"after"``. ``None`` when the history has no such pairs.
     """
     key = f"probe/{name}/predicted_change"
     if key not in history or heldout not in history:
@@ -110,6 +125,7 @@ def population_risk_check(
     steps = np.asarray(history["step"])
     cols = lambda v: np.asarray(v)[:, None] if np.ndim(v) == 1 else np.asarray(v)
     pred, held = cols(history[key]), cols(history[heldout])
+    row_of = {int(t): i for i, t in enumerate(steps)}
     out = []
     for s in range(pred.shape[1]):
         loss_at = {int(t): v for t, v in zip(steps, held[:, s], strict=True) if np.isfinite(v)}
@@ -122,13 +138,14 @@ def population_risk_check(
                 f"{key} and {heldout} are not on consecutive steps: run the probe and the "
                 "evaluation every step (probe schedule every:1, eval_every=1)."
             )
-        p = np.array([pred[np.flatnonzero(steps == t)[0], s] for t in ts])
+        p = np.array([pred[row_of[t], s] for t in ts])
         a = np.array([loss_at[t + 1] - loss_at[t] for t in ts])
-        row: dict = {"steps": len(ts), "first_step": ts[0]}
-        for w in windows:
-            if len(ts) // w >= 2:
-                c = poprisk.window_correlation(p, a, w)
-                row[f"w{w}"] = {k: getattr(c, k) for k in ("r", "ci_low", "ci_high", "n_windows")}
+        row: dict = {"steps": len(ts), "first_step": ts[0], **_check_block(p, a, windows)}
+        if split_at is not None:
+            before = np.asarray(ts) < split_at[s]
+            row["split_step"] = int(split_at[s])
+            row["before"] = _check_block(p[before], a[before], windows)
+            row["after"] = _check_block(p[~before], a[~before], windows)
         out.append(row)
     return out
 

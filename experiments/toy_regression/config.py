@@ -128,7 +128,7 @@ PRESETS = {
             batch_size=16,
             probes=("poprisk",),
             probe_schedule="every:1",
-            steps=20_000,
+            steps=10_000,
             seeds=3,
             eval_every=1,
             log_every=1,
@@ -136,7 +136,7 @@ PRESETS = {
         ),
         "the validation-free estimate against held-out data (THEORY §6): minibatch SGD (16 of "
         "256 noisy examples), the LOO predicted change of population risk every step against "
-        "the change of the clean test loss (4,096 examples), 20,000 steps, 3 seeds "
+        "the change of the clean test loss (4,096 examples), 10,000 steps, 3 seeds "
         "(results.json: poprisk_check)",
     ),
     "paper": Preset(

@@ -192,7 +192,10 @@ def summarize(history: dict) -> dict:
         "coupling_corr": _last(history, "probe/dissipation/coupling_corr"),
         # the LOO predicted change of population risk against the realized change of the clean
         # test loss, per step and summed over windows (probe and eval every step; else None)
-        "poprisk_check": probes.population_risk_check(history, "test/loss"),
+        # split at the validation-optimal step: before it the test loss falls, after it rises
+        "poprisk_check": probes.population_risk_check(
+            history, "test/loss", split_at=[int(history["step"][r]) for r in best_rows]
+        ),
         "stopping": stopping(history),
         "time_train_s": _last(history, "time/train_s"),
         "time_probe_s": _last(history, "time/probe_s"),
