@@ -15,48 +15,55 @@ of swapped train pairs fitted, and PRM's gate statistics.
 
 What was measured (``quick``: 2,048 train pairs of which 614 swapped, 512 validation and 1,024
 test pairs, all clean; Bradley–Terry labels agree with the true reward on 84 % of the test pairs;
-a 2-block width-32 decoder, 27 k parameters; SFT 800 steps; DPO β = 0.1, 640 steps of 64 pairs =
-20 epochs, PRM α = b/(n − b) = 0.032, no weight decay; 3 seeds that share the reference and differ
-in minibatch order). Final values, median of 3 seeds (per seed in ``results.json``):
+a 2-block width-32 decoder, 27 k parameters; SFT 800 steps; DPO β = 0.1, 320 steps of 64 pairs =
+10 epochs, PRM α = b/(n − b) = 0.032, no weight decay; 3 seeds that share the reference and differ
+in minibatch order). Final values, median of 3 seeds (per seed in ``results.json``); the grid of
+the preset is 3e-6/1e-5/3e-5 (``dyntheory run dpo --preset quick``, 5 min 15 s); the 1e-4 and
+3e-4 rows are the same arms from ``--set lrs=1e-5,3e-5,1e-4,3e-4`` (6 min 37 s), identical where
+the two runs overlap:
 
 =======  ======  ==========  ==========  ===========  ===========  ==============
 opt.     lr      val acc.    test acc.   true acc.    |r̂| drift    swapped fitted
 =======  ======  ==========  ==========  ===========  ===========  ==============
-AdamW    3e-5    0.695       **0.711**   0.742        0.169        0.44
-AdamW    1e-4    0.627       0.649       0.673        0.432        0.69
-AdamW    3e-4    0.561       0.555       0.559        1.412        0.94
-AdamW    1e-3    0.537       0.569       0.581        4.115        1.00
-PRM      3e-5    0.699       **0.718**   0.749        0.138        0.42
-PRM      1e-4    0.652       0.690       0.704        0.358        0.58
-PRM      3e-4    0.570       0.566       0.584        1.138        0.90
-PRM      1e-3    0.520       0.540       0.565        3.835        1.00
+AdamW    3e-6    0.703       0.702       0.745        0.011        0.34
+AdamW    1e-5    **0.707**   **0.712**   0.744        0.034        0.34
+AdamW    3e-5    0.699       0.722       0.749        0.093        0.38
+AdamW    1e-4    0.674       0.702       0.730        0.253        0.48
+AdamW    3e-4    0.598       0.624       0.640        0.599        0.76
+PRM      3e-6    0.699       0.705       0.748        0.009        0.33
+PRM      1e-5    **0.712**   **0.709**   0.747        0.028        0.34
+PRM      3e-5    0.705       0.720       0.751        0.076        0.36
+PRM      1e-4    0.682       0.712       0.739        0.209        0.45
+PRM      3e-4    0.617       0.655       0.675        0.494        0.70
 =======  ======  ==========  ==========  ===========  ===========  ==============
 
-(1e-3 was run once, was the worst lr of both optimizers, and is not in the ``quick`` grid.) At the
-lr chosen by validation accuracy (3e-5 for both, the grid's lowest): test accuracy 0.711/0.711/0.715
-(AdamW) vs 0.720/0.717/0.718 (PRM); true-reward accuracy 0.742 vs 0.749; drift 0.169 vs 0.138, a
-ratio of 1.23×; PRM's mean gate q ≈ 0.40 over the whole run (0.39–0.40 at the end), the same at
-every lr. Verdict against the paper (0.566 → 0.641, 3.05×): **partly** — PRM is more accurate on
-every seed, but by 0.007, and the drift ratio is 1.2×, not 3×.
+At the lr chosen by validation accuracy (1e-5 for both, inside the grid): test accuracy
+0.709/0.712/0.713 (AdamW) vs 0.706/0.709/0.717 (PRM); true-reward accuracy 0.744 vs 0.747; drift
+0.034 vs 0.028, a ratio of 1.22×; PRM's mean gate q ≈ 0.43 over the run, the same at every lr.
+Verdict against the paper (0.566 → 0.641, 3.05×): **not reproduced** — no accuracy gain, and the
+drift ratio is 1.2×, not 3×. The validation split (512 pairs, standard error ≈ 0.02) cannot
+separate 1e-5 from 3e-5, where both optimizers reach 0.72 on the test pairs.
+
+An earlier run of 20 epochs (640 steps, eval every 32, lrs 3e-5/1e-4/3e-4, the rest as above)
+selected 3e-5, the grid's lowest, for both and gave 0.711 (AdamW) vs 0.718 (PRM), every PRM seed
+above every AdamW seed, drift ratio 1.23×: "partly". With AdamW's grid extended down
+(``--set steps=640 --set lrs=1e-5,3e-5,1e-4 --set eval_every=64 --set log_every=64
+--set fuse=64``, 6 min 26 s) AdamW at 1e-5 reaches 0.716 (drift
+0.064) and PRM at 1e-5 0.715: the small PRM edge was AdamW's lr being too large.
 
 Why, from the same runs: at every lr, accuracy falls as training goes on while the fraction of
 swapped train pairs the policy fits rises (memorization of the flipped labels); the more the policy
 drifts, the lower its clean accuracy, for both optimizers alike. PRM's gate passes ≈ 40 % of each
 update on average at every lr, so PRM at lr η behaves much like AdamW at a smaller lr: it memorizes
-more slowly, drifts less, and is ahead at a fixed lr and step (+0.04 at 1e-4). Compared at the same
-drift the advantage shrinks or turns: PRM at 1e-4 (drift 0.36, accuracy 0.690) lies 0.02 above
-AdamW's line between 3e-5 and 1e-4 (0.67 at drift 0.36), PRM at 3e-4 (1.14, 0.566) 0.015 below
-AdamW's line between 1e-4 and 3e-4 (0.58). With early stopping on the test curve every arm peaks at
-0.713–0.724 (AdamW 3e-5: 0.722, PRM 3e-5: 0.724). The gate does not find a better solution; it slows
-the clock. The selected lr is the grid's edge for both optimizers, so a lower lr might move both
-further.
+more slowly and drifts less, and is ahead at a fixed lr and step when that lr is too large (+0.03
+at 3e-4, +0.01 at 1e-4). Once AdamW's lr is tuned, the advantage is gone. The gate does not find a
+better solution; it slows the clock.
 
 Row for the README's claims table: DPO, 30 % swapped pairs | paper: reward accuracy 0.566 (AdamW)
-→ 0.641 (PRM), drift 3.05× closer | here (``quick``): 0.711 → 0.718, drift 1.23× closer | partly:
-PRM wins on every seed by 0.007 because its gate (q ≈ 0.4) slows memorization of the swapped
-pairs; at equal drift or with early stopping the two are level.
+→ 0.641 (PRM), drift 3.05× closer | here (``quick``): 0.712 → 0.709, drift 1.22× closer | not
+reproduced: PRM's gate (q ≈ 0.4) acts as a smaller lr; against a tuned AdamW it gains nothing.
 
-The ``paper`` preset (8,192 pairs, width 64, 20 epochs, lrs 3e-5 to 1e-3) was not run here.
+The ``paper`` preset (8,192 pairs, width 64, 20 epochs, lrs 1e-5 to 3e-4) was not run here.
 
 Run directory: see :mod:`experiments.dpo.run`; figure: :mod:`paper_figures.dpo`.
 """
