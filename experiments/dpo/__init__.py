@@ -18,7 +18,7 @@ test pairs, all clean; Bradley–Terry labels agree with the true reward on 84 %
 a 2-block width-32 decoder, 27 k parameters; SFT 800 steps; DPO β = 0.1, 320 steps of 64 pairs =
 10 epochs, PRM α = b/(n − b) = 0.032, no weight decay; 3 seeds that share the reference and differ
 in minibatch order). Final values, median of 3 seeds (per seed in ``results.json``); the grid of
-the preset is 3e-6/1e-5/3e-5 (``dyntheory run dpo --preset quick``, 5 min 15 s); the 1e-4 and
+the preset is 3e-6/1e-5/3e-5 (``dyntheory run dpo --preset quick``, 4 min 56 s); the 1e-4 and
 3e-4 rows are the same arms from ``--set lrs=1e-5,3e-5,1e-4,3e-4`` (6 min 37 s), identical where
 the two runs overlap:
 
