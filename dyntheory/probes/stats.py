@@ -92,6 +92,12 @@ class PopulationRisk(Probe):
 WINDOWS = (1, 10, 100, 1000)
 
 
+def _seed_columns(v) -> np.ndarray:
+    """A history column as ``(T, S)``: a seed axis even for one seed."""
+    v = np.asarray(v)
+    return v[:, None] if v.ndim == 1 else v
+
+
 def _check_block(p: np.ndarray, a: np.ndarray, windows) -> dict:
     out: dict = {"sum_predicted": float(p.sum()), "sum_actual": float(a.sum())}
     for w in windows:
@@ -123,8 +129,7 @@ def population_risk_check(
     if key not in history or heldout not in history:
         return None
     steps = np.asarray(history["step"])
-    cols = lambda v: np.asarray(v)[:, None] if np.ndim(v) == 1 else np.asarray(v)
-    pred, held = cols(history[key]), cols(history[heldout])
+    pred, held = _seed_columns(history[key]), _seed_columns(history[heldout])
     row_of = {int(t): i for i, t in enumerate(steps)}
     out = []
     for s in range(pred.shape[1]):
@@ -165,8 +170,7 @@ def loo_stopping_step(history: dict, window: int = 100, name: str = "poprisk") -
     if not (isinstance(window, int) and window >= 1):
         raise ValueError(f"window must be a positive integer, got {window!r}")
     steps = np.asarray(history["step"])
-    loo = np.asarray(history[key])
-    loo = loo[:, None] if loo.ndim == 1 else loo
+    loo = _seed_columns(history[key])
     out = []
     for col in loo.T:
         ok = np.isfinite(col)

@@ -114,12 +114,19 @@ def _per_seed(values: list):
     return values[0] if len(values) == 1 else values
 
 
+def _at_step(history: dict, key: str, step: int | None, seed: int) -> float | None:
+    """The last finite value of ``key`` at or before ``step`` for one seed."""
+    col = _columns(history, key)[:, seed]
+    ok = np.isfinite(col) & (np.asarray(history["step"]) <= (np.inf if step is None else step))
+    return float(col[np.flatnonzero(ok)[-1]]) if ok.any() else None
+
+
 def _last(history: dict, key: str):
     """The last logged finite value of ``key`` per seed (a float, or a list with seeds)."""
     v = _columns(history, key)
     if v is None:
         return None
-    return _per_seed([float(c[np.isfinite(c)][-1]) if np.isfinite(c).any() else None for c in v.T])
+    return _per_seed([_at_step(history, key, None, s) for s in range(v.shape[1])])
 
 
 def _noise_reservoir_fraction(history: dict, row: int, seed: int) -> float | None:
@@ -135,31 +142,22 @@ def _noise_reservoir_fraction(history: dict, row: int, seed: int) -> float | Non
     return float(r[i, seed] / (c[i, seed] + r[i, seed]))
 
 
-def _at_step(history: dict, key: str, step: int | None, seed: int) -> float | None:
-    """The last finite value of ``key`` at or before ``step`` for one seed."""
-    col = _columns(history, key)[:, seed]
-    ok = np.isfinite(col) & (np.asarray(history["step"]) <= (np.inf if step is None else step))
-    return float(col[np.flatnonzero(ok)[-1]]) if ok.any() else None
-
-
-def stopping(history: dict, window: int = 100) -> dict | None:
+def stopping(history: dict, best_rows: list[int], window: int = 100) -> dict | None:
     """The training-set-only stopping rule (:func:`dyntheory.probes.loo_stopping_step`, with a
     window fixed in advance, not tuned on the test set) against the validation-optimal step and
-    the end of the run, per seed."""
+    the end of the run, per seed (``best_rows``: the history rows of the lowest test loss)."""
     if "probe/poprisk/loo_sum" not in history:
         return None
     test = _columns(history, "test/loss")
-    steps = np.asarray(history["step"])
     rule = probes.loo_stopping_step(history, window)
-    best = [int(steps[int(np.nanargmin(c))]) for c in test.T]
     seeds = range(test.shape[1])
     return {
         "window": window,
         "loo_rule_step": rule,
         # a rule that never fires trains to the end
         "loo_rule_test_loss": [_at_step(history, "test/loss", t, s) for s, t in enumerate(rule)],
-        "validation_optimal_step": best,
-        "validation_optimal_test_loss": [float(np.nanmin(c)) for c in test.T],
+        "validation_optimal_step": [int(history["step"][r]) for r in best_rows],
+        "validation_optimal_test_loss": [float(test[r, s]) for s, r in enumerate(best_rows)],
         "final_test_loss": [_at_step(history, "test/loss", None, s) for s in seeds],
     }
 
@@ -196,7 +194,7 @@ def summarize(history: dict) -> dict:
         "poprisk_check": probes.population_risk_check(
             history, "test/loss", split_at=[int(history["step"][r]) for r in best_rows]
         ),
-        "stopping": stopping(history),
+        "stopping": stopping(history, best_rows),
         "time_train_s": _last(history, "time/train_s"),
         "time_probe_s": _last(history, "time/probe_s"),
     }
