@@ -53,8 +53,11 @@ def check_sweep_fields(cfg) -> None:
         raise ConfigError(f"prm_alpha must be >= 0 or none, got {cfg.prm_alpha}.")
 
 
-def make_optimizer(cfg, name: str, lr: float, alpha: float) -> optax.GradientTransformation:
-    """``optax.adamw`` or ``prm`` (with gate statistics, for the GateStats probe) from ``cfg``."""
+def make_optimizer(
+    cfg, name: str, lr: optax.ScalarOrSchedule, alpha: float | None
+) -> optax.GradientTransformation:
+    """``optax.adamw``, ``prm`` (with gate statistics, for the GateStats probe) or Grokfast from
+    ``cfg``; ``lr`` a float or an optax schedule."""
     common = dict(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay)
     if name == "adamw":
         return optax.adamw(lr, **common)

@@ -49,6 +49,19 @@ def test_all_pairs_once_with_brute_force_labels(op):
     assert pairs.dtype == c.dtype == np.int32
 
 
+@pytest.mark.parametrize("op", sorted(OPS))
+def test_b_nonzero_drops_exactly_the_pairs_with_b_zero(op):
+    p = 7
+    full, c_full = all_pairs(p, op)
+    pairs, c = all_pairs(p, op, b_nonzero=True)
+    keep = full[:, 1] != 0
+    np.testing.assert_array_equal(pairs, full[keep])
+    np.testing.assert_array_equal(c, c_full[keep])
+    assert len(pairs) == p * (p - 1)
+    d = make_data(p, op, 0.5, b_nonzero=True)
+    assert len(d.y_train) + len(d.y_test) == p * (p - 1)
+
+
 @pytest.mark.parametrize("frac", [0.25, 0.5, 0.9])
 def test_split_sizes_disjoint_and_complete(frac):
     d = make_data(p=13, op="div", train_fraction=frac, split_seed=3)
@@ -105,6 +118,9 @@ def test_make_data_rejects_bad_tasks(kwargs, match):
         ("train_fraction=0", "strictly between 0 and 1"),
         ("op=pow", "valid operations: add"),
         ("optimizers=sgd", "subset of adamw, prm"),
+        ("warmup_steps=-1", "warmup_steps must be >= 0"),
+        ("warmup_steps=20", "start W_S after the warm-up"),
+        ("transformer_style=bert", "transformer_style"),
     ],
 )
 def test_bad_set_values_raise_config_errors(override, match):
@@ -220,9 +236,11 @@ def test_grokfast_presets_are_grokfasts_setting():
         # the baseline is Adam without weight decay; only Grokfast's inner AdamW decays (0.005)
         assert (cfg.weight_decay, cfg.grokfast_weight_decay) == (0.0, 0.005)
         assert (cfg.grokfast_alpha, cfg.grokfast_lamb, cfg.lr) == (0.98, 2.0, 1e-3)
-        assert cfg.probes_per_decade == 0
+        assert cfg.probes_per_decade == 0 and cfg.b_nonzero and cfg.warmup_steps == 10
     t = PRESETS["grokfast-transformer"].config
     assert (t.depth, t.width, t.heads) == (2, 128, 4)
+    # the reference code's decoder and torch.optim.Adam's L2 decay after the filter
+    assert (t.transformer_style, t.grokfast_weight_decay_mode) == ("grokfast", "l2")
 
 
 def _tiny():
@@ -263,6 +281,38 @@ def test_per_optimizer_weight_decay_and_gated_decay():
     np.testing.assert_allclose(step("prm", cfg, 1.0), -0.1 * 0.5, rtol=1e-6)  # Algorithm 1
     gated = apply_overrides(cfg, ["prm_gate_weight_decay=true"])
     assert np.all(np.abs(step("prm", gated, 1.0)) < 0.1 * 0.5)  # zero gradient: the gate is shut
+
+
+def test_warmup_is_linear_from_zero_for_every_optimizer():
+    import jax.numpy as jnp
+
+    from experiments.grokking.run import make_optimizer
+
+    flat = apply_overrides(PRESETS["quick"].config, ["weight_decay=0"])
+    warm = apply_overrides(flat, ["warmup_steps=4"])
+    params = {"w": jnp.ones(2)}
+    grads = [{"w": jnp.array([1.0 + 0.1 * t, -1.0])} for t in range(6)]
+
+    def sizes(cfg, name):
+        opt = make_optimizer(cfg, name, n_train=1711)
+        state, out = opt.init(params), []
+        for g in grads:
+            updates, state = opt.update(g, state, params)
+            out.append(np.asarray(updates["w"]))
+        return np.stack(out)
+
+    for name in ("adamw", "prm", "grokfast"):
+        a, b = sizes(warm, name), sizes(flat, name)
+        factor = np.minimum(np.arange(6) / 4, 1.0)[:, None]  # update t uses lr · min(t/4, 1)
+        np.testing.assert_allclose(a, factor * b, rtol=1e-6, atol=1e-12, err_msg=name)
+
+
+def test_grokfast_reference_decoder_and_b_nonzero_smoke(tmp_path):
+    overrides = _tiny() + ["depth=1", "heads=2", "optimizers=grokfast"]
+    _, results = cli.run_experiment(
+        "grokking", "grokfast-transformer", overrides, out=tmp_path / "run"
+    )
+    assert results["task"]["n_train"] + results["task"]["n_test"] == 11 * 10  # no b = 0
 
 
 def test_tiny_run_with_gated_weight_decay(tmp_path):

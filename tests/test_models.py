@@ -217,6 +217,32 @@ def test_transformer_readout_all_gives_every_position_and_last_matches_default()
         make("first")
 
 
+def test_transformer_grokfast_reference_options():
+    """``residual="normed"``: h = norm1(h); h = h + attn(h); h = h + mlp(norm2(h)) (Grokfast's
+    reference block); ``embed_std`` sets the embedding init; ``readout_bias=False`` drops it."""
+    model = Transformer(
+        7, 4, width=8, depth=1, heads=2, embed_std=1.0, residual="normed", readout_bias=False,
+        rngs=nnx.Rngs(0),
+    )  # fmt: skip
+    tokens = jax.random.randint(KEY, (3, 4), 0, 7)
+    b = model.blocks[0]
+    h = model.token_embed(tokens) + model.pos_embed[...][None]
+    h = b.norm1(h)
+    h = h + b.attn(h)
+    h = h + b.mlp_out(b.act(b.mlp_in(b.norm2(h))))
+    want = model.readout(model.norm_f(h)[:, -1])
+    np.testing.assert_allclose(np.asarray(model(tokens)), np.asarray(want), rtol=1e-6)
+    assert model.readout.bias is None
+    big = Transformer(4000, 4, width=64, depth=1, heads=2, embed_std=1.0, rngs=nnx.Rngs(1))
+    assert abs(float(jnp.std(big.token_embed.embedding[...])) - 1.0) < 0.01
+    stream = Transformer(7, 4, width=8, depth=1, heads=2, rngs=nnx.Rngs(0))
+    assert not np.allclose(np.asarray(stream(tokens)), np.asarray(model(tokens)))
+    with pytest.raises(ValueError, match="residual must be 'stream' or 'normed'"):
+        Transformer(7, 4, width=8, heads=2, residual="post", rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="embed_std must be > 0"):
+        Transformer(7, 4, width=8, heads=2, embed_std=0.0, rngs=nnx.Rngs(0))
+
+
 def test_input_validation():
     abstract = lambda make: nnx.eval_shape(lambda: make(nnx.Rngs(0)))
     with pytest.raises(ValueError, match=r"MLP expects inputs \(\.\.\., 5\)"):

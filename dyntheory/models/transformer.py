@@ -4,7 +4,10 @@ r"""A small decoder-only transformer (GPT-style, pre-LN) with a last-position or
            h \leftarrow h + \mathrm{Attn}(\mathrm{norm}(h)),\qquad
            h \leftarrow h + W_2\,\phi(W_1\,\mathrm{norm}(h)),
 
-causal multi-head self-attention :math:`\mathrm{softmax}(QK^\top/\sqrt{d_h} + M)V` with
+or, with ``residual="normed"``, :math:`h \leftarrow \mathrm{norm}(h)` and then
+:math:`h \leftarrow h + \mathrm{Attn}(h)` (the block of Grokfast's reference code, whose
+residual carries the normalized stream); causal multi-head self-attention
+:math:`\mathrm{softmax}(QK^\top/\sqrt{d_h} + M)V` with
 :math:`M_{ts} = -\infty` for :math:`s > t`, a final norm, and logits
 :math:`f(x) = W_{\rm out} h^L_{T} + b` of the last position (the answer token of a sequence task
 such as ``a ∘ b =``), or with ``readout="all"`` the logits :math:`W_{\rm out} h^L_t + b` of every
@@ -53,9 +56,14 @@ class CausalSelfAttention(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm transformer block: attention, then a (possibly gated) MLP, each residual."""
+    """Pre-norm transformer block: attention, then a (possibly gated) MLP, each residual.
 
-    def __init__(self, width, heads, mlp_ratio, activation, norm, beta, *, dtype, rngs):
+    ``residual="stream"`` adds the attention output to the block's input; ``"normed"`` to its
+    normalized input (``h = norm1(h); h = h + attn(h)``, as Grokfast's reference ``Block``).
+    """
+
+    def __init__(self, width, heads, mlp_ratio, activation, norm, beta, *, residual, dtype, rngs):
+        self.residual = residual
         self.norm1 = make_norm(norm, width, dtype=dtype, rngs=rngs)
         self.attn = CausalSelfAttention(width, heads, dtype=dtype, rngs=rngs)
         self.norm2 = make_norm(norm, width, dtype=dtype, rngs=rngs)
@@ -65,7 +73,8 @@ class Block(nnx.Module):
         self.mlp_out = Linear(mlp_ratio * width, width, dtype=dtype, rngs=rngs)
 
     def __call__(self, h: jax.Array) -> jax.Array:
-        h = h + self.attn(h if self.norm1 is None else self.norm1(h))
+        u = h if self.norm1 is None else self.norm1(h)
+        h = (u if self.residual == "normed" else h) + self.attn(u)
         u = h if self.norm2 is None else self.norm2(h)
         return h + self.mlp_out(self.act(self.mlp_in(u)))
 
@@ -82,6 +91,10 @@ class Transformer(nnx.Module):
       activation: MLP activation (any name in :data:`dyntheory.models.ACTIVATIONS`).
       norm: ``"layernorm"`` (default), ``"dyt"`` or ``None``.
       readout: ``"last"`` (default: the last position's logits) or ``"all"`` (every position's).
+      embed_std: standard deviation of the normal init of the token and position embeddings
+        (default 0.02, nanoGPT's; ``torch.nn.Embedding``'s default is 1).
+      residual: ``"stream"`` (default, GPT-2's pre-LN) or ``"normed"`` (see :class:`Block`).
+      readout_bias: whether the readout has a bias (default True).
     """
 
     def __init__(
@@ -99,27 +112,44 @@ class Transformer(nnx.Module):
         beta: float = 1.0,
         dtype=jnp.float32,
         readout: Literal["last", "all"] = "last",
+        embed_std: float = 0.02,
+        residual: Literal["stream", "normed"] = "stream",
+        readout_bias: bool = True,
         rngs: nnx.Rngs,
     ):
         check_norm(norm)
         if readout not in ("last", "all"):
             raise ValueError(f"readout must be 'last' or 'all', got {readout!r}")
+        if residual not in ("stream", "normed"):
+            raise ValueError(f"residual must be 'stream' or 'normed', got {residual!r}")
+        if not embed_std > 0:
+            raise ValueError(f"embed_std must be > 0, got {embed_std!r}")
         self.max_len = max_len
         self.readout_at = readout
-        init = nnx.initializers.normal(stddev=0.02)  # nanoGPT's embedding init
+        init = nnx.initializers.normal(stddev=embed_std)
         self.token_embed = nnx.Embed(
             vocab_size, width, embedding_init=init, dtype=dtype, param_dtype=dtype, rngs=rngs
         )
         self.pos_embed = nnx.Param(init(rngs.params(), (max_len, width), dtype))
         self.blocks = nnx.List(
             [
-                Block(width, heads, mlp_ratio, activation, norm, beta, dtype=dtype, rngs=rngs)
+                Block(
+                    width,
+                    heads,
+                    mlp_ratio,
+                    activation,
+                    norm,
+                    beta,
+                    residual=residual,
+                    dtype=dtype,
+                    rngs=rngs,
+                )
                 for _ in range(depth)
             ]
         )
         self.norm_f = make_norm(norm, width, dtype=dtype, rngs=rngs)
         out = vocab_size if out_features is None else out_features
-        self.readout = Linear(width, out, dtype=dtype, rngs=rngs)
+        self.readout = Linear(width, out, use_bias=readout_bias, dtype=dtype, rngs=rngs)
 
     def hidden_states(self, tokens: jax.Array) -> jax.Array:
         """Final-norm hidden states of every position, ``(n, T, width)``."""

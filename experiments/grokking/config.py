@@ -58,12 +58,22 @@ class Config:
     Attributes:
       p, op, train_fraction, split_seed: the task (:mod:`experiments.grokking.data`); ``op`` is
         ``add``, ``sub``, ``mul`` or ``div``.
+      b_nonzero: leave out the pairs with ``b = 0`` for every ``op`` (always so for ``div``), as
+        Grokfast's reference task does (``a × b mod 97`` over 97 · 96 pairs).
       model: ``"mlp"`` (embedding MLP on ``[a, b]``: shared embedding ``width`` per token,
         concatenated, one ReLU layer of ``hidden``, readout ``p``) or ``"transformer"`` (Power et
         al.'s decoder on ``[a, op, b, =]``: ``depth`` blocks of ``width`` with ``heads`` heads,
         logits of the last position).
+      transformer_style: ``"gpt"`` (default: GPT-2's pre-LN blocks, embeddings N(0, 0.02²), a
+        readout bias) or ``"grokfast"``, the decoder of Grokfast's reference code (``main.py``):
+        embeddings N(0, 1) (``torch.nn.Embedding``'s init), blocks whose residual carries the
+        normalized stream (``Transformer(residual="normed")``), a bias-free head.
       optimizers: which of ``adamw``, ``prm`` to run (each on every seed).
       lr, b1, b2, eps, weight_decay: shared by both optimizers (Power et al.'s AdamW).
+      warmup_steps: linear learning-rate warm-up from 0 over this many updates, for every
+        optimizer (``optax.linear_schedule``; Grokfast's reference code warms up over 10); 0 =
+        constant ``lr``. The probes' preconditioners assume the constant ``lr``, so a warm-up
+        longer than ``dissipation_start`` or with ``poprisk`` is rejected.
       prm_mask, prm_softness, prm_rho: PRM's own knobs (Algorithm 1; defaults the package's).
       grokfast_alpha, grokfast_lamb: Grokfast-EMA's EMA rate and amplification (Lee et al. 2024,
         arXiv:2405.20233), for ``optimizers=...,grokfast`` (the positive control).
@@ -103,8 +113,10 @@ class Config:
     op: str = "div"
     train_fraction: float = 0.25
     split_seed: int = 0
+    b_nonzero: bool = False
     # model
     model: Literal["mlp", "transformer"] = "transformer"
+    transformer_style: Literal["gpt", "grokfast"] = "gpt"
     width: int = 128
     hidden: int = 512
     depth: int = 2
@@ -116,6 +128,7 @@ class Config:
     b2: float = 0.98
     eps: float = 1e-8
     weight_decay: float = 1.0
+    warmup_steps: int = 0
     prm_mask: Literal["snr", "soft", "hard"] = "snr"
     prm_softness: float = 1.0
     prm_rho: float = 0.99
@@ -177,6 +190,16 @@ class Config:
                 "poprisk=true compares the probe's predicted change with the test loss's change "
                 f"step by step: set eval_every=1 (got {self.train.eval_every})."
             )
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}.")
+        if self.warmup_steps and (
+            self.poprisk or (self.probes_per_decade and self.warmup_steps > self.dissipation_start)
+        ):
+            raise ConfigError(
+                f"warmup_steps={self.warmup_steps}: the probes' preconditioners assume the "
+                "constant lr; turn the probes off (probes_per_decade=0, poprisk=false) or start "
+                f"W_S after the warm-up (dissipation_start >= {self.warmup_steps})."
+            )
         if self.probes_per_decade < 0:
             raise ConfigError(f"probes_per_decade must be >= 0, got {self.probes_per_decade}.")
         check_range(self, ("lr", "eps", "prm_softness"), 0.0, low_open=True)
@@ -213,7 +236,9 @@ _GROKFAST = replace(
     Config(),
     p=97,
     op="mul",
+    b_nonzero=True,
     train_fraction=0.5,
+    warmup_steps=10,
     optimizers=("adamw", "grokfast"),
     weight_decay=0.0,
     grokfast_alpha=0.98,
@@ -273,7 +298,14 @@ PRESETS: dict[str, Preset] = {
         "embedding MLP; Adam (wd 0) vs Grokfast-EMA (α 0.98, λ 2, wd 0.005), 3 seeds, probes off",
     ),
     "grokfast-transformer": Preset(
-        replace(_GROKFAST, model="transformer", steps=50_000, checkpoint_every=2000),
+        replace(
+            _GROKFAST,
+            model="transformer",
+            transformer_style="grokfast",
+            grokfast_weight_decay_mode="l2",
+            steps=50_000,
+            checkpoint_every=2000,
+        ),
         "Grokfast's headline setting: × mod 97, half the pairs, batch 512, 2-layer width-128 "
         "4-head decoder, Adam (wd 0; paper 39,890 steps) vs Grokfast-EMA (wd 0.005; paper 910), "
         "3 seeds, 50,000 steps (hours on a CPU)",

@@ -72,14 +72,15 @@ def _nearby_primes(p: int) -> str:
     return ", ".join(str(q) for q in (below, above) if q is not None)
 
 
-def all_pairs(p: int, op: str) -> tuple[np.ndarray, np.ndarray]:
+def all_pairs(p: int, op: str, b_nonzero: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Every operand pair ``(N, 2)`` and its label ``(N,)``, ``a``-major.
 
-    ``N = p²``, or ``p(p − 1)`` for ``div`` (no ``b = 0``).
+    ``N = p²``, or ``p(p − 1)`` for ``div`` or with ``b_nonzero`` (no ``b = 0``: Grokfast's
+    reference task draws ``b`` from ``1 … p − 1`` for every operation).
     """
     check_task(p, op, 0.5)
     a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
-    if op == "div":
+    if op == "div" or b_nonzero:
         keep = b != 0
         a, b = a[keep], b[keep]
     if op == "add":
@@ -132,6 +133,7 @@ def make_data(
     train_fraction: float = 0.25,
     split_seed: int = 0,
     fmt: str = "pair",
+    b_nonzero: bool = False,
 ) -> ModularData:
     """All pairs of ``a op b mod p``, split into train/test by a seeded permutation.
 
@@ -142,9 +144,10 @@ def make_data(
         non-empty after rounding.
       split_seed: seeds the permutation (``numpy.random.default_rng``); same seed, same split.
       fmt: ``"pair"`` or ``"sequence"`` token format.
+      b_nonzero: leave out the pairs with ``b = 0`` (always so for ``div``).
     """
     check_task(p, op, train_fraction)
-    pairs, labels = all_pairs(p, op)
+    pairs, labels = all_pairs(p, op, b_nonzero)
     n_pairs = len(labels)
     n_train = int(round(train_fraction * n_pairs))
     if not 0 < n_train < n_pairs:

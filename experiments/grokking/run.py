@@ -37,7 +37,12 @@ from experiments.grokking.data import ModularData, make_data
 
 def load_data(cfg: Config) -> ModularData:
     fmt = "pair" if cfg.model == "mlp" else "sequence"
-    return make_data(cfg.p, cfg.op, cfg.train_fraction, cfg.split_seed, fmt)
+    return make_data(cfg.p, cfg.op, cfg.train_fraction, cfg.split_seed, fmt, cfg.b_nonzero)
+
+
+# Grokfast's reference decoder (github.com/ironjr/grokfast, main.py): torch.nn.Embedding's N(0, 1)
+# init, `x = ln_1(x); x = x + attn(x)` blocks, `nn.Linear(dim, num_tokens, bias=False)` head
+GROKFAST_DECODER = dict(embed_std=1.0, residual="normed", readout_bias=False)
 
 
 def build_model(cfg: Config, data: ModularData, key: jax.Array) -> nnx.Module:
@@ -53,6 +58,7 @@ def build_model(cfg: Config, data: ModularData, key: jax.Array) -> nnx.Module:
         width=cfg.width,
         depth=cfg.depth,
         heads=cfg.heads,
+        **(GROKFAST_DECODER if cfg.transformer_style == "grokfast" else {}),
         rngs=rngs,
     )
 
@@ -73,7 +79,8 @@ def prm_alpha(cfg: Config, n_train: int) -> float:
 
 def make_optimizer(cfg: Config, name: str, n_train: int) -> optax.GradientTransformation:
     alpha = prm_alpha(cfg, n_train) if name == "prm" else None
-    return optimizers.make_optimizer(cfg, name, cfg.lr, alpha)
+    lr = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
+    return optimizers.make_optimizer(cfg, name, lr, alpha)
 
 
 def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
