@@ -335,20 +335,31 @@ def ntk_matvec(
         one = lambda a: jax.vjp(lambda w: apply_fn(w, a[0]), params)[1](a[1])[0]
         return jax.tree.map(lambda t: jnp.sum(t, 0), jax.lax.map(one, (xs, vs)))
 
-    def jvp_all(ct):  # J(x) ct
-        if chunk_size is None:
-            return jax.jvp(lambda w: apply_fn(w, x), (params,), (ct,))[1]
-        xs, pad = _chunks(x, chunk_size)
-        one = lambda a: jax.jvp(lambda w: apply_fn(w, a), (params,), (ct,))[1]
-        ys = jax.lax.map(one, xs)
-        return ys.reshape(-1, ys.shape[-1])[: jnp.shape(x)[0]]
-
     def matvec(v: jax.Array) -> jax.Array:
         if jnp.shape(v) != (dim_in,):
             raise ValueError(f"v must have shape ({dim_in},) = (n*p,), got {jnp.shape(v)}")
-        return jvp_all(scale(vjp_sum(v))).reshape(-1).astype(v.dtype)
+        ct = scale(vjp_sum(v))
+        return output_jvp(apply_fn, params, x, ct, chunk_size=chunk_size).astype(v.dtype)
 
     return matvec
+
+
+def output_jvp(
+    apply_fn: ApplyFn, params: Any, x: jax.Array, tangent: Any, *, chunk_size: int | None = None
+) -> jax.Array:
+    r"""``J(x) t``: how the outputs on ``x`` move along the parameter direction ``t`` (a pytree
+    like ``params``), flat ``(n*p,)`` in :func:`empirical_ntk`'s example-major order, in the
+    model's dtype. One jvp, over ``chunk_size`` examples at a time (None: all at once); e.g. the
+    output image ``J (p ⊙ m)`` of Adam's momentum or ``J w`` of the weights
+    (:mod:`dyntheory.momentum`)."""
+    if chunk_size is None:
+        return jax.jvp(lambda w: apply_fn(w, x), (params,), (tangent,))[1].reshape(-1)
+    if int(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size}.")
+    xs, _ = _chunks(x, chunk_size)
+    one = lambda a: jax.jvp(lambda w: apply_fn(w, a), (params,), (tangent,))[1]
+    ys = jax.lax.map(one, xs)
+    return ys.reshape(-1, ys.shape[-1])[: jnp.shape(x)[0]].reshape(-1)
 
 
 def effective_ntk(apply_fn: ApplyFn, params: Any, precond: Any, x1, x2=None, **ntk_kwargs):

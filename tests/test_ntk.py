@@ -20,6 +20,7 @@ from dyntheory.ntk import (
     effective_ntk,
     empirical_ntk,
     ntk_matvec,
+    output_jvp,
 )
 from tests.helpers import relative_error
 
@@ -218,6 +219,21 @@ def test_ntk_matvec_cross_block_preconditioned_and_chunked(chunk_size):
     assert relative_error(jax.jit(mv)(v), k @ np.asarray(v, np.float64)) <= RTOL32
     with pytest.raises(ValueError, match="chunk_size"):
         ntk_matvec(apply_fn, params, x1, chunk_size=0)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 3])
+def test_output_jvp_is_the_jacobian_times_the_tangent(chunk_size):
+    apply_fn, params, x1, _ = case("mlp-tanh-layernorm")
+    t = jax.tree.map(lambda w: jax.random.normal(jax.random.key(w.size), w.shape, w.dtype), params)
+    jac = jax.jacrev(lambda w: apply_fn(w, x1).reshape(-1))(params)
+    want = sum(
+        np.asarray(j, np.float64).reshape(j.shape[0], -1) @ np.asarray(v, np.float64).reshape(-1)
+        for j, v in zip(jax.tree.leaves(jac), jax.tree.leaves(t), strict=True)
+    )
+    got = jax.jit(lambda w, v: output_jvp(apply_fn, w, x1, v, chunk_size=chunk_size))(params, t)
+    assert relative_error(got, want) <= RTOL32
+    with pytest.raises(ValueError, match="chunk_size"):
+        output_jvp(apply_fn, params, x1, t, chunk_size=0)
 
 
 def test_callable_inside_jit_and_symmetric_psd():

@@ -292,3 +292,44 @@ def test_loo_stopping_step_and_the_heldout_check_on_a_hand_history():
     with pytest.raises(ValueError, match="consecutive"):
         P.population_risk_check(gap, "test/loss")
     assert P.population_risk_check({"step": steps}, "test/loss") is None
+
+
+@pytest.mark.parametrize("method", ["dense", "lowrank"])
+def test_augmented_identity_is_exact_for_momentum_and_weight_decay_on_a_linear_model(method):
+    """EMA momentum with Adam's bias correction and decoupled weight decay on a linear model,
+    full batch, float64: the augmented identity (dyntheory.momentum) holds to round-off, the
+    momentum-free one does not; a complete low-rank basis (rank = n·p) is exact too."""
+    beta, wd, lr = 0.9, 0.5, 0.05
+    rng = np.random.RandomState(0)
+    x = rng.randn(N, 3)
+    data = {"x": x, "y": x @ rng.randn(3, 2) + 0.1 * rng.randn(N, 2)}
+    apply = lambda w, x: x @ w["k"] + w["b"][None]
+    init_w = lambda key: {
+        "k": jax.random.normal(key, (3, 2), jnp.float64),
+        "b": jnp.zeros(2, jnp.float64),
+    }
+    opt = optax.chain(optax.ema(beta, debias=True), optax.add_decayed_weights(wd), optax.scale(-lr))
+    probe = P.Dissipation(
+        P.Schedule.every(4), lr=lr, query=False, method=method, rank=2 * N,
+        momentum=beta, first_moment=lambda s: s[0].ema, decay=lr * wd,
+    )  # fmt: skip
+    tr = Trainer(
+        TrainConfig(steps=24, fuse=4, probe_size=N),
+        apply_fn=apply, init_params=init_w, optimizer=opt, data=data, probes=[probe],
+    )  # fmt: skip
+    h = tr.run(progress=False).history
+    rows = (h["step"] > 0) & (h["step"] % 4 == 0)  # the probe steps after the start
+    aug = np.asarray(h["probe/dissipation/identity_rel_err_augmented"]).ravel()[rows]
+    plain = np.asarray(h["probe/dissipation/identity_rel_err"]).ravel()[rows]
+    assert len(aug) == 6 and aug.max() < 1e-9 and plain.max() > 5e-2
+
+
+def test_augmented_identity_bad_inputs():
+    with pytest.raises(ValueError, match="needs first_moment"):
+        P.Dissipation(momentum=0.9)
+    with pytest.raises(ValueError, match=r"momentum must lie in \[0, 1\)"):
+        P.Dissipation(momentum=1.0, first_moment=optim_state.first_moment)
+    with pytest.raises(ValueError, match=r"decay must lie in \[0, 1\)"):
+        P.Dissipation(decay=-0.1)
+    with pytest.raises(ValueError, match="neither ScaleByAdamState"):
+        optim_state.first_moment(optax.sgd(0.1).init({"w": jnp.ones(2)}))

@@ -8,7 +8,9 @@ state:
 - :func:`find_state`: the sub-state of a given type anywhere in a (chained) optax state;
 - :func:`prm_gate`: PRM's gate ``q = mask(m̂², ŝ)`` recomputed from its state (Algorithm 1);
 - :func:`adam_preconditioner` / :func:`prm_preconditioner`: ``opt_state -> p`` with
-  ``p = η/(√v̂ + ε)`` (times ``q`` for PRM). Momentum and weight decay are ignored here.
+  ``p = η/(√v̂ + ε)`` (times ``q`` for PRM). Momentum and weight decay are ignored here;
+- :func:`first_moment`: ``opt_state -> m``, the (uncorrected) momentum of Adam / AdamW / PRM,
+  for the augmented loss identity (:mod:`dyntheory.momentum`).
 
 Before the first update (``count = 0``) there are no statistics and ``p = 0``.
 """
@@ -79,6 +81,18 @@ def prm_gate(
     return jax.tree.map(one, st.mu, st.s)
 
 
+def first_moment(opt_state: Any) -> Any:
+    """``m`` (a pytree like the params, not bias-corrected) of Adam's / AdamW's or PRM's state."""
+    for name in ("ScaleByAdamState", "ScaleByPopulationRiskState"):
+        found = optax.tree.get(opt_state, name)
+        if found is not None:
+            return found.mu
+    raise ValueError(
+        "the optimizer state has neither ScaleByAdamState nor ScaleByPopulationRiskState; "
+        "first_moment reads Adam's, AdamW's or PRM's momentum."
+    )
+
+
 def adam_preconditioner(lr, *, b2: float = 0.999, eps: float = 1e-8) -> Callable:
     r"""``opt_state -> p`` with ``p = η/(√v̂ + ε)`` from Adam's / AdamW's state.
 
@@ -136,6 +150,7 @@ __all__ = [
     "adam_preconditioner",
     "bias_correction",
     "find_state",
+    "first_moment",
     "prm_gate",
     "prm_preconditioner",
 ]

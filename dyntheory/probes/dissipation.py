@@ -16,7 +16,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dyntheory import dissipation, krylov, losses, lowrank, ntk, spectrum, split
+from dyntheory import dissipation, krylov, losses, lowrank, momentum, ntk, spectrum, split
 from dyntheory.probes.base import Probe, Schedule, f64
 
 PARTS, SUBS = ("clean", "noise"), ("channel", "reservoir")
@@ -43,6 +43,10 @@ class DissipationProbeState(NamedTuple):
     phi0: jax.Array  # () probe-set loss at step 0
     u0: jax.Array  # (np,) train outputs at step 0
     uq0: jax.Array | None  # (mq,) query outputs at step 0; None without query
+    # the augmented identity (momentum / weight decay, dyntheory.momentum); None when off:
+    aug: momentum.MomentumState | None  # (3r, 3r) A, W in the basis' (or output) coordinates
+    e0: jax.Array | None  # (np,) J (p ⊙ m): the output image of the momentum at the start
+    a0: jax.Array | None  # (np,) J w: the output image of the weights at the start
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -75,6 +79,11 @@ class Dissipation(Probe):
     propagator refreshed at this step: ``bk_lambda_max`` = ``λ_max(η B K_eff)`` and ``stability``
     = the largest ``|1 − μ|`` over the eigenvalues ``μ`` of ``η B K_eff`` (``> 1`` exactly when
     ``λ_max > 2``: the linearized step expands and the accumulator is not to be trusted).
+    With ``momentum`` or ``decay`` the probe also runs the augmented recursion of
+    :mod:`dyntheory.momentum` (EMA momentum with Adam's bias correction, decoupled weight decay;
+    same kernels, same basis) and reports its ``predicted_loss_drop_augmented`` and
+    ``identity_rel_err_augmented`` next to the momentum-free ones (``W_S`` and its split stay
+    the momentum-free Gramian of THEORY.md §3).
 
     **Methods.** ``"dense"`` forms the ``(np, np)`` kernels (exact, ``O((np)³)`` per refresh).
     ``"lowrank"`` never does: kernels are NTK-vector products over the probe set
@@ -118,9 +127,26 @@ class Dissipation(Probe):
     lanczos_iters: int | None = None
     chunk_size: int | None = None
     start: int = 0
+    momentum: float = 0.0
+    first_moment: Callable | None = None
+    bias_correction: bool = True
+    decay: float = 0.0
+
+    @property
+    def augmented(self) -> bool:
+        return self.momentum > 0 or self.decay > 0
 
     def __post_init__(self):
         losses.get_loss(self.loss)
+        for name in ("momentum", "decay"):
+            v = float(getattr(self, name))
+            if not 0 <= v < 1:
+                raise ValueError(f"Dissipation {name} must lie in [0, 1), got {v}.")
+        if self.momentum > 0 and self.first_moment is None:
+            raise ValueError(
+                "Dissipation(momentum=...) needs first_moment (opt_state -> m), e.g. "
+                "dyntheory.optim.state.first_moment."
+            )
         if self.method not in METHODS:
             raise ValueError(
                 f"unknown Dissipation method {self.method!r}; choose one of {METHODS}."
@@ -240,13 +266,32 @@ class Dissipation(Probe):
                     "of the probe set; use rank <= n·p (rank = n·p is exact)."
                 )
             basis = lowrank.init(g.shape[0], self.rank, n_q)
-            basis = lowrank.extend(basis, jnp.stack([g, noise], 1))
+        e0, a0 = self._images(ctx, params, opt_state, g) if self.augmented else (None, None)
+        if basis is not None:
+            extra = [v for v in (e0, a0) if v is not None]
+            basis = lowrank.extend(basis, jnp.stack([g, noise, *extra], 1).astype(f64()))
         basis, k, kq, hess, lr, _ = self._refresh(ctx, params, opt_state, step, basis, u)
         acc = dissipation.init(k.shape[0], n_q) if basis is None else basis
+        aug = momentum.init(k.shape[0]) if self.augmented else None
         return DissipationProbeState(
             _drop_g(acc, self.query), k, kq, hess, lr, jnp.asarray(step, jnp.int32),
-            g, noise, phi, u.reshape(-1), uq,
+            g, noise, phi, u.reshape(-1), uq, aug, e0, a0,
         )  # fmt: skip
+
+    def _images(self, ctx, params, opt_state, g):
+        """``e = J (p ⊙ m)`` (zeros without momentum) and ``a = J w`` (zeros without decay)."""
+        jvp = lambda t: ntk.output_jvp(
+            ctx.apply_fn, params, ctx.train["x"], t, chunk_size=self.chunk_size
+        ).astype(f64())
+        e = jnp.zeros(g.shape, f64())
+        if self.momentum > 0:
+            m = self.first_moment(opt_state)
+            p = self._precond(opt_state)
+            e = jvp(m if p is None else jax.tree.map(jnp.multiply, m, p))
+            if p is None:  # plain momentum GD: the step size is the probe's lr
+                e = e * self._lr(jnp.zeros((), jnp.int32), None)
+        a = jvp(params) if self.decay > 0 else jnp.zeros(g.shape, f64())
+        return e, a
 
     def __call__(self, ctx, state: DissipationProbeState, params, opt_state, step):
         new, s, arrays = self._advance(ctx, state, params, opt_state, step)
@@ -266,6 +311,13 @@ class Dissipation(Probe):
             acc, state.k, state.lr, out_hessian=state.hess, steps=step - state.t,
             **({"kq_r": state.kq} if low else {"k_query_train": state.kq}),
         )  # fmt: skip
+        aug = state.aug
+        if self.augmented:
+            aug = momentum.update(
+                aug, state.lr * state.k, self.momentum, out_hessian=state.hess,
+                steps=step - state.t, decay=self.decay,
+                first_step=state.t + 1 if self.bias_correction else None,
+            )  # fmt: skip
         u = self._outputs(ctx, params)
         g, _, phi = self._grad_hess_loss(ctx, u)
         basis, k, kq, hess, lr, (mu_max, mu_min) = self._refresh(
@@ -273,8 +325,9 @@ class Dissipation(Probe):
         )
         acc = basis if low else acc
         new = state._replace(
-            acc=_drop_g(acc, self.query), k=k, kq=kq, hess=hess, lr=lr, t=step.astype(jnp.int32)
-        )
+            acc=_drop_g(acc, self.query), k=k, kq=kq, hess=hess, lr=lr, t=step.astype(jnp.int32),
+            aug=aug,
+        )  # fmt: skip
         ops = acc.acc if low else acc  # the operators in the basis' (or output) coordinates
         to = (lambda v: lowrank.coords(acc, v)) if low else (lambda v: v.astype(ops.W.dtype))
         n = ctx.train["x"].shape[0]
@@ -294,6 +347,10 @@ class Dissipation(Probe):
             "bk_lambda_max": mu_max,
             "stability": jnp.maximum(jnp.abs(1 - mu_max), jnp.abs(1 - mu_min)),
         }
+        if self.augmented:
+            pred = momentum.predicted_loss_drop(aug, c0, to(state.e0), to(state.a0))
+            s["predicted_loss_drop_augmented"] = pred
+            s["identity_rel_err_augmented"] = jnp.abs(pred - drop) / jnp.abs(drop)
         noise_known = "y_clean" in ctx.train and self.loss == "squared"
         for label, v in (("g0", state.g0), ("g", g), ("noise", state.noise0)):
             if label == "noise" and not noise_known:

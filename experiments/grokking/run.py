@@ -121,9 +121,23 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
                 rank=cfg.dissipation_rank,
                 lanczos_vectors=cfg.dissipation_vectors,
                 start=cfg.dissipation_start,
+                # the augmented identity next to the momentum-free one (THEORY §10)
+                momentum=cfg.b1,
+                first_moment=optim_state.first_moment,
+                decay=cfg.lr * decoupled_weight_decay(cfg, name),
             )
         )
     return out
+
+
+def decoupled_weight_decay(cfg: Config, name: str) -> float:
+    """The decoupled weight decay of optimizer ``name`` (0 for Grokfast's L2 mode, whose decay
+    goes through Adam's normalization and is not modelled by the probes)."""
+    if name != "grokfast":
+        return cfg.weight_decay
+    if cfg.grokfast_weight_decay_mode == "l2":
+        return 0.0
+    return cfg.weight_decay if cfg.grokfast_weight_decay is None else cfg.grokfast_weight_decay
 
 
 def first_crossing(steps: np.ndarray, values: np.ndarray, target: float) -> list[int | None]:
@@ -212,6 +226,9 @@ def dissipation_summary(cfg: Config, history: dict, n_train: int) -> dict:
         "identity_rel_err": at("identity_rel_err"),
         "loss_drop": at("loss_drop"),
         "predicted_loss_drop": at("predicted_loss_drop"),
+        # momentum, Adam's bias correction, decoupled decay, second order (THEORY §10)
+        "identity_rel_err_augmented": at("identity_rel_err_augmented"),
+        "predicted_loss_drop_augmented": at("predicted_loss_drop_augmented"),
         "channel_dim": at("channel_dim"),
         "g0_channel": at("g0_channel"),
         "g_channel": at("g_channel"),
