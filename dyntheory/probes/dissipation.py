@@ -16,11 +16,12 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from dyntheory import dissipation, krylov, losses, lowrank, momentum, ntk, spectrum, split
+from dyntheory import dissipation, losses, lowrank, momentum, spectrum, split
+from dyntheory.probes import _dissipation_kernels as kernels
 from dyntheory.probes.base import Probe, Schedule, f64
 
-PARTS, SUBS = ("clean", "noise"), ("channel", "reservoir")
 METHODS = ("dense", "lowrank")
+PARTS, SUBS = kernels.PARTS, kernels.SUBS  # the four cells: clean/noise × channel/reservoir
 
 
 class DissipationProbeState(NamedTuple):
@@ -176,69 +177,9 @@ class Dissipation(Probe):
         phi = spec.value(u, y).astype(f64())
         return spec.out_grad(u, y), spec.out_hessian(u), phi
 
-    def _precond(self, opt_state):
-        if self.preconditioner is None:
-            return None
-        return jax.tree.map(
-            lambda q: jnp.where(jnp.isfinite(q), q, 0), self.preconditioner(opt_state)
-        )
-
-    def _lr(self, step, p):
-        return jnp.asarray(
-            1.0 if p is not None else (self.lr(step) if callable(self.lr) else self.lr), f64()
-        )
-
-    def _refresh_dense(self, ctx, params, opt_state, step, basis, u):
-        p = self._precond(opt_state)
-        x = ctx.train["x"]
-        kw = {"precond": p, "implementation": self.implementation}
-        k = ntk.kernel(ctx.apply_fn, params, x, **kw).astype(f64())
-        kq = ntk.kernel(ctx.apply_fn, params, ctx.test["x"], x, **kw) if self.query else None
-        hess = jnp.asarray(losses.get_loss(self.loss).out_hessian(u), f64())
-        lr = self._lr(step, p)
-        if jnp.ndim(hess) == 0:
-            mu = lr * hess * jnp.linalg.eigvalsh(k)
-        else:  # eigenvalues of B K = those of B^{1/2} K B^{1/2} (B PSD)
-            lam_b, v_b = jnp.linalg.eigh(hess)
-            root = (v_b * jnp.sqrt(jnp.maximum(lam_b, 0))[None]) @ v_b.T
-            mu = lr * jnp.linalg.eigvalsh(root @ k @ root)
-        return basis, k, kq, hess, lr, (mu[-1], mu[0])
-
-    def _refresh_lowrank(self, ctx, params, opt_state, step, basis, u):
-        p = self._precond(opt_state)
-        x = ctx.train["x"]
-        k_mv = ntk.ntk_matvec(ctx.apply_fn, params, x, precond=p, chunk_size=self.chunk_size)
-        spec = losses.get_loss(self.loss)
-        b_mv = lambda v: spec.out_hessian_vp(u, v)
-        n_out = basis.Q.shape[0]
-        nvec = min(self.lanczos_vectors, n_out)
-        iters = min(n_out, self.lanczos_iters or 2 * nvec + 20)
-        key = jax.random.fold_in(jax.random.key(0), step)
-        _, vecs = krylov.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
-        basis = lowrank.extend(basis, vecs)
-        k_r = lowrank.compress(basis, k_mv)
-        hess = jnp.asarray(spec.out_hessian(u), f64()) if self.loss == "squared" else None
-        if hess is None:
-            hess = lowrank.compress(basis, b_mv)
-        kq = None
-        if self.query:
-            kq_mv = ntk.ntk_matvec(
-                ctx.apply_fn, params, ctx.test["x"], x, precond=p, chunk_size=self.chunk_size
-            )
-            kq = lowrank.compress_cross(basis, kq_mv)
-        lr = self._lr(step, p)
-        # λ_max(η B K) = λ_max(η B^{1/2} K B^{1/2}) (B PSD), by Lanczos on the whole operator
-        root = losses.out_hessian_root_vp(self.loss, u)
-        sym = lambda v: root(k_mv(root(v)))
-        top, _ = krylov.lanczos_topk(
-            sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
-        )
-        mu_max = lr * top[0]
-        return basis, k_r, kq, hess, lr, (mu_max, jnp.zeros((), f64()))
-
     def _refresh(self, *args):
-        fn = self._refresh_dense if self.method == "dense" else self._refresh_lowrank
-        return fn(*args)
+        fn = kernels.refresh_dense if self.method == "dense" else kernels.refresh_lowrank
+        return fn(self, *args)
 
     # -- the probe protocol
 
@@ -266,7 +207,7 @@ class Dissipation(Probe):
                     "of the probe set; use rank <= n·p (rank = n·p is exact)."
                 )
             basis = lowrank.init(g.shape[0], self.rank, n_q)
-        e0, a0 = self._images(ctx, params, opt_state, g) if self.augmented else (None, None)
+        e0, a0 = kernels.images(self, ctx, params, opt_state, g) if self.augmented else (None, None)
         if basis is not None:
             extra = [v for v in (e0, a0) if v is not None]
             basis = lowrank.extend(basis, jnp.stack([g, noise, *extra], 1).astype(f64()))
@@ -274,24 +215,9 @@ class Dissipation(Probe):
         acc = dissipation.init(k.shape[0], n_q) if basis is None else basis
         aug = momentum.init(k.shape[0]) if self.augmented else None
         return DissipationProbeState(
-            _drop_g(acc, self.query), k, kq, hess, lr, jnp.asarray(step, jnp.int32),
+            kernels.drop_g(acc, self.query), k, kq, hess, lr, jnp.asarray(step, jnp.int32),
             g, noise, phi, u.reshape(-1), uq, aug, e0, a0,
         )  # fmt: skip
-
-    def _images(self, ctx, params, opt_state, g):
-        """``e = J (p ⊙ m)`` (zeros without momentum) and ``a = J w`` (zeros without decay)."""
-        jvp = lambda t: ntk.output_jvp(
-            ctx.apply_fn, params, ctx.train["x"], t, chunk_size=self.chunk_size
-        ).astype(f64())
-        e = jnp.zeros(g.shape, f64())
-        if self.momentum > 0:
-            m = self.first_moment(opt_state)
-            p = self._precond(opt_state)
-            e = jvp(m if p is None else jax.tree.map(jnp.multiply, m, p))
-            if p is None:  # plain momentum GD: the step size is the probe's lr
-                e = e * self._lr(jnp.zeros((), jnp.int32), None)
-        a = jvp(params) if self.decay > 0 else jnp.zeros(g.shape, f64())
-        return e, a
 
     def __call__(self, ctx, state: DissipationProbeState, params, opt_state, step):
         new, s, arrays = self._advance(ctx, state, params, opt_state, step)
@@ -305,7 +231,7 @@ class Dissipation(Probe):
 
     def _advance(self, ctx, state: DissipationProbeState, params, opt_state, step):
         low = self.method == "lowrank"
-        acc = _with_g(state.acc, self.query, state.k.shape[0])
+        acc = kernels.with_g(state.acc, self.query, state.k.shape[0])
         step_fn = lowrank.update if low else dissipation.update
         acc = step_fn(
             acc, state.k, state.lr, out_hessian=state.hess, steps=step - state.t,
@@ -325,8 +251,8 @@ class Dissipation(Probe):
         )
         acc = basis if low else acc
         new = state._replace(
-            acc=_drop_g(acc, self.query), k=k, kq=kq, hess=hess, lr=lr, t=step.astype(jnp.int32),
-            aug=aug,
+            acc=kernels.drop_g(acc, self.query), k=k, kq=kq, hess=hess, lr=lr,
+            t=step.astype(jnp.int32), aug=aug,
         )  # fmt: skip
         ops = acc.acc if low else acc  # the operators in the basis' (or output) coordinates
         to = (lambda v: lowrank.coords(acc, v)) if low else (lambda v: v.astype(ops.W.dtype))
@@ -372,38 +298,5 @@ class Dissipation(Probe):
             s["invisibility"] = split.invisibility_residual(sp, ops.G)
             arrays["predicted_displacement"], arrays["actual_displacement"] = pred, actual
         if self.cells:
-            s.update(_cells(sp, ops, state.g0, state.noise0))
+            s.update(kernels.cells(sp, ops, state.g0, state.noise0))
         return new, s, arrays
-
-
-def _drop_g(acc, query: bool):
-    """The state to keep: without a query set, ``G`` (0 rows) is stored as None."""
-    if query:
-        return acc
-    if isinstance(acc, lowrank.LowRankState):
-        return acc._replace(acc=acc.acc._replace(G=None))
-    return acc._replace(G=None)
-
-
-def _with_g(acc, query: bool, n: int):
-    """The inverse of :func:`_drop_g`: an empty ``(0, n)`` G for the accumulator's update."""
-    if query:
-        return acc
-    if isinstance(acc, lowrank.LowRankState):
-        inner = acc.acc
-        return acc._replace(acc=inner._replace(G=jnp.zeros((0, n), inner.W.dtype)))
-    return acc._replace(G=jnp.zeros((0, n), acc.W.dtype))
-
-
-def _cells(sp: split.Split, acc: dissipation.DissipationState, g0, noise0) -> dict:
-    """The split's cutoff and the four-cell energies (clean/noise × channel/reservoir)."""
-    dtype = sp.eigvecs.dtype
-    g_noise = noise0.astype(dtype)
-    cells = split.four_cell(sp, acc.W, g0.astype(dtype) - g_noise, g_noise, acc.G.astype(dtype))
-    out = {"cutoff": sp.threshold}
-    for i, part in enumerate(PARTS):
-        for j, sub in enumerate(SUBS):
-            out[f"train_{part}_{sub}"] = cells.train_energy[i, j]
-            out[f"dissipated_{part}_{sub}"] = cells.dissipated[i, j]
-            out[f"test_{part}_{sub}"] = cells.test_energy[i, j]
-    return out

@@ -1,0 +1,133 @@
+"""The kernel side of :class:`dyntheory.probes.Dissipation`: refreshing ``K_eff``, ``B`` and the
+stability bound at a probe step (dense or in the low-rank basis), the output images of the
+momentum and the weights for the augmented identity, and the state helpers.
+
+Functions take the probe (its fields are their settings) as the first argument.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from dyntheory import dissipation, krylov, losses, lowrank, ntk, split
+from dyntheory.probes.base import f64
+
+PARTS, SUBS = ("clean", "noise"), ("channel", "reservoir")
+
+
+def precond(probe, opt_state):
+    """The preconditioner ``p`` of ``opt_state`` (non-finite entries as 0), or None for GD."""
+    if probe.preconditioner is None:
+        return None
+    return jax.tree.map(lambda q: jnp.where(jnp.isfinite(q), q, 0), probe.preconditioner(opt_state))
+
+
+def step_size(probe, step, p):
+    """``η`` of the interval: 1 with a preconditioner (it is in ``K_eff``), else the probe's lr."""
+    return jnp.asarray(
+        1.0 if p is not None else (probe.lr(step) if callable(probe.lr) else probe.lr), f64()
+    )
+
+
+def refresh_dense(probe, ctx, params, opt_state, step, basis, u):
+    """``(basis, K, K_QS, B, η, (μ_max, μ_min))`` with dense ``(np, np)`` kernels."""
+    p = precond(probe, opt_state)
+    x = ctx.train["x"]
+    kw = {"precond": p, "implementation": probe.implementation}
+    k = ntk.kernel(ctx.apply_fn, params, x, **kw).astype(f64())
+    kq = ntk.kernel(ctx.apply_fn, params, ctx.test["x"], x, **kw) if probe.query else None
+    hess = jnp.asarray(losses.get_loss(probe.loss).out_hessian(u), f64())
+    lr = step_size(probe, step, p)
+    if jnp.ndim(hess) == 0:
+        mu = lr * hess * jnp.linalg.eigvalsh(k)
+    else:  # eigenvalues of B K = those of B^{1/2} K B^{1/2} (B PSD)
+        lam_b, v_b = jnp.linalg.eigh(hess)
+        root = (v_b * jnp.sqrt(jnp.maximum(lam_b, 0))[None]) @ v_b.T
+        mu = lr * jnp.linalg.eigvalsh(root @ k @ root)
+    return basis, k, kq, hess, lr, (mu[-1], mu[0])
+
+
+def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
+    """As :func:`refresh_dense` in the low-rank basis (extended by Lanczos vectors): ``K_r``,
+    ``K_QS Q``, ``B_r`` (or ``1/n``), with ``λ_max(η B K)`` by Lanczos on the whole operator."""
+    p = precond(probe, opt_state)
+    x = ctx.train["x"]
+    k_mv = ntk.ntk_matvec(ctx.apply_fn, params, x, precond=p, chunk_size=probe.chunk_size)
+    spec = losses.get_loss(probe.loss)
+    b_mv = lambda v: spec.out_hessian_vp(u, v)
+    n_out = basis.Q.shape[0]
+    nvec = min(probe.lanczos_vectors, n_out)
+    iters = min(n_out, probe.lanczos_iters or 2 * nvec + 20)
+    key = jax.random.fold_in(jax.random.key(0), step)
+    _, vecs = krylov.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
+    basis = lowrank.extend(basis, vecs)
+    k_r = lowrank.compress(basis, k_mv)
+    hess = jnp.asarray(spec.out_hessian(u), f64()) if probe.loss == "squared" else None
+    if hess is None:
+        hess = lowrank.compress(basis, b_mv)
+    kq = None
+    if probe.query:
+        kq_mv = ntk.ntk_matvec(
+            ctx.apply_fn, params, ctx.test["x"], x, precond=p, chunk_size=probe.chunk_size
+        )
+        kq = lowrank.compress_cross(basis, kq_mv)
+    lr = step_size(probe, step, p)
+    # λ_max(η B K) = λ_max(η B^{1/2} K B^{1/2}) (B PSD), by Lanczos on the whole operator
+    root = losses.out_hessian_root_vp(probe.loss, u)
+    sym = lambda v: root(k_mv(root(v)))
+    top, _ = krylov.lanczos_topk(
+        sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
+    )
+    mu_max = lr * top[0]
+    return basis, k_r, kq, hess, lr, (mu_max, jnp.zeros((), f64()))
+
+
+def images(probe, ctx, params, opt_state, g):
+    """For the augmented identity (:mod:`dyntheory.momentum`): ``e = J (p ⊙ m)`` (zeros without
+    momentum) and ``a = J w`` (zeros without decay), flat ``(np,)``."""
+    jvp = lambda t: ntk.output_jvp(
+        ctx.apply_fn, params, ctx.train["x"], t, chunk_size=probe.chunk_size
+    ).astype(f64())
+    e = jnp.zeros(g.shape, f64())
+    if probe.momentum > 0:
+        m = probe.first_moment(opt_state)
+        p = precond(probe, opt_state)
+        e = jvp(m if p is None else jax.tree.map(jnp.multiply, m, p))
+        if p is None:  # plain momentum GD: the step size is the probe's lr
+            e = e * step_size(probe, jnp.zeros((), jnp.int32), None)
+    a = jvp(params) if probe.decay > 0 else jnp.zeros(g.shape, f64())
+    return e, a
+
+
+def drop_g(acc, query: bool):
+    """The state to keep: without a query set, ``G`` (0 rows) is stored as None."""
+    if query:
+        return acc
+    if isinstance(acc, lowrank.LowRankState):
+        return acc._replace(acc=acc.acc._replace(G=None))
+    return acc._replace(G=None)
+
+
+def with_g(acc, query: bool, n: int):
+    """The inverse of :func:`drop_g`: an empty ``(0, n)`` G for the accumulator's update."""
+    if query:
+        return acc
+    if isinstance(acc, lowrank.LowRankState):
+        inner = acc.acc
+        return acc._replace(acc=inner._replace(G=jnp.zeros((0, n), inner.W.dtype)))
+    return acc._replace(G=jnp.zeros((0, n), acc.W.dtype))
+
+
+def cells(sp: split.Split, acc: dissipation.DissipationState, g0, noise0) -> dict:
+    """The split's cutoff and the four-cell energies (clean/noise × channel/reservoir)."""
+    dtype = sp.eigvecs.dtype
+    g_noise = noise0.astype(dtype)
+    cells = split.four_cell(sp, acc.W, g0.astype(dtype) - g_noise, g_noise, acc.G.astype(dtype))
+    out = {"cutoff": sp.threshold}
+    for i, part in enumerate(PARTS):
+        for j, sub in enumerate(SUBS):
+            out[f"train_{part}_{sub}"] = cells.train_energy[i, j]
+            out[f"dissipated_{part}_{sub}"] = cells.dissipated[i, j]
+            out[f"test_{part}_{sub}"] = cells.test_energy[i, j]
+    return out
