@@ -224,9 +224,11 @@ class Dissipation(Probe):
         if self.start == 0:
             return new, s, arrays
         # Until the first probe step >= start the accumulator restarts there: W_S(s, T), s >= start.
-        fresh = step <= self.start
-        restart = self._start(ctx, params, opt_state, step)
-        new = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), restart, new)
+        # A real branch (the step is shared by the vmapped seeds): after the start, no second
+        # refresh is computed and thrown away.
+        new = jax.lax.cond(
+            step <= self.start, lambda: self._start(ctx, params, opt_state, step), lambda: new
+        )
         return new, s, arrays
 
     def _advance(self, ctx, state: DissipationProbeState, params, opt_state, step):
