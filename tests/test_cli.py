@@ -139,6 +139,9 @@ def test_run_then_resume_toy_experiment(capsys, tmp_path):
     assert results["steps"] == 60 and results["final_train_loss"] < results["final_test_loss"] + 1
     for key in ("ntk_drift", "w_effective_rank", "coupling_corr", "noise_reservoir_fraction"):
         assert results[key] is not None
+    stop = results["stopping"]  # the W_S rule (the Dissipation probe ran), not the LOO one
+    assert "ws_rule_step" in stop and "loo_rule_step" not in stop
+    assert stop["ws_rule_test_loss"] is not None and len(stop["validation_optimal_step"]) == 1
     table = rundir.load_metrics(out_dir)
     assert table["step"][-1] == 60 and "probe/dissipation/w_lambda_max" in table
     assert set(rd.read_arrays()) >= {"ntk/eigenvalues", "ntk/step", "dissipation/w_eigenvalues"}

@@ -271,6 +271,23 @@ def test_dissipation_without_query_checkpoints_and_resumes_with_seeds(tmp_path, 
     )
 
 
+def test_ws_stopping_step_on_a_hand_history():
+    nan = np.nan
+    steps = np.arange(0, 60, 10)
+    ch = np.array([[0, 5, 4, 3, 2, 1], [0, 5, 5, 5, 5, 5]], float).T
+    res = np.array([[9, 8, 4.5, 3, 2, nan], [9, 8, 6, 6, 6, 6]], float).T
+    dim = np.array([[0, 2, 3, 3, 4, 4], [0, 0, 0, 0, 0, 0]], float).T
+    pre = "probe/dissipation/"
+    h = {"step": steps, f"{pre}g_channel": ch, f"{pre}g_reservoir": res, f"{pre}channel_dim": dim}
+    # seed 0: step 0 is excluded (no dissipation yet), step 10 has res 8 >= ch 5; seed 1: the
+    # channel stays empty, so the rule never fires
+    assert P.ws_stopping_step(h) == [10, None]
+    h[f"{pre}g_reservoir"] = np.array([[9, 1, 4.5, 3, 2, nan], [9, 1, 1, 1, 1, 1]], float).T
+    assert P.ws_stopping_step(h) == [20, None]
+    with pytest.raises(ValueError, match="run the Dissipation probe"):
+        P.ws_stopping_step({"step": steps})
+
+
 def test_loo_stopping_step_and_the_heldout_check_on_a_hand_history():
     steps = np.arange(8)
     loo = np.array([[5, 4, 3, -1, -10, 2, 2, 2], [5, 5, 5, 5, 5, 5, 5, 5]], float).T

@@ -54,6 +54,7 @@ from dyntheory.probes.stats import (
     PopulationRisk,
     loo_stopping_step,
     population_risk_check,
+    ws_stopping_step,
 )
 
 
@@ -76,6 +77,7 @@ __all__ = [
     "batch_grads",
     "default_probes",
     "loo_stopping_step",
+    "ws_stopping_step",
     "path_name",
     "population_risk_check",
 ]

@@ -184,6 +184,30 @@ def loo_stopping_step(history: dict, window: int = 100, name: str = "poprisk") -
     return out
 
 
+def ws_stopping_step(history: dict, name: str = "dissipation") -> list:
+    """A stopping rule from ``W_S``'s split of the training set alone (THEORY.md §6).
+
+    Per seed, the first probe step ``s > 0`` with a non-empty channel at which the remaining
+    training residual lies mostly in the reservoir: ``g_reservoir(s) ≥ g_channel(s)``, the
+    energies of ``g(s)`` outside and inside the directions that training has already
+    dissipated (:func:`dyntheory.split.split`). What the run can fit quickly is then fitted;
+    what is left is being fitted through the directions that carry the label noise. ``None``
+    for a seed where that never happens. No held-out data is read; its one threshold (1:1) and
+    the split's are fixed in advance.
+    """
+    keys = [f"probe/{name}/{k}" for k in ("g_channel", "g_reservoir", "channel_dim")]
+    missing = [k for k in keys if k not in history]
+    if missing:
+        raise ValueError(f"the history has no {missing[0]!r}: run the Dissipation probe.")
+    steps = np.asarray(history["step"])
+    ch, res, dim = (_seed_columns(history[k]) for k in keys)
+    out = []
+    for s in range(ch.shape[1]):
+        fire = np.isfinite(ch[:, s]) & (steps > 0) & (dim[:, s] > 0) & (res[:, s] >= ch[:, s])
+        out.append(int(steps[np.argmax(fire)]) if fire.any() else None)
+    return out
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Norms(Probe):
     """Per-layer (per-leaf) gradient and parameter norms, on the step's training batch."""

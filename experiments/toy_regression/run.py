@@ -143,19 +143,26 @@ def _noise_reservoir_fraction(history: dict, row: int, seed: int) -> float | Non
 
 
 def stopping(history: dict, best_rows: list[int], window: int = 100) -> dict | None:
-    """The training-set-only stopping rule (:func:`dyntheory.probes.loo_stopping_step`, with a
-    window fixed in advance, not tuned on the test set) against the validation-optimal step and
-    the end of the run, per seed (``best_rows``: the history rows of the lowest test loss)."""
-    if "probe/poprisk/loo_sum" not in history:
+    """The training-set-only stopping rules against the validation-optimal step and the end of
+    the run, per seed (``best_rows``: the history rows of the lowest test loss): the LOO rule
+    (:func:`dyntheory.probes.loo_stopping_step`, with a window fixed in advance, not tuned on
+    the test set) when the PopulationRisk probe ran, the W_S rule
+    (:func:`dyntheory.probes.ws_stopping_step`) when the Dissipation probe ran. A rule that never
+    fires trains to the end."""
+    rules = {}
+    if "probe/poprisk/loo_sum" in history:
+        rules["loo_rule"] = probes.loo_stopping_step(history, window)
+    if "probe/dissipation/g_channel" in history:
+        rules["ws_rule"] = probes.ws_stopping_step(history)
+    if not rules:
         return None
     test = _columns(history, "test/loss")
-    rule = probes.loo_stopping_step(history, window)
     seeds = range(test.shape[1])
-    return {
-        "window": window,
-        "loo_rule_step": rule,
-        # a rule that never fires trains to the end
-        "loo_rule_test_loss": [_at_step(history, "test/loss", t, s) for s, t in enumerate(rule)],
+    out: dict = {"window": window} if "loo_rule" in rules else {}
+    for name, at in rules.items():
+        out[f"{name}_step"] = at
+        out[f"{name}_test_loss"] = [_at_step(history, "test/loss", t, s) for s, t in enumerate(at)]
+    return out | {
         "validation_optimal_step": [int(history["step"][r]) for r in best_rows],
         "validation_optimal_test_loss": [float(test[r, s]) for s, r in enumerate(best_rows)],
         "final_test_loss": [_at_step(history, "test/loss", None, s) for s in seeds],
