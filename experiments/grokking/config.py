@@ -50,7 +50,8 @@ class Config:
     22 min on the shared 2-core CPU): 95 % test at steps 1,750 / 1,200 / 1,300 (paper: 910). The
     same filter with the decay decoupled (``grokfast_weight_decay_mode=decoupled``) memorizes and
     stays at 1.4 % test accuracy through 2,000 steps: the L2 term inside Adam's normalization is
-    what makes it grok (README "PRM against controls" has the baseline and the ablations). With
+    what makes it grok: Adam with that L2 term and no filter (``grokfast_lamb=0``) groks at
+    750 / 1,000 / 800 (README "PRM against controls" has the baseline and the ablations). With
     the embedding MLP neither optimizer generalizes at Grokfast's weight decays.
 
     Attributes:
