@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from dyntheory import dissipation, losses, lowrank, momentum, spectrum, split
-from dyntheory.probes import _dissipation_kernels as kernels
+from dyntheory.probes import dissipation_kernels as kernels
 from dyntheory.probes.base import Probe, Schedule, f64
 
 METHODS = ("dense", "lowrank")
