@@ -53,6 +53,23 @@ def check_sweep_fields(cfg) -> None:
         raise ConfigError(f"prm_alpha must be >= 0 or none, got {cfg.prm_alpha}.")
 
 
+def weight_decay(cfg, name: str) -> float:
+    """The weight decay coefficient of optimizer ``name``: Grokfast's own
+    (``grokfast_weight_decay``) when the config sets one, else ``weight_decay``."""
+    own = getattr(cfg, "grokfast_weight_decay", None) if name == "grokfast" else None
+    return cfg.weight_decay if own is None else own
+
+
+def decoupled_weight_decay(cfg, name: str) -> float:
+    """The decoupled (AdamW-style) weight decay of optimizer ``name``: 0 for Grokfast's L2 mode,
+    whose decay goes through Adam's normalization instead."""
+    return 0.0 if _l2_mode(cfg, name) else weight_decay(cfg, name)
+
+
+def _l2_mode(cfg, name: str) -> bool:
+    return name == "grokfast" and getattr(cfg, "grokfast_weight_decay_mode", "decoupled") == "l2"
+
+
 def make_optimizer(
     cfg, name: str, lr: optax.ScalarOrSchedule, alpha: float | None
 ) -> optax.GradientTransformation:
@@ -62,19 +79,18 @@ def make_optimizer(
     if name == "adamw":
         return optax.adamw(lr, **common)
     if name == "grokfast":  # Grokfast-EMA in front of the same AdamW (its paper: α 0.98, λ 2)
-        wd = getattr(cfg, "grokfast_weight_decay", None)  # its own decay, if the config has one
-        if getattr(cfg, "grokfast_weight_decay_mode", "decoupled") == "l2":
+        if _l2_mode(cfg, name):
             # Grokfast's reference code: torch.optim.Adam's L2 decay, added after the filter
             return optax.chain(
                 amplify_slow_gradients(cfg.grokfast_alpha, cfg.grokfast_lamb),
-                optax.add_decayed_weights(cfg.weight_decay if wd is None else wd),
+                optax.add_decayed_weights(weight_decay(cfg, name)),
                 optax.adam(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
             )
         return grokfast(
             lr,
             alpha=getattr(cfg, "grokfast_alpha", 0.98),
             lamb=getattr(cfg, "grokfast_lamb", 2.0),
-            **(common | ({} if wd is None else {"weight_decay": wd})),
+            **(common | {"weight_decay": weight_decay(cfg, name)}),
         )
     return prm(
         lr,

@@ -207,10 +207,13 @@ class Dissipation(Probe):
                     "of the probe set; use rank <= n·p (rank = n·p is exact)."
                 )
             basis = lowrank.init(g.shape[0], self.rank, n_q)
-        e0, a0 = kernels.images(self, ctx, params, opt_state, g) if self.augmented else (None, None)
+        e0, a0 = (None, None)
+        tracked = [g, noise]
+        if self.augmented:
+            e0, a0 = kernels.images(self, ctx, params, opt_state, step, g)
+            tracked += [e0, a0]  # a zero image (no momentum, or no decay) adds no direction
         if basis is not None:
-            extra = [v for v in (e0, a0) if v is not None]
-            basis = lowrank.extend(basis, jnp.stack([g, noise, *extra], 1).astype(f64()))
+            basis = lowrank.extend(basis, jnp.stack(tracked, 1).astype(f64()))
         basis, k, kq, hess, lr, _ = self._refresh(ctx, params, opt_state, step, basis, u)
         acc = dissipation.init(k.shape[0], n_q) if basis is None else basis
         aug = momentum.init(k.shape[0]) if self.augmented else None

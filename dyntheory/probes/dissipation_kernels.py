@@ -83,7 +83,7 @@ def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
     return basis, k_r, kq, hess, lr, (mu_max, jnp.zeros((), f64()))
 
 
-def images(probe, ctx, params, opt_state, g):
+def images(probe, ctx, params, opt_state, step, g):
     """For the augmented identity (:mod:`dyntheory.momentum`): ``e = J (p ⊙ m)`` (zeros without
     momentum) and ``a = J w`` (zeros without decay), flat ``(np,)``."""
     jvp = lambda t: ntk.output_jvp(
@@ -94,8 +94,8 @@ def images(probe, ctx, params, opt_state, g):
         m = probe.first_moment(opt_state)
         p = precond(probe, opt_state)
         e = jvp(m if p is None else jax.tree.map(jnp.multiply, m, p))
-        if p is None:  # plain momentum GD: the step size is the probe's lr
-            e = e * step_size(probe, jnp.zeros((), jnp.int32), None)
+        if p is None:  # plain momentum GD: the step size is the probe's lr at this step
+            e = e * step_size(probe, step, None)
     a = jvp(params) if probe.decay > 0 else jnp.zeros(g.shape, f64())
     return e, a
 

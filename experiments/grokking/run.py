@@ -124,20 +124,11 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
                 # the augmented identity next to the momentum-free one (THEORY §10)
                 momentum=cfg.b1,
                 first_moment=optim_state.first_moment,
-                decay=cfg.lr * decoupled_weight_decay(cfg, name),
+                # the probes do not model an L2 decay inside Adam (Grokfast's l2 mode)
+                decay=cfg.lr * optimizers.decoupled_weight_decay(cfg, name),
             )
         )
     return out
-
-
-def decoupled_weight_decay(cfg: Config, name: str) -> float:
-    """The decoupled weight decay of optimizer ``name`` (0 for Grokfast's L2 mode, whose decay
-    goes through Adam's normalization and is not modelled by the probes)."""
-    if name != "grokfast":
-        return cfg.weight_decay
-    if cfg.grokfast_weight_decay_mode == "l2":
-        return 0.0
-    return cfg.weight_decay if cfg.grokfast_weight_decay is None else cfg.grokfast_weight_decay
 
 
 def first_crossing(steps: np.ndarray, values: np.ndarray, target: float) -> list[int | None]:
