@@ -91,6 +91,25 @@ def test_override_errors_name_the_key(override, message):
         apply_overrides(Outer(), [override])
 
 
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    a: bool = False
+    b: int = 0
+
+    def __post_init__(self):
+        if self.a and self.b != 1:
+            raise ValueError("a=true needs b=1")
+
+
+def test_overrides_do_not_depend_on_their_order():
+    assert apply_overrides(Paired(), ["a=true", "b=1"]) == Paired(True, 1)
+    assert apply_overrides(Paired(), {"b": "1", "a": "true"}) == Paired(True, 1)
+    with pytest.raises(ConfigError, match="a=true: a=true needs b=1"):
+        apply_overrides(Paired(), ["a=true", "b=2"])
+    with pytest.raises(ConfigError, match="unknown config key 'c'"):
+        apply_overrides(Paired(), ["c=1", "a=true", "b=1"])
+
+
 def test_from_dict_is_strict():
     with pytest.raises(ConfigError, match="unknown config key.*extra"):
         from_dict(Outer, {"extra": 1})

@@ -315,10 +315,24 @@ def _set(cfg, path: list[str], text: str, full_key: str):
 
 
 def apply_overrides(cfg, overrides: Iterable[str] | Mapping[str, str]):
-    """A copy of ``cfg`` with ``key=value`` overrides applied (dotted keys for nested configs)."""
+    """A copy of ``cfg`` with ``key=value`` overrides applied (dotted keys for nested configs).
+
+    Their order does not matter: an override that the config rejects only together with the
+    values before it (``poprisk=true`` before ``eval_every=1``) is retried after the others;
+    the first one that fails whatever the order raises its :class:`ConfigError`.
+    """
     items = overrides.items() if isinstance(overrides, Mapping) else map(_split, overrides)
-    for key, text in items:
-        cfg = _set(cfg, key.split("."), str(text), key)
+    pending = [(key, str(text)) for key, text in items]
+    while pending:
+        failed = []
+        for key, text in pending:
+            try:
+                cfg = _set(cfg, key.split("."), text, key)
+            except ConfigError as e:
+                failed.append((key, text, e))
+        if len(failed) == len(pending):
+            raise failed[0][2]
+        pending = [(key, text) for key, text, _ in failed]
     return cfg
 
 
