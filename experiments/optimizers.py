@@ -1,8 +1,9 @@
 """AdamW vs PRM, shared by the experiments that compare them (grokking, PINN, INR).
 
-The config checks every such experiment makes on its optimizer fields, and the one way they build
-the two optimizers from a config with ``b1, b2, eps, weight_decay`` and PRM's ``prm_rho,
-prm_mask, prm_softness``.
+The config checks every such experiment makes on its optimizer fields, the one way they build
+the optimizers from a config with ``b1, b2, eps, weight_decay`` and PRM's ``prm_rho, prm_mask,
+prm_softness``, and the probes' view of each optimizer's step (its diagonal preconditioner; the
+stopping rules' probes).
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import math
 
 import optax
 
+from dyntheory import probes
 from dyntheory.engine.config import ConfigError
 from dyntheory.optim import amplify_slow_gradients, grokfast, prm
+from dyntheory.optim import state as optim_state
 
 OPTIMIZERS = ("adamw", "prm")  # the default comparison
 CHOICES = (*OPTIMIZERS, "grokfast")
@@ -102,3 +105,45 @@ def make_optimizer(
         gate_weight_decay=getattr(cfg, "prm_gate_weight_decay", False),
         **common,
     )
+
+
+def preconditioner(cfg, name: str, lr: float, alpha: float | None):
+    """``opt_state -> p``, the diagonal step of optimizer ``name`` as the probes model it
+    (:mod:`dyntheory.optim.state`); Grokfast's amplification is not in ``p`` (THEORY.md §10)."""
+    if name in ("adamw", "grokfast"):
+        return optim_state.adam_preconditioner(lr, b2=cfg.b2, eps=cfg.eps)
+    return optim_state.prm_preconditioner(
+        lr,
+        b1=cfg.b1,
+        b2=cfg.b2,
+        eps=cfg.eps,
+        rho=cfg.prm_rho,
+        mask=cfg.prm_mask,
+        softness=cfg.prm_softness,
+        alpha=alpha,
+    )
+
+
+def stopping_probes(cfg, name: str, lr: float, alpha: float | None, every: int, start: int = 10):
+    """The probes of the training-set-only stopping rules (:func:`dyntheory.probes.stopping_rules`)
+    for a squared-loss run whose probe set is the whole training set: the LOO
+    :class:`~dyntheory.probes.PopulationRisk` every step, and a dense
+    :class:`~dyntheory.probes.Dissipation` every ``every`` steps from ``start`` on (the W_S split
+    at half the loss dissipated, with the augmented identity of the step as taken as its
+    validity check, THEORY.md §10)."""
+    precond = preconditioner(cfg, name, lr, alpha)
+    return [
+        probes.PopulationRisk(probes.Schedule.every(1), preconditioner=precond),
+        probes.Dissipation(
+            probes.Schedule.every(every),
+            preconditioner=precond,
+            loss="squared",
+            query=False,
+            threshold=0.5,
+            mode="dissipated_fraction",
+            start=start,
+            momentum=cfg.b1,
+            first_moment=optim_state.first_moment,
+            decay=lr * decoupled_weight_decay(cfg, name),
+        ),
+    ]

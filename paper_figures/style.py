@@ -10,6 +10,8 @@ import numpy as np
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from dyntheory.probes.history import seed_columns  # noqa: E402
+
 # Okabe & Ito (2008) colour-blind-safe palette.
 PALETTE = {
     "black": "#000000",
@@ -81,12 +83,6 @@ def save(fig, out_dir: Path, name: str, dpi: int | None = None) -> list[Path]:
     return paths
 
 
-def seed_axis(x: np.ndarray) -> np.ndarray:
-    """``(T,)`` or ``(T, S)`` metrics column as ``(T, S)``."""
-    x = np.asarray(x, dtype=float)
-    return x[:, None] if x.ndim == 1 else x
-
-
 def band(
     ax,
     x,
@@ -101,7 +97,7 @@ def band(
     """Median over seeds (columns of ``values``) with a min–max band, on the rows where every seed
     is measured (and ``where``, a boolean row mask); returns whether anything was drawn."""
     x = np.asarray(x, dtype=float)
-    v = seed_axis(values)
+    v = seed_columns(values)
     ok = np.isfinite(v).all(axis=1) & np.isfinite(x)
     if where is not None:
         ok &= np.asarray(where, dtype=bool)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from dyntheory.engine.config import ConfigError, apply_overrides
-from dyntheory.engine.rundir import subrun_dir
+from dyntheory.engine.rundir import RunDir, subrun_dir
 from experiments.double_descent import DESCRIPTION, PRESETS, Config
 from experiments.double_descent.data import make_task
 from experiments.double_descent.exact import feature_counts, summarize_sweep
+from experiments.double_descent.trained import run_trained
 
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
@@ -63,6 +64,7 @@ def test_feature_counts_and_peak_summary():
         ("lr=3", "lr"),
         ("mlp_label_noises=-0.1", "mlp_label_noises"),
         ("split_threshold=1", "split_threshold"),
+        ("poprisk=true", "eval_every=1"),
     ],
 )
 def test_bad_values_raise(override, match):
@@ -121,6 +123,25 @@ def test_tiny_run_writes_results(tiny_run):
     assert len(run["test_mse"]) == cfg.train.seeds
     assert np.shape(run["four_cell"]["test"]) == (2, 2)
     assert np.isfinite(run["invisibility"])  # soft split after 40 steps: not ~0 yet
+    stop = run["stopping"]  # the W_S rule next to the validation optimum, per seed
+    assert len(stop["ws_rule_step"]) == len(stop["validation_optimal_step"]) == cfg.train.seeds
+    assert all(0 <= t <= cfg.train.steps for t in stop["validation_optimal_step"])
+    assert all(np.isfinite(stop["ws_stability_max"]))
     assert "noise_in_channel_fraction" not in trained["noise"]["0"]["runs"][0]
+    assert "stopping" not in trained["noise"]["0"]["runs"][0]  # clean labels: no probe
     assert {"peak_width", "peak_over_ends", "interpolation_width"} <= set(noisy)
     assert on_disk["wall_s"] > 0 and on_disk["cpu_s"] > 0
+
+
+def test_trained_run_with_the_loo_probe_reports_both_rules_and_the_check(tmp_path):
+    over = ["widths=8", "mlp_label_noises=0.2", "poprisk=true", "eval_every=1", "log_every=1"]
+    cfg = apply_overrides(PRESETS["tiny"].config, over)
+    (run,) = run_trained(cfg, RunDir(tmp_path / "run"))["noise"]["0.2"]["runs"]
+    stop = run["stopping"]
+    assert set(stop) >= {"loo_rule_step", "ws_rule_step", "validation_optimal_step", "window"}
+    assert len(stop["loo_rule_step"]) == cfg.train.seeds
+    rows = run["poprisk_check"]
+    assert len(rows) == cfg.train.seeds
+    for row, split in zip(rows, stop["validation_optimal_step"], strict=True):
+        assert row["steps"] == cfg.train.steps and row["split_step"] == split
+        assert -1 <= row["w1"]["r"] <= 1

@@ -153,7 +153,11 @@ def test_presets_and_docstring():
     quick = PRESETS["quick"].config
     assert quick.optimizers == ("adamw", "prm") and quick.signals == ("sines1d", "blobs2d")
     assert "dyntheory run inr --preset quick" in Config.__doc__
-    assert set(PRESETS) == {"tiny", "quick", "paper"}
+    assert set(PRESETS) == {"tiny", "quick", "stopping", "paper"}
+    stop = PRESETS["stopping"].config
+    assert stop.stopping and stop.train.eval_every == 1 and stop.signals == ("sines1d",)
+    with pytest.raises(ConfigError, match="ws_every"):
+        apply_overrides(PRESETS["tiny"].config, ["ws_every=0"])
 
 
 # --------------------------------------------------------------------------- end to end
@@ -188,3 +192,29 @@ def test_tiny_run_writes_results_that_the_figure_reads(tiny_run, tmp_path):
     png, pdf = figure.draw(out, tmp_path)
     assert png.stat().st_size > 0 and pdf.exists()
     assert (out / cfg.signals[0] / "adamw_lr1e-03" / "metrics.jsonl").exists()
+
+
+def test_tiny_run_with_the_stopping_rules(tmp_path):
+    """The stopping preset's wiring on the tiny model: every arm reports each rule's step and the
+    held-out MSE there, the validation optimum, the W_S probe's validity and the LOO check."""
+    from dyntheory.cli import app as cli
+
+    over = ["signals=sines1d", "stopping=true", "eval_every=1", "log_every=1", "ws_every=10"]
+    cli.run_experiment("inr", "tiny", over, out=tmp_path / "run")
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    cfg = apply_overrides(PRESETS["tiny"].config, over)
+    for by_lr in res["signals"]["sines1d"]["arms"].values():
+        for arm in by_lr.values():
+            stop = arm["stopping"]
+            for key in ("loo_rule_step", "ws_rule_step", "validation_optimal_step"):
+                assert len(stop[key]) == cfg.train.seeds
+            assert all(0 <= t <= cfg.train.steps for t in stop["validation_optimal_step"])
+            best, final = stop["validation_optimal_test_loss"], stop["final_test_loss"]
+            assert all(b <= f for b, f in zip(best, final, strict=True))
+            for rule in ("loo_rule", "ws_rule"):
+                picked = zip(stop[f"{rule}_step"], stop[f"{rule}_test_loss"], best, strict=True)
+                for t, loss, b in picked:
+                    assert loss >= b and (t is None or 0 <= t <= cfg.train.steps)
+            assert len(stop["ws_stability_max"]) == len(stop["ws_identity_rel_err"]) == 2
+            (row, _) = arm["poprisk_check"]
+            assert row["steps"] == cfg.train.steps and -1 <= row["w1"]["r"] <= 1

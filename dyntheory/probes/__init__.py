@@ -28,8 +28,10 @@ probe                     name          scalars (arrays)
 ========================  ============  =====================================================
 
 Modules: :mod:`~dyntheory.probes.base` (the protocol), :mod:`~dyntheory.probes.kernel`,
-:mod:`~dyntheory.probes.dissipation`, :mod:`~dyntheory.probes.stats`. Preconditioners (the
-diagonal step of an adaptive optimizer) come from :mod:`dyntheory.optim.state`.
+:mod:`~dyntheory.probes.dissipation`, :mod:`~dyntheory.probes.stats`; reading a run's history
+(seed columns, the population-risk check, stopping rules): :mod:`~dyntheory.probes.history`.
+Preconditioners (the diagonal step of an adaptive optimizer) come from
+:mod:`dyntheory.optim.state`.
 
 Writing a probe: subclass :class:`Probe` (a frozen dataclass with ``schedule`` and ``name``) and
 implement ``init(ctx, params, opt_state) -> state`` and ``__call__(ctx, state, params, opt_state,
@@ -46,16 +48,17 @@ Example::
 
 from dyntheory.probes.base import Probe, ProbeContext, Schedule, batch_grads, path_name
 from dyntheory.probes.dissipation import Dissipation, DissipationProbeState
-from dyntheory.probes.kernel import NTKSpectrum
-from dyntheory.probes.stats import (
-    DriftDiffusion,
-    GateStats,
-    Norms,
-    PopulationRisk,
+from dyntheory.probes.history import (
+    last_finite,
     loo_stopping_step,
     population_risk_check,
+    seed_columns,
+    stopping_rules,
+    value_at,
     ws_stopping_step,
 )
+from dyntheory.probes.kernel import NTKSpectrum
+from dyntheory.probes.stats import DriftDiffusion, GateStats, Norms, PopulationRisk
 
 
 def default_probes(probe_every: int = 500, norms_every: int = 100) -> list[Probe]:
@@ -76,8 +79,12 @@ __all__ = [
     "Schedule",
     "batch_grads",
     "default_probes",
+    "last_finite",
     "loo_stopping_step",
-    "ws_stopping_step",
     "path_name",
     "population_risk_check",
+    "seed_columns",
+    "stopping_rules",
+    "value_at",
+    "ws_stopping_step",
 ]

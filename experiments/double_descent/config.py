@@ -92,6 +92,12 @@ class Config:
         (step ``lr``; see :mod:`experiments.double_descent.trained` for the probe's caveat).
       probe_schedule: when the dissipation probe refreshes the NTK (``log:K``, ``every:N``).
       split_threshold: channel = dissipated fraction ``λ(W_S)/(n/2)`` above this.
+      poprisk: on the noisy runs, also the LOO PopulationRisk probe every step (needs
+        ``eval_every=1``): ``poprisk_check`` correlates its predicted change with the test loss's
+        change (THEORY.md §6) and ``stopping`` gains the LOO rule next to the W_S rule. Every
+        noisy run's ``stopping`` reads the test loss at each rule's step from the last
+        evaluation at or before it: for a fine comparison, probe and evaluate on one grid
+        (``probe_schedule=every:N``, ``eval_every=N``).
       interp_tol: train MSE below which a width counts as interpolating.
     """
 
@@ -110,6 +116,7 @@ class Config:
     lr: float = 0.25
     probe_schedule: str = "log:6"
     split_threshold: float = 0.5
+    poprisk: bool = False
     interp_tol: float = 1e-2
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
@@ -138,6 +145,11 @@ class Config:
             )
         if not 0 < self.split_threshold < 1:
             raise ConfigError(f"split_threshold must lie in (0, 1), got {self.split_threshold}.")
+        if self.poprisk and self.train.eval_every != 1:
+            raise ConfigError(
+                "poprisk=true compares the probe's predicted change with the test loss's change "
+                f"step by step: set eval_every=1 (got {self.train.eval_every})."
+            )
         if not (self.run_exact or self.run_trained):
             raise ConfigError("run_exact and run_trained are both false: nothing to do.")
 

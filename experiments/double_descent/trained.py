@@ -65,20 +65,13 @@ def make_optimizer(cfg, apply_fn, init_params, x):
 
 
 def _last(history: dict, key: str) -> np.ndarray:
-    """The last finite value of ``key`` per seed, shape ``(S,)``."""
-    v = np.asarray(history[key], float)
-    v = v[:, None] if v.ndim == 1 else v
-    out = []
-    for col in v.T:
-        col = col[np.isfinite(col)]
-        out.append(col[-1] if col.size else np.nan)
-    return np.asarray(out)
+    """The last finite value of ``key`` per seed, shape ``(S,)`` (NaN: never logged)."""
+    return np.asarray(probes.last_finite(history, key), float)
 
 
 def _curve(history: dict, key: str) -> tuple[list[int], list[float]]:
     """Steps where ``key`` was logged and its seed-mean there."""
-    v = np.asarray(history[key], float)
-    v = v[:, None] if v.ndim == 1 else v
+    v = probes.seed_columns(history[key])
     ok = np.all(np.isfinite(v), axis=1)
     return history["step"][ok].astype(int).tolist(), v[ok].mean(axis=1).tolist()
 
@@ -112,6 +105,9 @@ def run_one(cfg, data: dict, width: int, run_dir) -> dict:
         cells=True,
     )
     noisy = bool(np.any(train["y"] != train["y_clean"]))
+    every_step = probes.Schedule.every(1)
+    poprisk = [probes.PopulationRisk(every_step, lr=eta, preconditioner=precond)]
+    poprisk = poprisk if cfg.poprisk else []
     res = fit(
         dataclasses.replace(cfg.train, probe_size=cfg.mlp_n_train, batch_size=None),
         apply_fn=apply_fn,
@@ -120,7 +116,7 @@ def run_one(cfg, data: dict, width: int, run_dir) -> dict:
         data=train,
         loss="squared",
         eval_sets={"test": test},
-        probes=[probe] if noisy else [],
+        probes=([probe] + poprisk) if noisy else [],
         run_dir=subrun_dir(
             run_dir,
             {"width": width, "noisy": noisy},
@@ -140,6 +136,13 @@ def run_one(cfg, data: dict, width: int, run_dir) -> dict:
     }
     if noisy:
         block.update(_accounting(h, test["x"].shape[0]))
+        # the W_S stopping rule (training set only) against the validation-optimal step; its
+        # resolution is the eval interval (run with probe_schedule=every:N and eval_every=N)
+        block["stopping"] = stop = probes.stopping_rules(h, "test/loss")
+        if cfg.poprisk:
+            block["poprisk_check"] = probes.population_risk_check(
+                h, "test/loss", split_at=stop["validation_optimal_step"]
+            )
     block["wall_s"] = time.perf_counter() - t0
     return block
 

@@ -101,15 +101,11 @@ def prm_alpha(cfg: Config) -> float:
     )
 
 
-def _seeds(x: np.ndarray) -> np.ndarray:
-    return x[:, None] if x.ndim == 1 else x
-
-
 def summarize_arm(history: dict[str, np.ndarray], lr: float) -> dict:
     """Final value per seed of every measure, their medians, and PRM's gate over the run."""
     out: dict = {"lr": lr}
     for key in MEASURES:
-        col = _seeds(history[key])
+        col = probes.seed_columns(history[key])
         ok = np.isfinite(col).all(axis=1)
         final = col[np.flatnonzero(ok)[-1]] if ok.any() else np.full(col.shape[1], np.nan)
         name = key.removeprefix("eval/")
@@ -117,7 +113,7 @@ def summarize_arm(history: dict[str, np.ndarray], lr: float) -> dict:
         out[f"median {name}"] = float(np.median(final))
     for key in ("gate_mean", "gate_open_fraction"):
         if f"probe/gate/{key}" in history:
-            g = _seeds(history[f"probe/gate/{key}"])
+            g = probes.seed_columns(history[f"probe/gate/{key}"])
             rows = np.isfinite(g).all(axis=1)
             out[f"{key} final"] = [float(v) for v in g[np.flatnonzero(rows)[-1]]]
             out[f"{key} median over run"] = [float(np.median(c[np.isfinite(c)])) for c in g.T]

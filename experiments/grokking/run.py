@@ -87,17 +87,8 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
     out: list[probes.Probe] = []
     if name == "prm":
         out.append(probes.GateStats(probes.Schedule.every(cfg.train.eval_every)))
-    common = dict(lr=cfg.lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps)
-    if name in ("adamw", "grokfast"):  # Grokfast's amplification is not in p (THEORY §10)
-        precond = optim_state.adam_preconditioner(cfg.lr, b2=cfg.b2, eps=cfg.eps)
-    else:
-        precond = optim_state.prm_preconditioner(
-            **common,
-            rho=cfg.prm_rho,
-            mask=cfg.prm_mask,
-            softness=cfg.prm_softness,
-            alpha=prm_alpha(cfg, n_train),
-        )
+    alpha = prm_alpha(cfg, n_train) if name == "prm" else None
+    precond = optimizers.preconditioner(cfg, name, cfg.lr, alpha)
     if cfg.poprisk:  # the LOO estimate for the step −p ⊙ μ, every step (THEORY §6)
         out.append(probes.PopulationRisk(probes.Schedule.every(1), preconditioner=precond))
     if cfg.probes_per_decade:
@@ -147,27 +138,18 @@ def median_steps(per_seed: list[int | None]) -> float | None:
     return None if math.isinf(med) or math.isnan(med) else med
 
 
-def _last_finite(c: np.ndarray) -> float | None:
-    c = c[np.isfinite(c)]
-    return float(c[-1]) if len(c) else None
-
-
-def _seed_axis(x: np.ndarray) -> np.ndarray:
-    return x[:, None] if x.ndim == 1 else x
-
-
 def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict:
     steps = history["step"]
-    train = _seed_axis(history["trainset/acc"])
-    test = _seed_axis(history["test/acc"])
+    train = probes.seed_columns(history["trainset/acc"])
+    test = probes.seed_columns(history["test/acc"])
     tr = first_crossing(steps, train, cfg.train_target)
     te = first_crossing(steps, test, cfg.test_target)
-    last = lambda a: [_last_finite(c) for c in a.T]
+    last = lambda key: probes.last_finite(history, key)
     out = {
         "steps_to_train_target": {"per_seed": tr, "median": median_steps(tr)},
         "steps_to_test_target": {"per_seed": te, "median": median_steps(te)},
-        "final_train_acc": last(train),
-        "final_test_acc": last(test),
+        "final_train_acc": last("trainset/acc"),
+        "final_test_acc": last("test/acc"),
         # memorize first, generalize later: train target reached strictly before the test target
         "memorized_first": [
             a is not None and (b is None or a < b) for a, b in zip(tr, te, strict=True)
@@ -177,23 +159,23 @@ def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict
         out["poprisk_check"] = probes.population_risk_check(history, "test/loss")
     for key in ("probe/gate/gate_mean", "probe/gate/gate_open_fraction"):
         if key in history:
-            g = _seed_axis(history[key])
-            out[key.split("/")[-1] + "_final"] = last(g)
+            g = probes.seed_columns(history[key])
+            out[key.split("/")[-1] + "_final"] = last(key)
             out[key.split("/")[-1] + "_median_over_run"] = [
                 float(np.median(c[np.isfinite(c)])) if np.isfinite(c).any() else None for c in g.T
             ]
     for key in ("lambda_max", "trace", "effective_rank_participation", "drift"):
         if f"probe/ntk/{key}" in history:  # "lanczos" (whole training set) has no rank/drift
-            out[f"ntk/{key}_final"] = last(_seed_axis(history[f"probe/ntk/{key}"]))
+            out[f"ntk/{key}_final"] = last(f"probe/ntk/{key}")
     if "probe/dissipation/w_effective_rank" in history:
         # W_S advances with the preconditioned kernel held fixed between probe steps; once Adam's
         # step outgrows that linearization (η‖B K_eff‖ > 2) the accumulator overflows, so report
         # the last probe step where it is finite.
-        valid = np.isfinite(_seed_axis(history["probe/dissipation/w_effective_rank"]))
+        valid = np.isfinite(probes.seed_columns(history["probe/dissipation/w_effective_rank"]))
         rows = [int(np.flatnonzero(v)[-1]) if v.any() else None for v in valid.T]
         out["dissipation/valid_until_step"] = [None if r is None else int(steps[r]) for r in rows]
         for key in ("w_effective_rank", "channel_dim", "g0_channel", "g0_reservoir"):
-            v = _seed_axis(history[f"probe/dissipation/{key}"])
+            v = probes.seed_columns(history[f"probe/dissipation/{key}"])
             out[f"dissipation/{key}_last_valid"] = [
                 None if r is None else float(v[r, i]) for i, r in enumerate(rows)
             ]
@@ -204,9 +186,9 @@ def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict
 def dissipation_summary(cfg: Config, history: dict, n_train: int) -> dict:
     """W_S at the last probe step, per seed, with its validity checks (THEORY.md §10)."""
     pre = "probe/dissipation/"
-    logged = np.isfinite(_seed_axis(history[f"{pre}loss_drop"])).any(axis=1)
-    at = lambda key: [float(x) for x in _seed_axis(history[f"{pre}{key}"])[logged][-1]]
-    over = lambda key: [float(np.nanmax(c)) for c in _seed_axis(history[f"{pre}{key}"]).T]
+    logged = np.isfinite(probes.seed_columns(history[f"{pre}loss_drop"])).any(axis=1)
+    at = lambda key: [float(x) for x in probes.seed_columns(history[f"{pre}{key}"])[logged][-1]]
+    over = lambda key: [float(np.nanmax(c)) for c in probes.seed_columns(history[f"{pre}{key}"]).T]
     n = n_train if cfg.probe_set == "train" else min(cfg.train.probe_size, n_train)
     return {
         "step": int(history["step"][logged][-1]),

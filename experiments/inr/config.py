@@ -55,6 +55,13 @@ class Config:
         ``side / (2·stride)``: 30 < 128 for the 1-D signal, 12 < 16 for the 64×64 image (24 < 32
         at 128×128). Above it the held-out points are aliased rather than interpolated.
       width, depth, activation: the MLP.
+      stopping: measure the training-set-only stopping rules (THEORY.md §6) on every arm: the LOO
+        PopulationRisk probe every step and a dense W_S (Dissipation) probe on the whole training
+        set every ``eval_every`` steps; ``results.json`` reports, per arm, each rule's step and
+        the held-out clean MSE there against the validation-optimal step (``stopping``), the W_S
+        probe's identity error and stability, and, with ``eval_every=1``, the LOO estimate's
+        correlation with the held-out change (``poprisk_check``). Dense kernels: fit for the 1-D
+        signal (256 training points), slow for images. ``ws_every``: the W_S probe's interval.
       batch_fraction: minibatch size as a fraction of the training samples (epoch sampling);
         PRM's α = b/(n − b) (THEORY §6, a fixed dataset) unless ``prm_alpha`` is set.
       optimizers, lrs: every optimizer is run at every lr of the grid.
@@ -85,6 +92,8 @@ class Config:
     prm_softness: float = 1.0
     prm_rho: float = 0.99
     prm_alpha: float | None = None
+    stopping: bool = False
+    ws_every: int = 10
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=10_000,
@@ -106,7 +115,7 @@ class Config:
             )
         if len(set(self.signals)) != len(self.signals):
             raise ConfigError(f"signals repeats a name: {','.join(self.signals)}.")
-        for name in ("side1d", "side2d", "stride", "n_features", "width", "depth"):
+        for name in ("side1d", "side2d", "stride", "n_features", "width", "depth", "ws_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         for name, side in (("side1d", self.side1d), ("side2d", self.side2d)):
@@ -132,6 +141,7 @@ class Config:
 
 
 _QUICK = replace(Config(), steps=2000, seeds=2)
+STOPPING = dict(signals=("sines1d",), stopping=True, eval_every=1, log_every=1)
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -157,6 +167,12 @@ PRESETS: dict[str, Preset] = {
         "1-D sines (512 points) and a 64×64 synthetic image, every other point for training, "
         "σ = 0.1, ReLU 3×256 on 128 Fourier features, lrs 3e-4/1e-3/3e-3, AdamW vs PRM, 2 seeds, "
         "2,000 steps (a few minutes on a 2-core CPU)",
+    ),
+    "stopping": Preset(
+        replace(_QUICK, **STOPPING),
+        "the stopping rules without validation data on the 1-D signal of quick (256 noisy "
+        "samples): LOO and W_S probes on every arm, evaluation every step (results.json: "
+        "signals.sines1d.arms.<opt>.<lr>.stopping)",
     ),
     "paper": Preset(
         replace(

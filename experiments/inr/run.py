@@ -37,10 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from dyntheory import probes
 from dyntheory.engine import fit, rundir
 from dyntheory.models import MLP, functional
 from dyntheory.optim import finite_dataset_alpha
-from dyntheory.probes import GateStats, Schedule
+from dyntheory.probes import last_finite, seed_columns
 from experiments import optimizers
 from experiments.inr import signals
 from experiments.inr.config import Config
@@ -77,7 +78,11 @@ def make_data(cfg: Config, name: str) -> dict:
     y_full[train_idx], eps_full[train_idx] = y, eps
     n = len(train_idx)
     return {
-        "train": {"x": feats[train_idx], "y": y.astype(np.float32)},
+        "train": {
+            "x": feats[train_idx],
+            "y": y.astype(np.float32),
+            "y_clean": clean[train_idx].astype(np.float32),
+        },
         "grid": {
             "x": feats,
             "clean": clean.astype(np.float32),
@@ -124,17 +129,22 @@ def make_optimizer(cfg: Config, opt: str, lr: float, alpha: float):
     return optimizers.make_optimizer(cfg, opt, lr, alpha)
 
 
-def _per_seed(a: np.ndarray) -> np.ndarray:
-    return a[:, None] if a.ndim == 1 else a
+def arm_probes(cfg: Config, opt: str, lr: float, alpha: float) -> list[probes.Probe]:
+    """PRM's gate statistics; with ``stopping``, the stopping rules' probes (every arm)."""
+    out = [probes.GateStats(probes.Schedule.every(100))] if opt == "prm" else []
+    if cfg.stopping:
+        out += optimizers.stopping_probes(cfg, opt, lr, alpha, every=cfg.ws_every)
+    return out
 
 
-def summarize_arm(history: dict) -> dict:
-    """Per-seed best/final PSNR and final memorization of one run from its metrics table."""
-    psnr = _per_seed(history["grid/psnr"])
+def summarize_arm(history: dict, eval_every: int = 10) -> dict:
+    """Per-seed best/final PSNR and final memorization of one run from its metrics table; with
+    the stopping rules' probes, their table (and, evaluated every step, the LOO check)."""
+    psnr = seed_columns(history["grid/psnr"])
     ok = ~np.isnan(psnr[:, 0])
     steps = history["step"][ok]
     psnr = psnr[ok]
-    get = lambda k: _per_seed(history[f"grid/{k}"])[ok]
+    get = lambda k: seed_columns(history[f"grid/{k}"])[ok]
     coef, fitf, held = get("noise_coef"), get("noise_fit"), get("psnr_heldout")
     seeds = range(psnr.shape[1])
     out = {
@@ -147,6 +157,11 @@ def summarize_arm(history: dict) -> dict:
     }
     for k in ("best_psnr", "final_psnr", "final_noise_coef", "final_noise_fit"):
         out[f"median_{k}"] = float(np.median(out[k]))
+    stop = probes.stopping_rules(history, "grid/mse_heldout")
+    if stop is not None:
+        out["stopping"] = stop
+        if eval_every == 1:
+            out["poprisk_check"] = probes.population_risk_check(history, "grid/mse_heldout")
     out["_curves"] = (steps, np.median(psnr, axis=1), np.median(coef, axis=1))
     return out
 
@@ -170,6 +185,8 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
             else cfg.prm_alpha
         )
         tcfg = dataclasses.replace(cfg.train, batch_size=d["batch_size"], sampling="epoch")
+        if cfg.stopping:  # the W_S probe's set is the whole training set
+            tcfg = dataclasses.replace(tcfg, probe_size=d["n_train"])
         loss_fn = make_loss(d["data_range"])
         arms: dict = {}
         curves: dict = {}
@@ -185,17 +202,17 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
                     data=d["train"],
                     loss=loss_fn,
                     eval_sets={"grid": d["grid"]},
-                    probes=[GateStats(Schedule.every(100))] if opt == "prm" else [],
+                    probes=arm_probes(cfg, opt, lr, alpha),
                     run_dir=out.file(name) / arm_name(opt, lr),
                     progress=progress,
                 )
-                arm = summarize_arm(res.history)
+                arm = summarize_arm(res.history, cfg.train.eval_every)
                 steps, psnr_curve, coef_curve = arm.pop("_curves")
                 curves.setdefault("step", steps.tolist())
                 curves[f"{arm_name(opt, lr)}/psnr"] = psnr_curve.tolist()
                 curves[f"{arm_name(opt, lr)}/noise_coef"] = coef_curve.tolist()
                 if opt == "prm":
-                    arm["final_gate_mean"] = _final_seedwise(res.history, "probe/gate/gate_mean")
+                    arm["final_gate_mean"] = last_finite(res.history, "probe/gate/gate_mean")
                 arms[opt][f"{lr:g}"] = {"lr": lr, **arm, "wall_s": time.perf_counter() - t0}
         best, peak = {}, {}
         for opt, by_lr in arms.items():
@@ -220,12 +237,3 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
         }
     results["wall_s"] = time.perf_counter() - t_start
     return results
-
-
-def _final_seedwise(history: dict, key: str) -> list[float] | None:
-    """The last logged value of ``key`` per seed (None if it was never logged)."""
-    if key not in history:
-        return None
-    v = history[key]
-    v = v[:, None] if v.ndim == 1 else v
-    return [float(col[~np.isnan(col)][-1]) if np.any(~np.isnan(col)) else None for col in v.T]

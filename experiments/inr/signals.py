@@ -174,8 +174,9 @@ def masked_metrics(f, clean, y, eps, train, data_range) -> dict:
 
     ``train`` is 1 at the training samples and 0 elsewhere; ``y`` and ``eps`` are only read where
     ``train`` is 1. Keys: ``psnr`` (clean, whole grid), ``psnr_train`` (clean, training points),
-    ``psnr_heldout`` (clean, the other points; NaN if there are none), ``mse_noisy`` (to the noisy
-    targets), ``noise_fit`` and ``noise_coef`` (on the training points; module docstring).
+    ``psnr_heldout`` and ``mse_heldout`` (clean, the other points; NaN if there are none),
+    ``mse_noisy`` (to the noisy targets), ``noise_fit`` and ``noise_coef`` (on the training
+    points; module docstring).
     """
     xp = jnp if isinstance(f, jax.Array) else np
     held = 1.0 - train
@@ -189,6 +190,7 @@ def masked_metrics(f, clean, y, eps, train, data_range) -> dict:
         "psnr": 10.0 * xp.log10(peak / xp.mean(err2)),
         "psnr_train": 10.0 * xp.log10(peak / (xp.sum(train * err2) / n_tr)),
         "psnr_heldout": 10.0 * xp.log10(peak / held_mse),
+        "mse_heldout": held_mse,
         "mse_noisy": resid2 / n_tr,
         "noise_fit": 1.0 - resid2 / e2,
         "noise_coef": xp.sum(train * (f - clean) * eps) / e2,

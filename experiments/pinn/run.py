@@ -36,7 +36,7 @@ from flax import nnx
 from dyntheory.engine import fit, rundir
 from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, functional
-from dyntheory.probes import GateStats, Schedule
+from dyntheory.probes import GateStats, Schedule, last_finite, seed_columns
 from experiments import optimizers
 from experiments.pinn import problem
 from experiments.pinn.config import Config
@@ -148,10 +148,8 @@ def _median_iters(iters: list[int | None]) -> float | None:
 def summarize_arm(history: dict, cfg: Config) -> dict:
     """Per-seed crossings and errors of one (optimizer, lr) run from its metrics table."""
     steps = history["step"]
-    rel = history["grid/rel_l2"]
-    rel = rel[:, None] if rel.ndim == 1 else rel
-    noise = history["grid/ic_noise_fit"]
-    noise = noise[:, None] if noise.ndim == 1 else noise
+    rel = seed_columns(history["grid/rel_l2"])
+    noise = seed_columns(history["grid/ic_noise_fit"])
     evaluated = ~np.isnan(rel[:, 0])
     steps, rel, noise = steps[evaluated], rel[evaluated], noise[evaluated]
     iters = [first_crossing(steps, rel[:, s], cfg.target) for s in range(rel.shape[1])]
@@ -219,7 +217,7 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
             curves.setdefault("step", steps.tolist())
             curves[arm_name(opt, lr)] = curve.tolist()
             if opt == "prm":
-                arm["final_gate_mean"] = _final_seedwise(res.history, "probe/gate/gate_mean")
+                arm["final_gate_mean"] = last_finite(res.history, "probe/gate/gate_mean")
                 gate_steps, gate_curve = _median_curve(res.history, "probe/gate/gate_mean")
                 gates.setdefault("step", gate_steps.tolist())
                 gates[arm_name(opt, lr)] = gate_curve.tolist()
@@ -254,16 +252,6 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
 
 def _median_curve(history: dict, key: str) -> tuple[np.ndarray, np.ndarray]:
     """Steps where ``key`` was logged and its median over seeds there."""
-    v = history[key]
-    v = v[:, None] if v.ndim == 1 else v
+    v = seed_columns(history[key])
     ok = ~np.isnan(v[:, 0])
     return history["step"][ok], np.median(v[ok], axis=1)
-
-
-def _final_seedwise(history: dict, key: str) -> list[float] | None:
-    """The last logged value of ``key`` per seed (None if it was never logged)."""
-    if key not in history:
-        return None
-    v = history[key]
-    v = v[:, None] if v.ndim == 1 else v
-    return [float(col[~np.isnan(col)][-1]) if np.any(~np.isnan(col)) else None for col in v.T]

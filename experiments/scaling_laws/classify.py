@@ -64,11 +64,6 @@ def _model(cfg, width: int):
     return apply_fn, (lambda key: functional(build(key))[1]), params0
 
 
-def _per_seed(v) -> np.ndarray:
-    v = np.asarray(v, float)
-    return v[:, None] if v.ndim == 1 else v
-
-
 def run_one(cfg, width: int, D: int, run_dir) -> dict:
     """One (width, D) run over ``cfg.train.seeds`` seeds."""
     t0 = time.perf_counter()
@@ -94,7 +89,7 @@ def run_one(cfg, width: int, D: int, run_dir) -> dict:
         ),
     )
     h = res.history
-    loss = _per_seed(h["test/loss"])
+    loss = probes.seed_columns(h["test/loss"])
     ok = np.all(np.isfinite(loss), axis=1)
     steps, loss = h["step"][ok], loss[ok]
     eig = np.asarray(res.arrays["ntk/eigenvalues"], float)  # (T, [S,] k)
@@ -110,7 +105,7 @@ def run_one(cfg, width: int, D: int, run_dir) -> dict:
         "n_params": count_params(params0),
         "best_test_loss": loss.min(axis=0).tolist(),
         "final_test_loss": loss[-1].tolist(),
-        "final_test_acc": _per_seed(h["test/acc"])[ok][-1].tolist(),
+        "final_test_acc": probes.seed_columns(h["test/acc"])[ok][-1].tolist(),
         "curve_step": steps.astype(int).tolist(),
         "curve_test_loss": loss.mean(axis=1).tolist(),
         "ntk_exponent_init": float(np.mean(exps[0])),

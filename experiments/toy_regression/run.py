@@ -103,30 +103,17 @@ def make_probes(cfg: Config, precond) -> list[probes.Probe]:
 
 
 def _columns(history: dict, key: str) -> np.ndarray | None:
-    """``history[key]`` as ``(T, S)`` (a seed axis even for one seed)."""
-    if key not in history:
-        return None
-    v = history[key]
-    return v[:, None] if v.ndim == 1 else v
+    """``history[key]`` as ``(T, S)``; ``None`` if it was never logged."""
+    return probes.seed_columns(history[key]) if key in history else None
 
 
-def _per_seed(values: list):
-    return values[0] if len(values) == 1 else values
-
-
-def _at_step(history: dict, key: str, step: int | None, seed: int) -> float | None:
-    """The last finite value of ``key`` at or before ``step`` for one seed."""
-    col = _columns(history, key)[:, seed]
-    ok = np.isfinite(col) & (np.asarray(history["step"]) <= (np.inf if step is None else step))
-    return float(col[np.flatnonzero(ok)[-1]]) if ok.any() else None
+def _per_seed(values: list | None):
+    return values[0] if values is not None and len(values) == 1 else values
 
 
 def _last(history: dict, key: str):
     """The last logged finite value of ``key`` per seed (a float, or a list with seeds)."""
-    v = _columns(history, key)
-    if v is None:
-        return None
-    return _per_seed([_at_step(history, key, None, s) for s in range(v.shape[1])])
+    return _per_seed(probes.last_finite(history, key))
 
 
 def _noise_reservoir_fraction(history: dict, row: int, seed: int) -> float | None:
@@ -140,33 +127,6 @@ def _noise_reservoir_fraction(history: dict, row: int, seed: int) -> float | Non
         return None
     i = rows[-1]
     return float(r[i, seed] / (c[i, seed] + r[i, seed]))
-
-
-def stopping(history: dict, best_rows: list[int], window: int = 100) -> dict | None:
-    """The training-set-only stopping rules against the validation-optimal step and the end of
-    the run, per seed (``best_rows``: the history rows of the lowest test loss): the LOO rule
-    (:func:`dyntheory.probes.loo_stopping_step`, with a window fixed in advance, not tuned on
-    the test set) when the PopulationRisk probe ran, the W_S rule
-    (:func:`dyntheory.probes.ws_stopping_step`) when the Dissipation probe ran. A rule that never
-    fires trains to the end."""
-    rules = {}
-    if "probe/poprisk/loo_sum" in history:
-        rules["loo_rule"] = probes.loo_stopping_step(history, window)
-    if "probe/dissipation/g_channel" in history:
-        rules["ws_rule"] = probes.ws_stopping_step(history)
-    if not rules:
-        return None
-    test = _columns(history, "test/loss")
-    seeds = range(test.shape[1])
-    out: dict = {"window": window} if "loo_rule" in rules else {}
-    for name, at in rules.items():
-        out[f"{name}_step"] = at
-        out[f"{name}_test_loss"] = [_at_step(history, "test/loss", t, s) for s, t in enumerate(at)]
-    return out | {
-        "validation_optimal_step": [int(history["step"][r]) for r in best_rows],
-        "validation_optimal_test_loss": [float(test[r, s]) for s, r in enumerate(best_rows)],
-        "final_test_loss": [_at_step(history, "test/loss", None, s) for s in seeds],
-    }
 
 
 def summarize(history: dict) -> dict:
@@ -201,7 +161,7 @@ def summarize(history: dict) -> dict:
         "poprisk_check": probes.population_risk_check(
             history, "test/loss", split_at=[int(history["step"][r]) for r in best_rows]
         ),
-        "stopping": stopping(history, best_rows),
+        "stopping": probes.stopping_rules(history, "test/loss"),
         "time_train_s": _last(history, "time/train_s"),
         "time_probe_s": _last(history, "time/probe_s"),
     }
