@@ -41,11 +41,16 @@ tests). Every operator may be compressed to a basis
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+# A structured step costs about 24 N³ flops, a doubling level about 324 N³: one by one is cheaper
+# up to about a hundred steps.
+DOUBLING_FROM = 128
 
 
 class MomentumState(NamedTuple):
@@ -112,21 +117,88 @@ def update(
     if not 0 <= float(decay) < 1:
         raise ValueError(f"decay (η·wd per step) must lie in [0, 1), got {decay}.")
     k = jnp.asarray(k, state.W.dtype)
+    ops = lambda c: operators(
+        k, beta, out_hessian=out_hessian, decay=decay, c=c, second_order=second_order
+    )
+    steps = jnp.asarray(steps, jnp.int32)
+    # steps whose bias correction differs from 1 in this dtype run one by one; the rest share
+    # one (A, S): one by one up to DOUBLING_FROM of them, else by doubling (O(log steps))
+    exact = 0 if first_step is None else _bias_corrected_steps(beta, k.dtype)
+    n_loop = 0 if first_step is None else jnp.clip(exact - jnp.asarray(first_step) + 1, 0, steps)
+
+    k = 0.5 * (k + k.T)
+    b = out_hessian if jnp.ndim(out_hessian) == 0 else jnp.asarray(out_hessian, k.dtype)
 
     def body(i, carry):
-        big_a, w = carry
-        if first_step is None:
-            c = 1.0
-        else:
-            t = (jnp.asarray(first_step) + i).astype(k.dtype)
-            c = 1 - jnp.asarray(beta, k.dtype) ** t
-        a, s = operators(
-            k, beta, out_hessian=out_hessian, decay=decay, c=c, second_order=second_order
-        )
-        return a @ big_a, w + big_a.T @ s @ big_a
+        t = (jnp.asarray(first_step) + i).astype(k.dtype)
+        c = 1 - jnp.asarray(beta, k.dtype) ** t
+        return _structured_step(k, b, beta, decay, c, second_order, *carry)
 
-    big_a, w = lax.fori_loop(0, steps, body, (state.A, state.W))
+    def constant(i, carry):  # c = 1
+        return _structured_step(k, b, beta, decay, 1.0, second_order, *carry)
+
+    def doubled(carry):
+        power, total = _power_and_gramian(*ops(1.0), steps - n_loop)
+        return power @ carry[0], carry[1] + carry[0].T @ total @ carry[0]
+
+    big_a, w = (state.A, state.W)
+    if first_step is not None:
+        big_a, w = lax.fori_loop(0, n_loop, body, (big_a, w))
+    big_a, w = lax.cond(
+        steps - n_loop <= DOUBLING_FROM,
+        lambda carry: lax.fori_loop(0, steps - n_loop, constant, carry),
+        doubled,
+        (big_a, w),
+    )
     return MomentumState(big_a, 0.5 * (w + w.T), state.count + steps)
+
+
+def _structured_step(k, b, beta, decay, c, second_order, big_a, w):
+    """One step of ``(A, W) → (A_t A, W + Aᵀ S_t A)`` from the blocks of ``A`` (rows ``A_g, A_e,
+    A_a``): with ``R = R_t A = (1 − β)/c K A_g + β/c A_e + λ A_a`` the new rows are
+    ``A_g − B R``, ``(1 − β) K A_g + β A_e``, ``A_a − R``, and ``Aᵀ S_t A = sym((A_g − ½ B R)ᵀ R)``
+    (``sym(A_gᵀ R)`` without the second-order term): one ``N × N`` and one ``3N × 3N`` product
+    per step where the dense ``A_t`` costs three ``3N × 3N`` ones."""
+    n = k.shape[0]
+    a_g, a_e, a_a = big_a[:n], big_a[n : 2 * n], big_a[2 * n :]
+    ka = k @ a_g
+    r = ((1 - beta) / c) * ka + (beta / c) * a_e + decay * a_a
+    br = b * r if jnp.ndim(b) == 0 else b @ r
+    inc = ((a_g - 0.5 * br) if second_order else a_g).T @ r
+    new = jnp.concatenate([a_g - br, (1 - beta) * ka + beta * a_e, a_a - r], axis=0)
+    return new, w + 0.5 * (inc + inc.T)
+
+
+def _bias_corrected_steps(beta, dtype) -> int:
+    """The last ``t`` with ``β^t ≥ eps(dtype)/8``: from the next step on ``1 − β^t`` rounds to 1
+    (the spacing of floats just below 1 is ``eps/2``)."""
+    beta = float(beta)
+    if beta == 0.0:
+        return 0
+    return int(math.ceil(math.log(float(jnp.finfo(dtype).eps) / 8) / math.log(beta)))
+
+
+def _power_and_gramian(a: jax.Array, s: jax.Array, m) -> tuple[jax.Array, jax.Array]:
+    """``(a^m, Σ_{i<m} (a^i)ᵀ s a^i)`` by binary doubling, for a traced ``m ≥ 0``.
+
+    Segments of ``2^j`` steps double as ``(Q, Y) → (Q², Y + Qᵀ Y Q)``; a segment appended after
+    ``P = a^i`` adds ``Pᵀ Y P`` (powers of one ``a`` commute).
+    """
+    eye = jnp.eye(a.shape[0], dtype=a.dtype)
+
+    def cond(carry):
+        return carry[0] > 0
+
+    def body(carry):
+        rest, q, y, p, x = carry
+        take = (rest & 1) == 1
+        x = jnp.where(take, x + p.T @ y @ p, x)
+        p = jnp.where(take, q @ p, p)
+        return rest >> 1, q @ q, y + q.T @ y @ q, p, x
+
+    init = (jnp.asarray(m, jnp.int32), a, s, eye, jnp.zeros_like(s))
+    _, _, _, p, x = lax.while_loop(cond, body, init)
+    return p, x
 
 
 def augment(g: jax.Array, e: jax.Array | None = None, a: jax.Array | None = None) -> jax.Array:

@@ -65,6 +65,31 @@ def test_augmented_recursion_is_exact_on_a_linear_model(beta, decay, bias_correc
     assert int(st.count) == steps
 
 
+@pytest.mark.parametrize(("beta", "first"), [(0.5, 40), (0.9, 340), (0.5, None), (0.0, 1)])
+@pytest.mark.parametrize("steps", [0, 1, 37, 300])
+def test_doubling_equals_the_step_by_step_recursion(beta, first, steps):
+    """The update runs the steps whose bias correction is not yet 1 one by one and the rest by
+    doubling; both parts (β = 0.5 crosses its threshold, ≈ 55, at step 40 + 15) equal the plain
+    product of the per-step operators, and splitting the steps changes nothing."""
+    phi, _, _ = _linear_problem()
+    k = phi @ np.diag(0.3 * np.ones(D)) @ phi.T
+    kw = dict(out_hessian=1 / N, decay=0.01)
+    big_a, w = np.eye(3 * N), np.zeros((3 * N, 3 * N))
+    for i in range(steps):
+        c = 1.0 if first is None else 1 - beta ** (first + i)
+        a, s_t = (np.asarray(x) for x in momentum.operators(k, beta, c=c, **kw))
+        w, big_a = w + big_a.T @ s_t @ big_a, a @ big_a
+    st = momentum.update(momentum.init(N), k, beta, steps=steps, first_step=first, **kw)
+    np.testing.assert_allclose(st.A, big_a, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(st.W, 0.5 * (w + w.T), rtol=1e-9, atol=1e-12)
+    half = steps // 2
+    st2 = momentum.update(momentum.init(N), k, beta, steps=half, first_step=first, **kw)
+    nxt = None if first is None else first + half
+    st2 = momentum.update(st2, k, beta, steps=steps - half, first_step=nxt, **kw)
+    np.testing.assert_allclose(st2.W, st.W, rtol=1e-9, atol=1e-12)
+    assert int(st2.count) == int(st.count) == steps
+
+
 def test_beta_zero_reduces_to_the_dissipation_gramian():
     _, _, k = _linear_problem(1)
     kw = dict(out_hessian=1 / N, steps=9, second_order=False)
