@@ -141,7 +141,9 @@ class Config:
 
 
 _QUICK = replace(Config(), steps=2000, seeds=2)
-STOPPING = dict(signals=("sines1d",), stopping=True, eval_every=1, log_every=1)
+STOPPING = dict(
+    signals=("sines1d",), stopping=True, lrs=(1e-3,), ws_every=25, eval_every=1, log_every=1
+)
 
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
@@ -171,8 +173,8 @@ PRESETS: dict[str, Preset] = {
     "stopping": Preset(
         replace(_QUICK, **STOPPING),
         "the stopping rules without validation data on the 1-D signal of quick (256 noisy "
-        "samples): LOO and W_S probes on every arm, evaluation every step (results.json: "
-        "signals.sines1d.arms.<opt>.<lr>.stopping)",
+        "samples), lr 1e-3: LOO probe every step, W_S every 25, evaluation every step "
+        "(results.json: signals.sines1d.arms.<opt>.<lr>.stopping)",
     ),
     "paper": Preset(
         replace(
