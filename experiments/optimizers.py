@@ -97,13 +97,24 @@ def make_optimizer(
         )
     return prm(
         lr,
+        gate_stats=True,
+        gate_weight_decay=getattr(cfg, "prm_gate_weight_decay", False),
+        weight_decay=cfg.weight_decay,
+        b2=cfg.b2,
+        **prm_gate_kwargs(cfg, alpha),
+    )
+
+
+def prm_gate_kwargs(cfg, alpha: float | None) -> dict:
+    """PRM's gate knobs from ``cfg`` (``b1, eps, prm_rho, prm_mask, prm_softness``) and ``alpha``,
+    as :func:`dyntheory.optim.prm`, its preconditioner and ``optim.state.prm_gate`` take them."""
+    return dict(
+        b1=cfg.b1,
+        eps=cfg.eps,
         rho=cfg.prm_rho,
         mask=cfg.prm_mask,
         softness=cfg.prm_softness,
         alpha=alpha,
-        gate_stats=True,
-        gate_weight_decay=getattr(cfg, "prm_gate_weight_decay", False),
-        **common,
     )
 
 
@@ -112,16 +123,7 @@ def preconditioner(cfg, name: str, lr: float, alpha: float | None):
     (:mod:`dyntheory.optim.state`); Grokfast's amplification is not in ``p`` (THEORY.md §10)."""
     if name in ("adamw", "grokfast"):
         return optim_state.adam_preconditioner(lr, b2=cfg.b2, eps=cfg.eps)
-    return optim_state.prm_preconditioner(
-        lr,
-        b1=cfg.b1,
-        b2=cfg.b2,
-        eps=cfg.eps,
-        rho=cfg.prm_rho,
-        mask=cfg.prm_mask,
-        softness=cfg.prm_softness,
-        alpha=alpha,
-    )
+    return optim_state.prm_preconditioner(lr, b2=cfg.b2, **prm_gate_kwargs(cfg, alpha))
 
 
 def stopping_probes(cfg, name: str, lr: float, alpha: float | None, every: int, start: int = 10):

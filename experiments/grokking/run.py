@@ -217,15 +217,8 @@ def gate_per_tensor(cfg: Config, opt_state, n_train: int) -> dict[str, list[floa
     :func:`dyntheory.optim.state.prm_gate` per seed; returns ``{"<layer path>": [mean q per
     seed]}`` (fraction of the update Adam would make).
     """
-    gate_fn = lambda st: optim_state.prm_gate(
-        st,
-        b1=cfg.b1,
-        rho=cfg.prm_rho,
-        eps=cfg.eps,
-        mask=cfg.prm_mask,
-        softness=cfg.prm_softness,
-        alpha=prm_alpha(cfg, n_train),
-    )
+    knobs = optimizers.prm_gate_kwargs(cfg, prm_alpha(cfg, n_train))
+    gate_fn = lambda st: optim_state.prm_gate(st, **knobs)
     q = jax.vmap(gate_fn)(opt_state) if cfg.train.seeds > 1 else gate_fn(opt_state)
     out = {}
     for path, leaf in jax.tree.flatten_with_path(q)[0]:
