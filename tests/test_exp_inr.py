@@ -217,4 +217,5 @@ def test_tiny_run_with_the_stopping_rules(tmp_path):
                     assert loss >= b and (t is None or 0 <= t <= cfg.train.steps)
             assert len(stop["ws_stability_max"]) == len(stop["ws_identity_rel_err"]) == 2
             (row, _) = arm["poprisk_check"]
+            assert set(row) >= {"before", "after", "split_step"}
             assert row["steps"] == cfg.train.steps and -1 <= row["w1"]["r"] <= 1

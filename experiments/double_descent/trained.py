@@ -106,8 +106,9 @@ def run_one(cfg, data: dict, width: int, run_dir) -> dict:
     )
     noisy = bool(np.any(train["y"] != train["y_clean"]))
     every_step = probes.Schedule.every(1)
-    poprisk = [probes.PopulationRisk(every_step, lr=eta, preconditioner=precond)]
-    poprisk = poprisk if cfg.poprisk else []
+    poprisk = (
+        [probes.PopulationRisk(every_step, lr=eta, preconditioner=precond)] if cfg.poprisk else []
+    )
     res = fit(
         dataclasses.replace(cfg.train, probe_size=cfg.mlp_n_train, batch_size=None),
         apply_fn=apply_fn,

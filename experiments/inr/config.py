@@ -57,11 +57,12 @@ class Config:
       width, depth, activation: the MLP.
       stopping: measure the training-set-only stopping rules (THEORY.md §6) on every arm: the LOO
         PopulationRisk probe every step and a dense W_S (Dissipation) probe on the whole training
-        set every ``eval_every`` steps; ``results.json`` reports, per arm, each rule's step and
+        set every ``ws_every`` steps; ``results.json`` reports, per arm, each rule's step and
         the held-out clean MSE there against the validation-optimal step (``stopping``), the W_S
         probe's identity error and stability, and, with ``eval_every=1``, the LOO estimate's
-        correlation with the held-out change (``poprisk_check``). Dense kernels: fit for the 1-D
-        signal (256 training points), slow for images. ``ws_every``: the W_S probe's interval.
+        correlation with the held-out change, split at the validation-optimal step
+        (``poprisk_check``). Dense kernels: fit for the 1-D signal (256 training points), slow
+        for images.
       batch_fraction: minibatch size as a fraction of the training samples (epoch sampling);
         PRM's α = b/(n − b) (THEORY §6, a fixed dataset) unless ``prm_alpha`` is set.
       optimizers, lrs: every optimizer is run at every lr of the grid.

@@ -161,7 +161,9 @@ def summarize_arm(history: dict, eval_every: int = 10) -> dict:
     if stop is not None:
         out["stopping"] = stop
         if eval_every == 1:
-            out["poprisk_check"] = probes.population_risk_check(history, "grid/mse_heldout")
+            out["poprisk_check"] = probes.population_risk_check(
+                history, "grid/mse_heldout", split_at=stop["validation_optimal_step"]
+            )
     out["_curves"] = (steps, np.median(psnr, axis=1), np.median(coef, axis=1))
     return out
 
