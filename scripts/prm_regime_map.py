@@ -37,8 +37,6 @@ def cells(batches, alphas, masks, gate_wd):
         for mask, alpha, gwd in itertools.product(masks, alphas, gate_wd):
             if batch == "full" and alpha != "1":
                 continue  # b/(n − b) is infinite for a full batch
-            if gwd and mask != "snr":
-                continue  # gated decay is mapped for the default mask only
             a = [] if alpha == "b/(n-b)" else [f"prm_alpha={alpha}"]
             g = ["prm_gate_weight_decay=true"] if gwd else []
             label = f"prm {mask} α={alpha} batch={batch}" + (" wd gated" if gwd else "")
@@ -58,7 +56,7 @@ def main(argv=None):
     ap.add_argument("--batches", default="512,full", help="comma list of 512 and/or full")
     ap.add_argument("--alphas", default="1,b/(n-b)", help="comma list: numbers and/or b/(n-b)")
     ap.add_argument("--masks", default=",".join(MASKS))
-    ap.add_argument("--gate-wd", default="off,on", help="off and/or on (snr only)")
+    ap.add_argument("--gate-wd", default="off,on", help="off and/or on: the weight decay ungated (Algorithm 1) and/or gated")
     args = ap.parse_args(argv)
     common = [f"seeds={args.seeds}", f"steps={args.steps}", "probes_per_decade=0"]
     gate_wd = [g == "on" for g in args.gate_wd.split(",")]

@@ -321,6 +321,23 @@ def test_tiny_run_with_gated_weight_decay(tmp_path):
     assert results["optimizers"]["prm"]["gate_mean_final"] is not None
 
 
+def test_norms_option_logs_parameter_norms_at_every_eval_step(tmp_path):
+    overrides = ["optimizers=adamw", "norms=true", "steps=20", "seeds=1", "probes_per_decade=0"]
+    _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
+    rows = [json.loads(x) for x in (tmp_path / "run" / "adamw" / "metrics.jsonl").open()]
+    rows = [r for r in rows if "probe/norms/param/global" in r]
+    assert [r["step"] for r in rows] == [0, 10, 20]
+    for r in rows:  # the global norm is the root of the per-tensor norms' squares
+        parts = [
+            v for k, v in r.items() if k.startswith("probe/norms/param/") and "global" not in k
+        ]
+        assert len(parts) >= 4
+        np.testing.assert_allclose(
+            np.sqrt(np.sum(np.square(parts))), r["probe/norms/param/global"], rtol=1e-5
+        )
+    assert rows[0]["probe/norms/param/global"] != rows[-1]["probe/norms/param/global"]
+
+
 def test_poprisk_preset_smoke(tmp_path):
     overrides = [*_tiny()[:5], "eval_every=1", "log_every=1", "optimizers=adamw,prm"]
     _, results = cli.run_experiment("grokking", "poprisk", overrides, out=tmp_path / "run")

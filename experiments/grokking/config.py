@@ -105,6 +105,9 @@ class Config:
       poprisk: run :class:`dyntheory.probes.PopulationRisk` every step (needs ``eval_every=1``);
         results.json's ``poprisk_check`` correlates its predicted change with the test loss's
         change per step and over windows of 10, 100 and 1,000 steps.
+      norms: log :class:`dyntheory.probes.Norms` at every eval step: the global and per-tensor
+        parameter and gradient norms (``probe/norms/param/global`` ...), to see what the weight
+        decay and PRM's gate do to the weights while the network groks.
     """
 
     # task
@@ -147,6 +150,7 @@ class Config:
     dissipation_vectors: int = 8
     dissipation_start: int = 10
     poprisk: bool = False
+    norms: bool = False
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=40_000,

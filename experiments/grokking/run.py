@@ -87,6 +87,8 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
     out: list[probes.Probe] = []
     if name == "prm":
         out.append(probes.GateStats(probes.Schedule.every(cfg.train.eval_every)))
+    if cfg.norms:
+        out.append(probes.Norms(probes.Schedule.every(cfg.train.eval_every)))
     alpha = prm_alpha(cfg, n_train) if name == "prm" else None
     precond = optimizers.preconditioner(cfg, name, cfg.lr, alpha)
     if cfg.poprisk:  # the LOO estimate for the step −p ⊙ μ, every step (THEORY §6)
