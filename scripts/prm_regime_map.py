@@ -8,9 +8,9 @@ the cell groks sooner), and PRM's mean gate q (median over the run, then over se
     PYTHONPATH=. python scripts/prm_regime_map.py --out /tmp/prm-map              # the full map
     PYTHONPATH=. python scripts/prm_regime_map.py --out /tmp/prm-map --batches 512 --seeds 2
 
-A cell whose ``results.json`` already exists under ``--out`` is read, not rerun, so an interrupted
-map continues where it stopped. Full batch has no sampling noise, so α = b/(n − b) is undefined
-there and only α = 1 is run.
+A cell whose ``results.json`` already exists under ``--out`` is read, not rerun, and one that was
+interrupted is resumed from its checkpoints, so an interrupted map continues where it stopped.
+Full batch has no sampling noise, so α = b/(n − b) is undefined there and only α = 1 is run.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dyntheory.cli.experiments import run_experiment
+from dyntheory.cli.experiments import resume_experiment, run_experiment
 
 MASKS = ("snr", "soft", "hard")
 
@@ -72,6 +72,8 @@ def main(argv=None):
         t0 = time.perf_counter()
         if (path / "results.json").exists():
             res = json.loads((path / "results.json").read_text())
+        elif (path / "config.json").exists():  # an interrupted cell continues from its checkpoints
+            _, res = resume_experiment(path)
         else:
             _, res = run_experiment("grokking", "quick", [*common, *over], out=path)
         name = over[0].split("=")[1]
