@@ -5,12 +5,14 @@
     dyntheory resume RUN_DIR [--set steps=N ...]
     dyntheory figures ...                             paper figures from run directories
     dyntheory diagnose ...                            trainability at initialization
+    dyntheory metrics RUN_DIR ... --keys K,...        logged metrics at chosen steps (a table)
 
 Each subcommand is a module of this package with ``add_arguments(parser)`` and ``handler(args)
 -> exit status``: :mod:`~dyntheory.cli.experiments` (list, run, resume),
-:mod:`~dyntheory.cli.figures`, :mod:`~dyntheory.cli.diagnose`. Errors in the user's input (a bad
-config value, an unknown experiment, an unwritable run directory) print one line and exit 2; a
-run stopped by NaN/Inf exits 1. ``DYNTHEORY_DEBUG=1`` shows the traceback instead.
+:mod:`~dyntheory.cli.figures`, :mod:`~dyntheory.cli.diagnose`, :mod:`~dyntheory.cli.metrics`.
+Errors in the user's input (a bad config value, an unknown experiment, an unwritable run
+directory) print one line and exit 2; a run stopped by NaN/Inf exits 1. ``DYNTHEORY_DEBUG=1``
+shows the traceback instead.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from dyntheory.cli import diagnose, experiments, figures
+from dyntheory.cli import diagnose, experiments, figures, metrics
 from dyntheory.cli.experiments import (  # re-exported: the Python form of `dyntheory run`
     CLIError,
     load_experiment,
@@ -70,6 +72,12 @@ register_command(
     "trainability diagnostics at initialization",
     diagnose.add_arguments,
     diagnose.handler,
+)
+register_command(
+    "metrics",
+    "a run's logged metrics at chosen steps, as a Markdown table",
+    metrics.add_arguments,
+    metrics.handler,
 )
 
 
