@@ -9,7 +9,6 @@ older version of the experiment).
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from dyntheory.engine import records, rundir
+from dyntheory.engine import rundir
+from dyntheory.probes.history import seed_columns
 
 
 class MissingRunError(FileNotFoundError):
@@ -91,20 +91,20 @@ def need(
         raise MissingRunError(_message(figure, experiment, Path(run_dir), what))
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path) as f:
-        return json.load(f)
+read_json = rundir.read_json  # a run's JSON files, corrupt ones named
 
 
 def metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """A ``metrics.jsonl`` file (or the run directory holding one) as ``{"step": (T,), key:
-    (T, S)}`` (a seed axis even for one seed; NaN where a line lacks the key)."""
+    (T, S)}`` (a seed axis even for one seed; NaN where a line lacks the key), read by
+    :func:`dyntheory.engine.rundir.load_metrics` (a partial last line is skipped)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / rundir.METRICS
-    with open(path) as f:
-        table = records.metrics_table(json.loads(line) for line in f if line.strip())
-    return {k: (v if k == "step" or v.ndim == 2 else v[:, None]) for k, v in table.items()}
+    if not path.is_dir():
+        path = path.parent
+    if not (path / rundir.METRICS).is_file():
+        raise FileNotFoundError(f"no {rundir.METRICS} in {path}")
+    table = rundir.load_metrics(path)
+    return {k: (v if k == "step" else seed_columns(v)) for k, v in table.items()}
 
 
 def arrays(path: str | os.PathLike) -> dict[str, np.ndarray]:
