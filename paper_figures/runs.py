@@ -99,11 +99,7 @@ def metrics(path: str | os.PathLike) -> dict[str, np.ndarray]:
     (T, S)}`` (a seed axis even for one seed; NaN where a line lacks the key), read by
     :func:`dyntheory.engine.rundir.load_metrics` (a partial last line is skipped)."""
     path = Path(path)
-    if not path.is_dir():
-        path = path.parent
-    if not (path / rundir.METRICS).is_file():
-        raise FileNotFoundError(f"no {rundir.METRICS} in {path}")
-    table = rundir.load_metrics(path)
+    table = rundir.load_metrics(path if path.is_dir() else path.parent)
     return {k: (v if k == "step" else seed_columns(v)) for k, v in table.items()}
 
 

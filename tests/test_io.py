@@ -35,6 +35,8 @@ def test_metrics_lines_truncate_and_table(tmp_path):
     assert [line["step"] for line in rd.read_metrics()] == [0, 10, 20]
     table = rundir.load_metrics(tmp_path)
     assert table["step"].tolist() == [0, 10, 20] and table["train/loss"].shape == (3,)
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path / 'none'} has no metrics.jsonl"):
+        rundir.load_metrics(rundir.RunDir(tmp_path / "none").path)  # a run that logged nothing
 
     seeded = [{"step": t, "seed": s, "train/loss": t + s} for t in (0, 5) for s in (0, 1)]
     seeded.append({"step": 9, "seed": 1, "test/acc": 1.0})

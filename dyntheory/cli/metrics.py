@@ -48,7 +48,7 @@ def steps_of(history: dict, steps: str | None, every: int | None) -> list[int]:
     if every is not None:
         if every < 1:
             raise MetricsError(f"--every must be >= 1, got {every}")
-        return [s for s in range(0, logged[-1] + 1, every)]
+        return list(range(0, logged[-1] + 1, every))
     return logged
 
 
@@ -69,12 +69,13 @@ def table(run_dirs: list[str], patterns: list[str], steps=None, every=None, per_
         raise MetricsError("--keys is empty: name at least one metric")
     histories, columns = [], []
     for path in run_dirs:
-        if not (Path(path) / rundir.METRICS).is_file():
+        try:
+            history = rundir.load_metrics(path)
+        except FileNotFoundError as e:
             raise MetricsError(
-                f"{path} has no {rundir.METRICS}: pass an engine run directory (for an "
-                "experiment with several optimizers, RUN/<optimizer>)"
-            )
-        history = rundir.load_metrics(path)
+                f"{e}: pass an engine run directory (for an experiment with several optimizers, "
+                "RUN/<optimizer>)"
+            ) from None
         if not len(history["step"]):
             raise MetricsError(f"{path}/{rundir.METRICS} is empty: the run has logged no step yet")
         histories.append(history)

@@ -361,5 +361,9 @@ def subrun_dir(
 
 
 def load_metrics(run_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """:func:`dyntheory.engine.records.metrics_table` of a run directory's ``metrics.jsonl``."""
-    return records.metrics_table(RunDir(run_dir, create=False).read_metrics())
+    """:func:`dyntheory.engine.records.metrics_table` of a run directory's ``metrics.jsonl``;
+    ``FileNotFoundError`` naming the directory if it has none (an empty file: an empty table)."""
+    rd = RunDir(run_dir, create=False)
+    if not rd.file(METRICS).is_file():
+        raise FileNotFoundError(f"{rd.path} has no {METRICS}")
+    return records.metrics_table(rd.read_metrics())
