@@ -56,7 +56,11 @@ def main(argv=None):
     ap.add_argument("--batches", default="512,full", help="comma list of 512 and/or full")
     ap.add_argument("--alphas", default="1,b/(n-b)", help="comma list: numbers and/or b/(n-b)")
     ap.add_argument("--masks", default=",".join(MASKS))
-    ap.add_argument("--gate-wd", default="off,on", help="off and/or on: the weight decay ungated (Algorithm 1) and/or gated")
+    ap.add_argument(
+        "--gate-wd",
+        default="off,on",
+        help="off and/or on: the weight decay ungated (Algorithm 1) and/or gated",
+    )
     args = ap.parse_args(argv)
     common = [f"seeds={args.seeds}", f"steps={args.steps}", "probes_per_decade=0"]
     gate_wd = [g == "on" for g in args.gate_wd.split(",")]
