@@ -172,7 +172,15 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not(capsys, tmp_path
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
     assert (d / rundir.LOCK).exists()  # stale: its holder is dead
+    # the lock does not block; the run died before its first checkpoint, so a resume would start
+    # over: it is refused, and starting over is the explicit --force
     code, _, err = run_cli(capsys, "resume", d, "--set", "steps=20")
+    assert code == 2 and "no checkpoint to resume from" in err and "--force" in err, err
+    assert len(err.strip().splitlines()) == 1 and (d / rundir.METRICS).exists()
+    code, _, err = run_cli(
+        capsys, "run", "toy_regression", "--preset", "tiny", "--out", d, "--force",
+        "--set", "steps=20",
+    )  # fmt: skip
     assert code == 0, err
     steps = [line["step"] for line in rundir.RunDir(d, create=False).read_metrics()]
     assert steps == sorted(set(steps)) and steps[-1] == 20
@@ -265,27 +273,36 @@ def test_an_error_found_late_leaves_nothing_behind(capsys, tmp_path):
     code, _, err = run_cli(
         capsys, "run", "grokking", "--preset", "tiny", "--set", "batch_size=100000", "--out", d
     )
-    assert code == 2 and [p.name for p in d.iterdir()] == [rundir.LOCK]
+    assert code == 2 and [p.name for p in d.iterdir()] == []  # left as it was found
 
 
-def test_force_empties_the_directory_and_files_follow_the_umask(capsys, tmp_path):
+def test_force_clears_only_a_run_directory_and_files_follow_the_umask(capsys, tmp_path):
     d = tmp_path / "toy"
-    (d / "adamw" / "checkpoints" / "10").mkdir(parents=True)
-    (d / "adamw" / rundir.METRICS).write_text('{"step": 0}\n')
-    (d / "notes.txt").write_text("another experiment's file\n")
-    code, _, err = run_cli(capsys, "run", "toy_regression", "--preset", "tiny", "--out", d)
-    assert code == 2 and "already holds a run" in err
     old = os.umask(0o022)
     try:
-        code, _, err = run_cli(
-            capsys, "run", "toy_regression", "--preset", "tiny", "--out", d, "--force"
-        )
+        code, _, err = run_cli(capsys, "run", "toy_regression", "--preset", "tiny", "--out", d)
     finally:
         os.umask(old)
     assert code == 0, err
-    assert not (d / "adamw").exists() and not (d / "notes.txt").exists()
     for name in (rundir.CONFIG, rundir.METRICS, rundir.ARRAYS, rundir.RESULTS):
         assert stat.S_IMODE((d / name).stat().st_mode) == 0o644, name
+    code, _, err = run_cli(capsys, "run", "toy_regression", "--preset", "tiny", "--out", d)
+    assert code == 2 and "already holds a run" in err
+    (d / "notes.txt").write_text("another experiment's file\n")
+    before = sorted(p.relative_to(d) for p in d.rglob("*"))
+    code, _, err = run_cli(
+        capsys, "run", "toy_regression", "--preset", "tiny", "--out", d, "--force"
+    )
+    assert code == 2 and f"{d / 'notes.txt'} was not written by dyntheory" in err, err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.relative_to(d) for p in d.rglob("*")) == before  # nothing was removed
+    (d / "notes.txt").unlink()
+    code, _, err = run_cli(
+        capsys, "run", "toy_regression", "--preset", "tiny", "--out", d, "--force",
+        "--set", "steps=30",
+    )  # fmt: skip
+    assert code == 0, err
+    assert rundir.load_metrics(d)["step"][-1] == 30
 
 
 def test_an_unwritable_checkpoints_directory_fails_before_compute(capsys, tmp_path):

@@ -26,11 +26,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch(argv, processes: int, devices: int, log: Path) -> list[subprocess.Popen]:
-    """``python -m dyntheory.cli.app ARGV`` as ``processes`` JAX processes of ``devices`` each."""
+def launch(argv, processes: int, devices: int, log: Path, each=None) -> list[subprocess.Popen]:
+    """``python -m dyntheory.cli.app ARGV`` as ``processes`` JAX processes of ``devices`` each
+    (``each``: one ARGV per process instead)."""
     port = _free_port()
     procs = []
     for i in range(processes):
+        if each is not None:
+            argv = each[i]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
         if processes > 1:
@@ -130,3 +133,17 @@ def test_a_dead_process_stops_the_other(tmp_path, victim):
     assert code != 0 and time.monotonic() - t0 < 90
     log = Path(f"{tmp_path / 'p'}.{1 - victim}.log").read_text()
     assert "another task died" in log or "gloo" in log.lower() or "Connection" in log, log[-3000:]
+
+
+def test_processes_given_different_commands_name_the_difference(tmp_path):
+    d = tmp_path / "toy"
+    base = ["run", "toy_regression", "--preset", "tiny", "--out", d, "--set"]
+    each = [[*base, "steps=10"], [*base, "steps=20"]]
+    t0 = time.monotonic()
+    codes = wait(launch(None, 2, 2, tmp_path / "p", each=each), tmp_path / "p", timeout=120)
+    assert codes == [2, 2] and time.monotonic() - t0 < 120
+    for i in range(2):
+        log = Path(f"{tmp_path / 'p'}.{i}.log").read_text()
+        assert "process 1 was given a different command line than process 0" in log, log[-2000:]
+        assert "argument 8 is 'steps=20' there and 'steps=10' on process 0" in log, log[-2000:]
+    assert not (d / rundir.METRICS).exists()

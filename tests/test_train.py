@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from dyntheory import probes
-from dyntheory.engine import NonFiniteError, Trainer, batching, rundir
+from dyntheory.engine import NonFiniteError, Trainer, batching, integrity, rundir
 from dyntheory.engine.checkpoint import abstract_like
 from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, functional
@@ -215,10 +215,15 @@ def test_bad_inputs_fail_before_compute(tmp_path):
     blocker.write_text("not a directory")
     with pytest.raises(rundir.RunDirError, match="cannot write"):
         Trainer(TrainConfig(batch_size=8, steps=2), **kw).run(blocker / "run")
-    # A run dir with metrics but no checkpoint starts over instead of appending.
+    # A run dir with metrics but no checkpoint is not started over by a resume (that would
+    # delete its metrics): it is refused, naming what is there; resume=False starts over.
     rd = rundir.RunDir(tmp_path / "stale")
     rd.append_metrics([{"step": 0, "train/loss": 1.0}])
-    out = Trainer(TrainConfig(batch_size=8, steps=2, fuse=2), **kw).run(rd.path, progress=False)
+    trainer = Trainer(TrainConfig(batch_size=8, steps=2, fuse=2), **kw)
+    with pytest.raises(integrity.IntegrityError, match="metrics.jsonl but no checkpoint"):
+        trainer.run(rd.path, progress=False)
+    assert rd.read_metrics() == [{"step": 0, "train/loss": 1.0}]
+    out = trainer.run(rd.path, resume=False, progress=False)
     lines = rd.read_metrics()
     assert [line["step"] for line in lines] == [0, 2] and lines[0]["train/loss"] != 1.0
     assert json.loads((rd.path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 0

@@ -31,7 +31,7 @@ from dyntheory.cli.experiments import (  # re-exported: the Python form of `dynt
     run_experiment,
 )
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import rundir
+from dyntheory.engine import integrity, rundir
 from dyntheory.engine.state import NonFiniteError
 
 
@@ -101,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     multi = jax.process_count() > 1
+    args.argv = argv
     try:
         code = _main(args)
     except BaseException:
@@ -122,6 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     try:
+        from dyntheory.engine import sharding
+
+        # every process of a multi-process run must run the same command (else mismatched
+        # collectives abort without saying why): checked before anything else
+        sharding.check_same_on_all_processes("command line", getattr(args, "argv", []))
         return int(COMMANDS[args.command].handler(args) or 0)
     except NonFiniteError as e:
         print(f"dyntheory: {e}", file=sys.stderr)
@@ -137,6 +143,8 @@ def _main(args: argparse.Namespace) -> int:
         CLIError,
         config_lib.ConfigError,
         rundir.RunDirError,
+        integrity.IntegrityError,
+        integrity.CheckpointError,
         FileNotFoundError,
         ValueError,
     ) as e:

@@ -31,7 +31,7 @@ from types import ModuleType
 from typing import Any
 
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import resume, rundir, sharding
+from dyntheory.engine import integrity, owned, resume, rundir, sharding
 
 EXPERIMENTS_GROUP = "dyntheory.experiments"
 
@@ -103,43 +103,49 @@ def run_experiment(
 ) -> tuple[rundir.RunDir, dict]:
     """``dyntheory run`` as a function: returns the run directory and the results.
 
-    The run directory is locked for the whole run (:meth:`RunDir.lock`). If the run fails before
-    it has written any metrics or checkpoint (a bad input found late), what this call wrote is
-    removed again, so the corrected command runs without ``--force``.
+    The lock is taken first, before anything in the directory is read (:meth:`RunDir.lock`),
+    and held for the whole run. dyntheory deletes only what it wrote
+    (:mod:`dyntheory.engine.owned`): ``force`` clears a run directory, and refuses one that holds
+    anything foreign, naming it; a run refuses to overwrite a foreign file of a run's own names.
+    If the run fails before it has written any metrics or checkpoint (a bad input found late),
+    what this call created is removed and what it replaced is put back, so the directory is as
+    it was and the corrected command runs without ``force``.
     """
     module = load_experiment(name)
     preset, cfg = resolve_config(module, preset, overrides)
+    sharding.check_same_on_all_processes("the resolved config", config_lib.to_dict(cfg))
     path = Path(out or Path("runs") / f"{name}-{preset}")
     main = sharding.is_main_process()
     existed = path.exists()
-    run_dir = rundir.RunDir(path)
+    had_lock = (path / rundir.LOCK).exists()
+    run_dir = rundir.RunDir(path, check=False)
     try:
         with run_dir.lock():
             return run_dir, _run_locked(module, name, preset, overrides, cfg, run_dir, force)
     except BaseException:
-        if (
-            main
-            and not existed
-            and path.is_dir()
-            and all(p.name == rundir.LOCK for p in path.iterdir())
-        ):
-            shutil.rmtree(path)  # the directory this call created, holding only its lock file
+        left = {p.name for p in path.iterdir()} if main and path.is_dir() else {"?"}
+        if not existed and left <= {rundir.LOCK, rundir.MARKER}:
+            shutil.rmtree(path)  # the directory this call created, holding only its own files
+        elif existed and not had_lock and rundir.MARKER not in left:
+            (path / rundir.LOCK).unlink(missing_ok=True)  # the lock file this call created
         raise
 
 
 def _run_locked(module, name, preset, overrides, cfg, run_dir: rundir.RunDir, force: bool):
     main = sharding.is_main_process()
     error = None
-    if main and run_dir.has_run() and not force:
-        error = CLIError(
-            f"{run_dir.path} already holds a run; continue it with `dyntheory resume "
-            f"{run_dir.path}`, or pass --force to start over, or --out another directory."
-        )
+    if main:
+        owned.remove_leftovers(run_dir.path)
+        run_dir.check_writable()
+        error = _refusal(run_dir, force)
     sharding.agree(error)
     if main and force:
         run_dir.clear()
-    fresh = main and not any(p.name != rundir.LOCK for p in run_dir.path.iterdir())
+    before = {p.name for p in run_dir.path.iterdir()} if main else set()
+    config_path = run_dir.file(rundir.CONFIG)
+    old_config = config_path.read_bytes() if main and config_path.is_file() else None
     if main:
+        owned.mark(run_dir.path)
         run_dir.write_config(
             {
                 "experiment": name,
@@ -151,12 +157,37 @@ def _run_locked(module, name, preset, overrides, cfg, run_dir: rundir.RunDir, fo
     try:
         return execute(module, cfg, run_dir)
     except BaseException:
-        if main and not run_dir.has_run():  # nothing to resume: leave no trace
-            if fresh:
-                run_dir.clear()
-            else:
-                run_dir.file(rundir.CONFIG).unlink(missing_ok=True)
+        if main and not run_dir.has_run():  # nothing to resume: leave the directory as it was
+            created = owned.written(run_dir.path) - before
+            owned.remove(run_dir.path, created)
+            if old_config is not None:
+                rundir.write_bytes(config_path, old_config)
+            if rundir.MARKER not in before:
+                run_dir.file(rundir.MARKER).unlink(missing_ok=True)
         raise
+
+
+def _refusal(run_dir: rundir.RunDir, force: bool) -> CLIError | None:
+    """Why ``dyntheory run`` may not write into ``run_dir`` (``None``: it may)."""
+    if force and run_dir.foreign() is not None:
+        return CLIError(
+            f"--force refused: {run_dir.path} is not a dyntheory run directory to clear "
+            f"({run_dir.foreign()} was not written by dyntheory); choose another --out."
+        )
+    if force:
+        return None
+    if run_dir.has_run():
+        return CLIError(
+            f"{run_dir.path} already holds a run; continue it with `dyntheory resume "
+            f"{run_dir.path}`, or pass --force to start over, or --out another directory."
+        )
+    clash = owned.collision(run_dir.path)
+    if clash is not None:
+        return CLIError(
+            f"{clash} exists and was not written by dyntheory; a run in {run_dir.path} would "
+            "overwrite it. Choose another --out."
+        )
+    return None
 
 
 def check_resume(module: ModuleType, old, new) -> dict[str, tuple]:
@@ -174,33 +205,70 @@ def check_resume(module: ModuleType, old, new) -> dict[str, tuple]:
     return changes
 
 
+def engine_dirs(path: Path) -> list[Path]:
+    """The engine run directories at and below ``path`` (those with metrics or checkpoints)."""
+    found = {p.parent for p in path.glob(f"**/{rundir.METRICS}")}
+    found |= {p.parent for p in path.glob(f"**/{rundir.CHECKPOINTS}") if p.is_dir()}
+    return sorted(found)
+
+
+def _check_integrity(run_dir: rundir.RunDir, saved: dict) -> None:
+    """Every engine run directory of ``run_dir`` can resume under the policy in force, or a
+    :class:`CLIError` that names what is wrong and the explicit ways on."""
+    errors, notes, mismatch, error = [], [], False, None
+    main = sharding.is_main_process()
+    for d in engine_dirs(run_dir.path) if main else ():  # only it reads the run directory
+        try:
+            notes += integrity.plan(d).notes
+        except integrity.IntegrityError as e:
+            errors.append(str(e))
+            mismatch |= not e.no_checkpoint
+    if errors:
+        preset = saved.get("preset")
+        again = f"dyntheory run {saved['experiment']}" + (f" --preset {preset}" if preset else "")
+        again += "".join(f" --set {o}" for o in saved.get("overrides", []))
+        ways = (
+            f"`dyntheory resume {run_dir.path} --rebuild` continues from the latest checkpoint "
+            "and rebuilds the named files from there; `--truncate` goes back to the newest "
+            "checkpoint every file covers; "
+            if mismatch
+            else ""
+        )
+        error = CLIError(
+            f"cannot resume {run_dir.path}: {'; '.join(errors)}. Nothing was changed. {ways}"
+            f"`{again} --out {run_dir.path} --force` deletes what the run wrote and starts over."
+        )
+    sharding.agree(error)
+    integrity.say(notes)
+
+
 def resume_experiment(
-    path: str | Path, overrides: Sequence[str] = ()
+    path: str | Path, overrides: Sequence[str] = (), policy: str = "strict"
 ) -> tuple[rundir.RunDir, dict]:
     """``dyntheory resume`` as a function.
 
-    Overrides are checked against the saved config before anything is written: only resumable
-    keys (:func:`dyntheory.engine.resume.resumable_keys`) may change, and the changes are
-    printed. If the resumed run then fails before it writes a new checkpoint (``steps`` below the
-    latest checkpoint, a NaN right away), ``config.json`` is put back as it was.
+    The lock comes first. Overrides are checked against the saved config, and the run files
+    against the checkpoints (:mod:`dyntheory.engine.integrity`, under ``policy``), before
+    anything is written: only resumable keys (:func:`dyntheory.engine.resume.resumable_keys`)
+    may change, and the changes are printed; a run without a usable checkpoint is refused, never
+    started over. If the resumed run then fails before it writes a new checkpoint (``steps``
+    below the latest checkpoint, a NaN right away), ``config.json`` is put back as it was.
     """
     run_dir = rundir.RunDir(path, create=False)
     main = sharding.is_main_process()
-    with run_dir.lock():
+    with run_dir.lock(), integrity.policy(policy):
         saved = run_dir.read_config()
+        sharding.check_same_on_all_processes("the saved config", saved)
         module = load_experiment(saved["experiment"])
         old = config_lib.from_dict(module.Config, saved["config"])
         cfg = config_lib.apply_overrides(old, overrides)
         changes = check_resume(module, old, cfg)
         run_dir.check_writable()
+        _check_integrity(run_dir, saved)
         if main:
+            owned.remove_leftovers(run_dir.path)
             for key, (a, b) in changes.items():
                 print(f"resume: {key}: {a!r} -> {b!r}", file=sys.stderr)
-            if not run_dir.has_checkpoint():
-                print(
-                    f"note: {run_dir.path} has no checkpoint; starting from step 0.",
-                    file=sys.stderr,
-                )
         before = run_dir.checkpoint_steps()
         text = run_dir.file(rundir.CONFIG).read_bytes()
         if main:
@@ -281,9 +349,27 @@ def add_resume(p):
         metavar="KEY=VALUE",
         help="override a config value, e.g. steps=20000 to extend the run",
     )
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
+        "--rebuild",
+        dest="policy",
+        action="store_const",
+        const="rebuild",
+        default="strict",
+        help="a run file is missing or short: continue from the latest checkpoint anyway and "
+        "rebuild the file from there (the steps before it stay missing from it)",
+    )
+    how.add_argument(
+        "--truncate",
+        dest="policy",
+        action="store_const",
+        const="truncate",
+        help="a run file is missing or short: go back to the newest checkpoint that every file "
+        "covers and recompute from there",
+    )
 
 
 def cmd_resume(args) -> int:
-    run_dir, results = resume_experiment(args.run_dir, args.overrides)
+    run_dir, results = resume_experiment(args.run_dir, args.overrides, args.policy)
     _summary(run_dir, results)
     return 0

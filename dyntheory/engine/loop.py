@@ -14,7 +14,7 @@ import time
 import jax
 import numpy as np
 
-from dyntheory.engine import records, rundir, sharding
+from dyntheory.engine import faults, integrity, owned, records, rundir, sharding
 from dyntheory.engine.events import EVENTS, EventWriter
 from dyntheory.engine.progress import Progress
 from dyntheory.engine.state import FitResult, NonFiniteError, TrainState
@@ -100,20 +100,44 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         {},
         [],
     )
-    clock_saved = None
+    clock_saved, candidates = None, ()
     if rd is not None:
-        resuming = resume and rd.has_checkpoint()
-        if not resuming and main:
-            rd.reset()
+        # only the main process reads and writes the run directory; the others follow its plan
+        error, plan = None, integrity.Plan(None, (), ())
+        if main:
+            clash = owned.collision(rd.path)
+            if clash is not None:
+                error = rundir.RunDirError(
+                    f"{clash} exists and was not written by dyntheory; a run in {rd.path} "
+                    "would overwrite it. Choose another run directory."
+                )
+            elif resume:
+                try:
+                    plan = integrity.plan(rd.path)
+                except integrity.IntegrityError as e:
+                    error = e
+        sharding.agree(error)
+        start = sharding.from_main(-1 if plan.start is None else plan.start)
+        start, candidates = (None if start < 0 else start), plan.candidates
+        if main:
+            integrity.say(plan.notes)
+            owned.remove_leftovers(rd.path)
+            owned.mark(rd.path)
+            if start is None:
+                rd.reset()  # nothing to resume (or an explicit start over): no old files stay
         ckpt = rd.checkpointer(cfg.keep_checkpoints)
-        start = ckpt.latest_step() if resuming else None
     if start is not None:
         if start > total:
             raise ValueError(
                 f"the latest checkpoint is at step {start}, beyond steps={total}; "
                 f"set steps >= {start} to resume."
             )
-        tree, meta = ckpt.restore(start, _abstract_ckpt(tr))
+        log = rd.file(rundir.LOG)
+        start, tree, meta = ckpt.restore_first((start, *candidates), _abstract_ckpt(tr), log)
+        if main and log.exists():
+            owned.claim(log)
+        if main:
+            ckpt.drop_after(start)  # --truncate went back past them: this run rewrites them
         state = TrainState(
             tree["params"], tree["opt_state"], tree["step"], jax.random.wrap_key_data(tree["key"])
         )
@@ -122,10 +146,11 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         recorded.update(records.unstack_arrays(rd.read_arrays(), start))
         if main:
             rd.truncate_metrics(start)
+        logged = sum(1 for line in rd.read_metrics() if line["step"] < start)
     else:
         state = tr.init_state()
         pstates = tr.prober.init(state)
-        start = 0
+        start, logged = 0, 0
 
     events = EventWriter(rd.file(EVENTS)) if rd is not None and main and cfg.tensorboard else None
     clock = _Clock(clock_saved)
@@ -135,6 +160,8 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
     bar = Progress(total, start, show=progress if main else False)
     seeds = cfg.seeds if tr.seeded else None
     every_log, every_eval = cfg.log_every, cfg.eval_every
+
+    count = {"lines": logged}
 
     def emit(step: int, values: dict[str, np.ndarray]) -> list[dict]:
         values = {**values, **probe_lines.pop(step, {})}
@@ -146,6 +173,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
                 {"step": step, "seed": s, **{k: float(v[s]) for k, v in values.items()}, **times}
                 for s in range(seeds)
             ]
+        count["lines"] += len(lines)
         if rd is None:
             written.extend(lines)
         elif main:
@@ -199,7 +227,12 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         t_start = time.perf_counter()
         if main:
             rd.write_arrays(records.stack_arrays(recorded))
-        ckpt.save(t, _ckpt_tree(state, pstates), {"step": t, "time": clock.totals()})
+        # what the run files hold before step t: a resume checks them against it (integrity)
+        done = {"metrics_lines": count["lines"], "probes": {k: len(v) for k, v in recorded.items()}}
+        faults.point("checkpoint:before-save")
+        meta = {"step": t, "time": clock.totals(), "records": done}
+        ckpt.save(t, _ckpt_tree(state, pstates), meta)
+        faults.point("checkpoint:after-save")
         clock.add("checkpoint_s", time.perf_counter() - t_start)
 
     t, pending = start, None

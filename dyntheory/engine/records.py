@@ -63,3 +63,19 @@ def unstack_arrays(arrays: Mapping[str, np.ndarray], before_step: int) -> dict:
                 if s < before_step
             ]
     return records
+
+
+CLOCK_KEYS = ("time/train_s", "time/probe_s", "time/checkpoint_s", "time/compile_s")
+
+
+def run_seconds(history: Mapping[str, np.ndarray]) -> float:
+    """The seconds an engine run took, summed over every process that ran it (a run resumed
+    twice counts all three): its last metrics line's cumulative clocks (``time/train_s`` is wall
+    time less the others), the largest over seeds. 0 for an empty history."""
+    total = 0.0
+    for key in CLOCK_KEYS:
+        v = np.asarray(history.get(key, []), dtype=float)
+        if v.size:
+            last = v[-1]
+            total += float(np.nanmax(last)) if np.ndim(last) else float(last)
+    return total

@@ -28,7 +28,6 @@ import fcntl
 import json
 import os
 import secrets
-import shutil
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,17 +35,41 @@ from typing import Any
 import numpy as np
 
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import records, resume, sharding
+from dyntheory.engine import faults, owned, records, resume, sharding
 from dyntheory.engine.checkpoint import Checkpointer
-
-CONFIG, METRICS, ARRAYS, RESULTS, CHECKPOINTS, SPEC = (
-    "config.json",
-    "metrics.jsonl",
-    "probes.npz",
-    "results.json",
-    "checkpoints",
-    "spec.json",
+from dyntheory.engine.owned import (  # re-exported: the names of a run directory's files
+    ARRAYS,
+    CHECKPOINTS,
+    CONFIG,
+    EVENTS_DIR,
+    LOCK,
+    LOG,
+    MARKER,
+    METRICS,
+    RESULTS,
+    SPEC,
 )
+
+__all__ = [
+    "ARRAYS",
+    "CHECKPOINTS",
+    "CONFIG",
+    "EVENTS_DIR",
+    "LOCK",
+    "LOG",
+    "MARKER",
+    "METRICS",
+    "RESULTS",
+    "SPEC",
+    "RunDir",
+    "RunDirError",
+    "load_metrics",
+    "read_json",
+    "subrun_dir",
+    "write_bytes",
+    "write_json",
+    "write_npz",
+]
 
 
 class RunDirError(OSError):
@@ -66,7 +89,10 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        faults.point(f"write:{path.name}:before-rename")
         os.replace(tmp, path)
+        owned.claim(path)
+        faults.point(f"write:{path.name}:after-rename")
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
@@ -139,20 +165,27 @@ def _parse_lines(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
 
 
 _LOCKS: dict[Path, tuple[int, int]] = {}  # run directory -> (fd of its lock file, depth)
-LOCK = ".lock"
 
 
 class RunDir:
-    """A run directory; creating one checks it is writable (before any compute)."""
+    """A run directory; creating one checks it is writable (before any compute), unless
+    ``check=False`` (the CLI checks once it holds the lock). A directory this call creates is
+    marked as a run directory (:mod:`dyntheory.engine.owned`), and so claimed by its parent if
+    that is one (a sub-run)."""
 
-    def __init__(self, path: str | os.PathLike, create: bool = True):
+    def __init__(self, path: str | os.PathLike, create: bool = True, check: bool = True):
         self.path = Path(path)
         if create and sharding.is_main_process():
+            existed = self.path.is_dir()
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise RunDirError(f"cannot write to the run directory {self.path}: {e}") from None
-            self.check_writable()
+            if not existed:
+                owned.mark(self.path)
+                owned.claim(self.path)
+            if check:
+                self.check_writable()
         elif not self.path.is_dir() and (not create or sharding.is_main_process()):
             raise RunDirError(f"{self.path} is not a directory.")
 
@@ -241,9 +274,15 @@ class RunDir:
     def append_metrics(self, lines: Iterable[Mapping[str, Any]]) -> None:
         text = "".join(json.dumps(_jsonable(line)) + "\n" for line in lines)
         if text:
+            faults.point("append:metrics.jsonl:before")
             with open(self.file(METRICS), "a") as f:
+                if faults.hit("append:metrics.jsonl:half"):  # killed in the middle of it
+                    f.write(text[: len(text) // 2])
+                    f.flush()
+                    os._exit(faults.KILLED)
                 f.write(text)
                 f.flush()
+            owned.claim(self.file(METRICS))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.file(METRICS)
@@ -260,22 +299,30 @@ class RunDir:
         keep = [line for line, d in _parse_lines(path, path.read_text()) if d["step"] < before_step]
         _atomic_write(path, lambda f: f.write("".join(keep).encode()))
 
+    def foreign(self) -> Path | None:
+        """The first file here (or in a sub-run) that dyntheory did not write, or ``None``."""
+        return owned.foreign(self.path)
+
     def clear(self) -> None:
-        """Remove everything in the run directory but its lock (``dyntheory run --force``)."""
-        for child in self.path.iterdir():
-            if child.name == LOCK:
-                continue
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
+        """Remove everything dyntheory wrote here (``dyntheory run --force``, a sub-run whose
+        spec changed); :class:`RunDirError` naming the first foreign file, before anything is
+        removed, if the directory holds anything else."""
+        bad = self.foreign()
+        if bad is not None:
+            raise RunDirError(
+                f"refusing to clear {self.path}: {bad} was not written by dyntheory "
+                "(move it away, or choose another --out)."
+            )
+        owned.remove(self.path, owned.written(self.path))
 
     def reset(self) -> None:
-        """Remove what a previous run wrote (metrics, arrays, results, checkpoints)."""
-        for name in (METRICS, ARRAYS, RESULTS):
-            self.file(name).unlink(missing_ok=True)
-        for name in (CHECKPOINTS, "events"):
-            shutil.rmtree(self.file(name), ignore_errors=True)
+        """Remove what a previous run wrote (metrics, arrays, results, checkpoints, events):
+        an explicit start over (``fit(..., resume=False)``)."""
+        mine = owned.written(self.path)
+        owned.remove(
+            self.path,
+            [n for n in (METRICS, ARRAYS, RESULTS, CHECKPOINTS, EVENTS_DIR) if n in mine],
+        )
 
     # probe arrays
     def write_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
@@ -289,7 +336,10 @@ class RunDir:
             return {k: z[k] for k in z.files}
 
     def checkpointer(self, keep: int = 2):
-        return Checkpointer(self.file(CHECKPOINTS), keep=keep)
+        ckpt = Checkpointer(self.file(CHECKPOINTS), keep=keep)
+        if sharding.is_main_process():
+            owned.claim(self.file(CHECKPOINTS))
+        return ckpt
 
     def has_run(self) -> bool:
         """Whether a run was started here: metrics (here or in a sub-run) or a checkpoint."""
@@ -355,7 +405,9 @@ def subrun_dir(
     f = rd.file(SPEC)
     if not f.exists() or read_json(f) != spec:
         if sharding.is_main_process():
-            rd.clear()
+            rd.clear()  # refuses, naming it, if anything here is not dyntheory's
+            owned.mark(rd.path)
+            owned.claim(rd.path)
             write_json(f, spec)
     return rd
 

@@ -16,6 +16,7 @@ The mesh uses ``AxisType.Auto`` axes (classic GSPMD: ``jit`` in/out shardings an
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Literal
 
@@ -152,6 +153,55 @@ def agree(error: BaseException | None) -> None:
             raise RuntimeError("process 0 stopped with an error before the run (see its output).")
     if error is not None:
         raise error
+
+
+def _flatten(x, prefix=""):
+    if isinstance(x, dict):
+        out = {}
+        for k, v in x.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    if isinstance(x, list):
+        return {f"{prefix}{i}": v for i, v in enumerate(x)} | {f"{prefix}len": len(x)}
+    return {prefix.rstrip("."): x}
+
+
+def check_same_on_all_processes(what: str, obj: Any) -> None:
+    """:class:`ValueError` on every process, naming the first difference, unless every process
+    of a multi-process run holds the same ``obj`` (a JSON-able command line or config): processes
+    launched with different commands would otherwise meet in mismatched collectives and abort
+    without saying why. A no-op in a one-process run."""
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils
+
+    mine = json.loads(json.dumps(obj, sort_keys=True, default=str))
+    data = np.frombuffer(json.dumps(mine, sort_keys=True).encode(), np.uint8)
+    sizes = np.asarray(multihost_utils.process_allgather(np.int32(data.size)))
+    padded = np.zeros(int(sizes.max()), np.uint8)
+    padded[: data.size] = data
+    rows = np.asarray(multihost_utils.process_allgather(padded))
+    first = json.loads(bytes(rows[0][: sizes[0]]).decode())
+    for i in range(1, len(sizes)):
+        other = json.loads(bytes(rows[i][: sizes[i]]).decode())
+        if other != first:
+            a, b = _flatten(first), _flatten(other)
+            key = next(k for k in sorted({*a, *b}) if a.get(k, "<absent>") != b.get(k, "<absent>"))
+            where = f"argument {int(key) + 1}" if isinstance(first, list) and key.isdigit() else key
+            raise ValueError(
+                f"process {i} was given a different {what} than process 0: {where or 'it'} is "
+                f"{b.get(key, '<absent>')!r} there and {a.get(key, '<absent>')!r} on process 0; "
+                "launch every process with the same command."
+            )
+
+
+def from_main(value: int) -> int:
+    """The main process's ``value`` on every process (a decision only it can make)."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
 
 
 def is_main_process() -> bool:
