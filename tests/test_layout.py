@@ -201,4 +201,6 @@ def test_readme_python_snippets_run_as_printed(tmp_path):
             timeout=600,
             env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "HOME": str(tmp_path)},
         )
-        assert run.returncode == 0, f"snippet {i} (README or docs) failed:\n{code}\n{run.stderr[-3000:]}"
+        assert run.returncode == 0, (
+            f"snippet {i} (README or docs) failed:\n{code}\n{run.stderr[-3000:]}"
+        )
