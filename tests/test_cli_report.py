@@ -26,7 +26,7 @@ def test_block_has_the_command_and_every_number(tmp_path):
     block = report.render(path)
     assert f"dyntheory run toy_regression --preset quick --set lr=0.1 --out {path}" in block
     assert "| `steps` | 2,000 |" in block
-    assert "| `final_test_loss` | 0.06123 / 0.07 |" in block
+    assert "| `final_test_loss` | 0.061234 / 0.07 |" in block
     assert "| `opt/adamw/q` | — |" in block
     assert block.startswith("<!-- results: toy-quick -->")
 

@@ -204,3 +204,52 @@ def test_readme_python_snippets_run_as_printed(tmp_path):
         assert run.returncode == 0, (
             f"snippet {i} (README or docs) failed:\n{code}\n{run.stderr[-3000:]}"
         )
+
+
+# Measured numbers live in results pages made from results.json (docs/results/), never in an
+# experiment's docstrings or preset descriptions, where they go stale unchecked. Rough expected
+# run times ("≈ 5 min", "under a minute") and the paper's own claims are allowed.
+_TIME = re.compile(r"\b\d+(?:[.,]\d+)?\s?(?:s|min|minutes|seconds)\b")
+_ROUGH = ("≈", "~", "about", "under", "–", "<", "up to")
+_MEASURED = re.compile(r"\bMeasured\b|\bmeasured:|What was measured")
+_NUMBER = re.compile(
+    r"\b(?:acc(?:uracy|\.)?|corr(?:elation)?|PSNR|loss|error|exponent)\s*(?:of\s+|=\s*|≈\s*)?"
+    r"\d*\.\d+|\b\d+(?:\.\d+)?\s?dB\b|\b\d+\.\d+×"
+)
+_CITED = re.compile(r"[Pp]aper|reference|report|claim|Lee et al|critique|in expectation")
+
+
+def _measured_numbers(text: str) -> list[str]:
+    flat = " ".join(text.split())
+    hits = [
+        flat[max(0, m.start() - 30) : m.end()]
+        for m in _TIME.finditer(flat)
+        if not any(r in flat[max(0, m.start() - 7) : m.start()] for r in _ROUGH)
+    ]
+    hits += [m.group() for m in _MEASURED.finditer(flat)]
+    for m in _NUMBER.finditer(flat):  # the paper's own numbers are cited, not measured
+        if not _CITED.search(flat[max(0, m.start() - 250) : m.start()]):
+            hits.append(m.group())
+    return hits
+
+
+def test_no_measured_number_in_experiment_docstrings_or_help():
+    bad = []
+    for path in sorted((ROOT / "experiments").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                bad += [
+                    f"{path.relative_to(ROOT)}:{node.lineno}: {h}"
+                    for h in _measured_numbers(node.value)
+                ]
+    assert not bad, "measured numbers belong in docs/results/ (dyntheory report):\n" + "\n".join(
+        bad
+    )
+
+
+def test_the_measured_number_check_catches_what_it_should():
+    assert _measured_numbers("dyntheory run dpo --preset quick    # 4 min 56 s on a CPU")
+    assert _measured_numbers("Measured: clean reward accuracy 0.712 (AdamW)")
+    assert _measured_numbers("final 20.4 dB") and _measured_numbers("a speed-up of 0.94× here")
+    assert not _measured_numbers("quick: ≈ 5 min on a CPU; 25 % of the pairs, lr 1e-3")
+    assert not _measured_numbers("the paper reports 0.566 accuracy and 3.05× less drift")
