@@ -99,7 +99,7 @@ def load_experiment(name: str) -> ModuleType:
         module = importlib.import_module(name)
     else:
         raise CLIError(
-            f"unknown experiment {name!r}; installed: {', '.join(sorted(eps)) or 'none'}. "
+            f"unknown experiment {name!r}; available: {', '.join(sorted(eps)) or 'none'}. "
             f"Name a file (dyntheory run path/to/my_experiment.py) or a dotted module "
             f"(dyntheory run mypackage.my_experiment), or register it as an entry point of the "
             f"group {EXPERIMENTS_GROUP!r} in pyproject.toml and reinstall."
