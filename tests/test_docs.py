@@ -70,7 +70,7 @@ def test_probe_example_closed_form_and_run():
     assert frac.shape == (3,) and np.all(np.isfinite(frac))  # steps 0, 50, 100
 
 
-def test_experiment_example_runs_from_its_file(capsys, tmp_path):
+def test_experiment_example_runs_from_its_file(capsys, tmp_path, monkeypatch):
     path = EXAMPLES / "width_sweep.py"
     assert len(path.read_text().splitlines()) < 100
     out = tmp_path / "ws"
@@ -83,6 +83,8 @@ def test_experiment_example_runs_from_its_file(capsys, tmp_path):
     assert set(results["widths"]) == {"4", "16"}
     assert all(np.isfinite(r["test_loss"][0]) for r in results["widths"].values())
     assert (out / "width-4" / rundir.METRICS).is_file()
+    monkeypatch.chdir(tmp_path)  # resume loads the experiment by the recorded path, from anywhere
+    assert cli.load_experiment(rd.read_config()["experiment"]).PRESETS["tiny"]
 
 
 def test_unknown_experiment_names_the_file_form_and_the_entry_point(capsys):
