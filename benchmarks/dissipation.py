@@ -1,6 +1,6 @@
 """Dissipation-probe cost against the number of examples: dense vs low-rank, side by side.
 
-    .venv/bin/python benchmarks/dissipation.py                  # the README table
+    .venv/bin/python benchmarks/dissipation.py                  # docs/results/benchmarks.md
     .venv/bin/python benchmarks/dissipation.py --n 16 64 256    # a quick run
 
 One probe call (one accumulator advance over 10 steps and one kernel refresh) of

@@ -1,6 +1,6 @@
 """Empirical-NTK timings: our implementations side by side with neural-tangents'.
 
-    .venv/bin/python benchmarks/ntk.py            # the README table (a few minutes on 2 CPU cores)
+    .venv/bin/python benchmarks/ntk.py            # docs/results/benchmarks.md (minutes on 2 cores)
     .venv/bin/python benchmarks/ntk.py --n 32     # a quick smoke run
 
 Model: MLP 100 -> 256 -> 256 -> 10, tanh, float32 (94,218 parameters); 256 inputs; the full

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+from dyntheory.engine import rundir
 from paper_figures import (
     coupling,
     double_descent,
@@ -28,6 +29,7 @@ from paper_figures import (
     pinn,
     scaling_laws,
     spectrum,
+    style,
 )
 from paper_figures.runs import MissingRunError
 
@@ -94,6 +96,20 @@ def run_dir(runs: str | os.PathLike, experiment: str, preset: str) -> Path:
     return Path(runs) / f"{experiment}-{preset}"
 
 
+def provenance(path: Path, preset: str) -> str | None:
+    """How the run at ``path`` differs from the preset ``preset`` its figure stands for (another
+    preset, or ``--set`` overrides), as one line for the figure; ``None`` if it does not."""
+    try:
+        config = rundir.read_json(Path(path) / rundir.CONFIG)
+    except (OSError, ValueError):
+        return None
+    ran, overrides = config.get("preset"), list(config.get("overrides") or [])
+    if ran == preset and not overrides:
+        return None
+    what = f"preset {ran!r}" + (f" with --set {', '.join(overrides)}" if overrides else "")
+    return f"drawn from {path}: {what}, not the {preset!r} preset as it stands"
+
+
 def is_missing(path: Path) -> bool:
     """Absent or empty: nothing was ever run there (an unfinished run is not "missing")."""
     return not path.exists() or (path.is_dir() and not any(path.iterdir()))
@@ -145,8 +161,10 @@ def draw_all(
         path = run_dir(runs, fig.experiment, preset)
         t0 = time.perf_counter()
         module = MODULES[fig.name]
+        stamp = provenance(path, preset)
         try:
-            written[fig.name] = module.draw(path, out)
+            with style.provenance(stamp):
+                written[fig.name] = module.draw(path, out)
         except MissingRunError as e:
             failed.append(str(e))
             log(f"[{i}/{len(figures)}] {fig.name}: FAILED\n  {e}")
@@ -156,6 +174,8 @@ def draw_all(
             f"[{i}/{len(figures)}] {fig.name} ({fig.what}) from {path} in "
             f"{time.perf_counter() - t0:.1f} s -> {files}"
         )
+        if stamp:
+            log(f"  note (also in the figure): {stamp}")
     if failed:
         raise MissingRunError(
             f"{len(failed)} of {len(figures)} figures could not be drawn:\n" + "\n".join(failed)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import matplotlib
@@ -69,11 +70,28 @@ def apply() -> None:
     )
 
 
+_STAMP: list[str] = []  # the provenance line of the figure being drawn (see provenance)
+
+
+@contextlib.contextmanager
+def provenance(text: str | None):
+    """While active, :func:`save` writes ``text`` across the bottom of the figure (in red): how
+    the run it was drawn from differs from the figure's own preset. ``None``: nothing."""
+    _STAMP.append(text or "")
+    try:
+        yield
+    finally:
+        _STAMP.pop()
+
+
 def save(fig, out_dir: Path, name: str, dpi: int | None = None) -> list[Path]:
     """Write ``name``.png and ``name``.pdf into ``out_dir``; return both paths.
 
-    ``dpi`` overrides ``savefig.dpi`` for the PNG (the PDF is vector graphics either way).
+    ``dpi`` overrides ``savefig.dpi`` for the PNG (the PDF is vector graphics either way). Inside
+    :func:`provenance`, the figure first gets its provenance line.
     """
+    if _STAMP and _STAMP[-1]:
+        fig.text(0.5, 0.002, _STAMP[-1], ha="center", va="bottom", fontsize=7, color="#D55E00")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 # The W_S / NTK probes on the whole training set are off here (probes_per_decade=0): with them the
-# quick preset takes ~25 min per optimizer on this CPU (README, "The instruments at scale").
+# quick preset takes ~25 min per optimizer on this CPU (docs/results/instruments.md).
 .venv/bin/dyntheory run grokking --preset quick --set probes_per_decade=0 --out runs/grokking-quick "$@"
 # The figure is drawn from the run directory alone (paper_figures/grokking.py).
 .venv/bin/dyntheory figures --only grokking --runs runs --preset quick --no-run --out runs/grokking-quick

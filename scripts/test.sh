@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 echo "[test] ruff"
-.venv/bin/ruff check dyntheory experiments paper_figures tests benchmarks
-.venv/bin/ruff format --check dyntheory experiments paper_figures tests benchmarks
+.venv/bin/ruff check dyntheory experiments paper_figures tests benchmarks docs/examples
+.venv/bin/ruff format --check dyntheory experiments paper_figures tests benchmarks docs/examples
 echo "[test] pytest"
 .venv/bin/python -m pytest -q "$@"

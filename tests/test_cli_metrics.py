@@ -28,22 +28,35 @@ def two_runs(tmp_path):
     return a, b
 
 
-def test_median_and_per_seed_cells_hold_the_last_finite_value(two_runs):
+def test_cells_hold_the_value_at_their_step_and_never_an_earlier_one(two_runs):
     a, _ = two_runs
-    lines = table([a], ["test/acc"], steps="0,15,30").splitlines()
+    lines = table([a], ["test/acc"], steps="0,15,20,30").splitlines()
     assert lines[0] == "| step | test/acc |"
-    assert lines[2:] == ["| 0 | 1 |", "| 15 | 2 |", "| 30 | 3 |"]  # median of s/10 + {0, 1, 2}
+    # median of s/10 + {0, 1, 2}; nothing logged at 15; only a NaN at 30: blank, not step 20's
+    assert lines[2:] == ["| 0 | 1 |", "| 15 |  |", "| 20 | 3 |", "| 30 |  |"]
     per = table([a], ["test/acc"], steps="20", per_seed=True).splitlines()
     assert per[2] == "| 20 | 2 / 3 / 4 |"
-    every = table([a], ["probe/norms/param/*"], every=10).splitlines()
-    assert [r.split(" | ")[1].strip(" |") for r in every[2:]] == ["1", "11", "21", "21"]
+    every = table([a], ["probe/norms/param/*"], every=5).splitlines()  # 5, 15, 25, 30: dropped
+    assert [r.split(" | ")[0].strip("| ") for r in every[2:]] == ["0", "10", "20"]
+    assert [r.split(" | ")[1].strip(" |") for r in every[2:]] == ["1", "11", "21"]
+
+
+def test_list_shows_each_runs_keys(two_runs, capsys):
+    a, b = two_runs
+    assert cli.main(["metrics", a, b, "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "probe/norms/param/w  (3 steps, steps 0..20)" in out
+    assert "test/acc  (3 steps, steps 0..20)" in out  # the NaN at 30 is not a value
+    assert f"{b}: 2 logged steps, 0..20" in out
+    assert cli.main(["metrics", a]) == 2
+    assert "--list" in capsys.readouterr().err
 
 
 def test_columns_from_several_runs_and_patterns(two_runs):
     a, b = two_runs
     head, _, *rows = table([a, b], ["test/acc", "probe/*"], steps="0,10").splitlines()
     assert head == "| step | a/prm: test/acc | a/prm: probe/norms/param/w | b/prm: test/acc |"
-    assert rows[1] == "| 10 | 2 | 11 | 5 |"  # b logged step 0 only before 10
+    assert rows[1] == "| 10 | 2 | 11 |  |"  # b logged steps 0 and 20 only
 
 
 def test_bad_inputs_are_named_and_nothing_is_written(two_runs, tmp_path, capsys):

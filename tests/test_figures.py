@@ -121,7 +121,7 @@ def test_results_without_a_key_are_reported(tiny_runs, tmp_path):
 def test_command_without_runs_reports_the_commands(tmp_path, capsys):
     empty = tmp_path / "runs"
     status = cli.main(
-        ["figures"] + ["--runs", str(empty), "--quick", "--out", str(tmp_path / "f"), "--no-run"]
+        ["figures"] + ["--runs", str(empty), "--out", str(tmp_path / "f"), "--no-run"]
     )
     err = capsys.readouterr().err
     assert status == 2
@@ -148,6 +148,48 @@ def test_figures_runs_only_the_missing_experiments(tiny_runs, tmp_path, monkeypa
     assert any(
         "pinn-tiny is missing; running `dyntheory run pinn --preset tiny" in s for s in lines
     )
+
+
+def test_figures_lists_the_runs_it_needs_and_does_not_wait_without_a_terminal(
+    tmp_path, capsys, monkeypatch
+):
+    calls = []
+    monkeypatch.setattr(figures_cli.experiments, "run_experiment", lambda *a: calls.append(a))
+    argv = ["figures", "--runs", str(tmp_path), "--preset", "tiny", "--only", "spectrum", "pinn"]
+    assert cli.main(argv) == 2  # pytest's stdin is no terminal: refuse, do not hang
+    out, err = capsys.readouterr()
+    assert f"dyntheory run dynamics --preset tiny --out {tmp_path / 'dynamics-tiny'}" in out
+    assert "smoke" in out or "s)" in out  # each run's preset description (its expected time)
+    assert "pass --yes" in err and len(err.strip().splitlines()) == 1 and calls == []
+
+    class Terminal:
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("builtins.input", lambda prompt: "n")
+    planned = figures_cli.plan(catalog, tmp_path, "tiny", ["pinn"])
+    assert not figures_cli.confirm(planned, "tiny", yes=False, log=lambda s: None, stdin=Terminal())
+    assert figures_cli.confirm(planned, "tiny", yes=True, log=lambda s: None)
+
+
+def test_a_figure_from_a_run_that_is_not_its_preset_says_so(tiny_runs, tmp_path, monkeypatch):
+    run = tmp_path / "pinn-quick"
+    shutil.copytree(tiny_runs / "pinn-tiny", run)
+    assert catalog.provenance(tiny_runs / "pinn-tiny", "tiny") is None
+    stamp = catalog.provenance(run, "quick")
+    assert "preset 'tiny'" in stamp and "not the 'quick' preset" in stamp
+    texts = []
+    save = style.save
+
+    def spy(figure, out_dir, name, dpi=None):
+        paths = save(figure, out_dir, name, dpi)
+        texts.extend(t.get_text() for t in figure.texts)
+        return paths
+
+    monkeypatch.setattr(style, "save", spy)
+    lines = []
+    catalog.draw_all(tmp_path, tmp_path / "f", "quick", only=["pinn"], log=lines.append)
+    assert stamp in texts and any(stamp in s for s in lines)
 
 
 def test_missing_run_with_a_bad_preset_fails_cleanly(tmp_path, capsys):

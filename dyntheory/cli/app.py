@@ -5,11 +5,13 @@
     dyntheory resume RUN_DIR [--set steps=N ...]
     dyntheory figures ...                             paper figures from run directories
     dyntheory diagnose ...                            trainability at initialization
-    dyntheory metrics RUN_DIR ... --keys K,...        logged metrics at chosen steps (a table)
+    dyntheory metrics RUN_DIR ... --keys K,... | --list   logged metrics at chosen steps (a table)
+    dyntheory report RUN_DIR [--write PAGE]           results.json as a results-page block
 
 Each subcommand is a module of this package with ``add_arguments(parser)`` and ``handler(args)
 -> exit status``: :mod:`~dyntheory.cli.experiments` (list, run, resume),
-:mod:`~dyntheory.cli.figures`, :mod:`~dyntheory.cli.diagnose`, :mod:`~dyntheory.cli.metrics`.
+:mod:`~dyntheory.cli.figures`, :mod:`~dyntheory.cli.diagnose`, :mod:`~dyntheory.cli.metrics`,
+:mod:`~dyntheory.cli.report`.
 Errors in the user's input (a bad config value, an unknown experiment, an unwritable run
 directory) print one line and exit 2; a run stopped by NaN/Inf exits 1. ``DYNTHEORY_DEBUG=1``
 shows the traceback instead.
@@ -23,7 +25,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from dyntheory.cli import diagnose, experiments, figures, metrics
+from dyntheory.cli import diagnose, experiments, figures, metrics, report
 from dyntheory.cli.experiments import (  # re-exported: the Python form of `dyntheory run`
     CLIError,
     load_experiment,
@@ -78,6 +80,12 @@ register_command(
     "a run's logged metrics at chosen steps, as a Markdown table",
     metrics.add_arguments,
     metrics.handler,
+)
+register_command(
+    "report",
+    "a results-page block (command and numbers) made from a run's results.json",
+    report.add_arguments,
+    report.handler,
 )
 
 

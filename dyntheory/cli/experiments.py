@@ -18,10 +18,17 @@ so this library names none of them. An experiment module defines
 
 The module docstring's first line is the description ``dyntheory list`` shows.
 ``experiments/toy_regression`` is the template.
+
+**A new experiment is one file.** ``dyntheory run path/to/my_experiment.py`` (or a dotted module
+name on ``sys.path``, ``dyntheory run mypackage.my_experiment``) loads a module with the same three
+names, with no entry point and no reinstall; ``docs/examples/width_sweep.py`` is the example.
+Its run directory records the file's absolute path, so ``dyntheory resume`` finds it again.
 """
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import shutil
 import sys
 from collections.abc import Sequence
@@ -52,19 +59,69 @@ def experiment_names() -> list[str]:
     return sorted(_entry_points())
 
 
+def _is_file_form(name: str) -> bool:
+    return name.endswith(".py") or "/" in name or "\\" in name
+
+
+def _load_file(name: str) -> ModuleType:
+    path = Path(name).expanduser().resolve()
+    if not path.is_file():
+        raise CLIError(f"experiment file {name!r} does not exist.")
+    if path.suffix != ".py":
+        raise CLIError(f"experiment file {name!r} is not a .py file.")
+    module_name = f"dyntheory_experiment_{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
 def load_experiment(name: str) -> ModuleType:
-    """The experiment module registered as ``name``; :class:`CLIError` if unknown or incomplete."""
+    """The experiment ``name``: an installed entry point, a ``.py`` file, or a dotted module name.
+
+    An entry point of the group ``dyntheory.experiments`` wins; a name ending in ``.py`` or holding
+    a ``/`` is a file, loaded as it is (no install needed); any other name containing a dot is
+    imported as a module from ``sys.path`` (the current directory included). :class:`CLIError`
+    if it is none of these, or if the module lacks ``Config``, ``PRESETS`` or ``run``.
+    """
     eps = _entry_points()
-    if name not in eps:
+    if name in eps:
+        module = eps[name].load()
+    elif _is_file_form(name):
+        module = _load_file(name)
+    elif "." in name and importlib.util.find_spec(name.split(".")[0]) is not None:
+        # the user names this module on the command line: loading it by name is the feature
+        module = importlib.import_module(name)
+    else:
         raise CLIError(
-            f"unknown experiment {name!r}; available: {', '.join(sorted(eps)) or 'none'} "
-            f"(experiments are entry points of the group {EXPERIMENTS_GROUP!r})."
+            f"unknown experiment {name!r}; available: {', '.join(sorted(eps)) or 'none'}. "
+            f"Name a file (dyntheory run path/to/my_experiment.py) or a dotted module "
+            f"(dyntheory run mypackage.my_experiment), or register it as an entry point of the "
+            f"group {EXPERIMENTS_GROUP!r} in pyproject.toml and reinstall."
         )
-    module = eps[name].load()
     missing = [a for a in ("Config", "PRESETS", "run") if not hasattr(module, a)]
     if missing:
-        raise CLIError(f"experiment {name!r} does not define {', '.join(missing)}.")
+        raise CLIError(
+            f"experiment {name!r} does not define {', '.join(missing)} "
+            "(an experiment module defines Config, PRESETS and run(cfg, run_dir))."
+        )
     return module
+
+
+def experiment_id(name: str) -> str:
+    """How a run directory records the experiment ``name``: a file as its absolute path (so a
+    resume from another directory finds it), an entry point or module name as given."""
+    return str(Path(name).expanduser().resolve()) if _is_file_form(name) else name
+
+
+def short_name(name: str) -> str:
+    """The experiment's short name for default run directories: ``runs/<short>-<preset>``."""
+    return Path(name).stem if _is_file_form(name) else name.rsplit(".", 1)[-1]
 
 
 def describe(module: ModuleType) -> str:
@@ -114,7 +171,7 @@ def run_experiment(
     module = load_experiment(name)
     preset, cfg = resolve_config(module, preset, overrides)
     sharding.check_same_on_all_processes("the resolved config", config_lib.to_dict(cfg))
-    path = Path(out or Path("runs") / f"{name}-{preset}")
+    path = Path(out or Path("runs") / f"{short_name(name)}-{preset}")
     main = sharding.is_main_process()
     existed = path.exists()
     had_lock = (path / rundir.LOCK).exists()
@@ -148,7 +205,7 @@ def _run_locked(module, name, preset, overrides, cfg, run_dir: rundir.RunDir, fo
         owned.mark(run_dir.path)
         run_dir.write_config(
             {
-                "experiment": name,
+                "experiment": experiment_id(name),
                 "preset": preset,
                 "overrides": list(overrides),
                 "config": config_lib.to_dict(cfg),

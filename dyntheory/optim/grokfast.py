@@ -92,6 +92,7 @@ def amplify_slow_gradients(
       :class:`AmplifySlowGradientsState`; ``update`` needs no ``params`` and ignores extra args.
 
     Example:
+      ```pycon
       >>> import jax.numpy as jnp
       >>> from dyntheory.optim import amplify_slow_gradients
       >>> tx = amplify_slow_gradients(alpha=0.5, lamb=2.0)
@@ -100,6 +101,8 @@ def amplify_slow_gradients(
       >>> g2, state = tx.update(jnp.array([3.0, 0.0]), state)  # μ2 = [2, -1], g̃2 = g2 + 2 μ2
       >>> print(g1, g2, state.mu)
       [ 3. -6.] [ 7. -2.] [ 2. -1.]
+
+      ```
 
     References:
       Lee, Kang, Kim and Lee, "Grokfast: Accelerated Grokking by Amplifying Slow Gradients",

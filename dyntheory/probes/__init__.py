@@ -8,24 +8,19 @@ targets are known, ``"y_clean"``), jitted once and vmapped over seeds. Scalars a
 kernel) is checkpointed with the run. Kernels are float32 from :mod:`dyntheory.ntk`; spectra and
 accumulators are float64 when ``jax_enable_x64`` is on (the CLI turns it on).
 
-========================  ============  =====================================================
-probe                     name          scalars (arrays)
-========================  ============  =====================================================
-:class:`NTKSpectrum`      ``ntk``       λ_max, λ_min, trace, effective ranks, condition number,
-                                        kernel-target alignment, 2n/λ_max, ``drift`` =
-                                        ‖K_t − K_0‖_F/‖K_0‖_F (``eigenvalues``: top-k)
-:class:`Dissipation`      ``dissip..``  W_S spectrum summaries, channel dimension, the loss
-                                        identity Φ(0) − Φ(t) vs g(0)ᵀ W g(0), channel/reservoir
-                                        energies of g(0), g(t) and the label noise, coupling
-                                        A = G_Q D† check, test invisibility, four cells
-                                        (``w_eigenvalues``, test displacements)
-:class:`GateStats`        ``gate``      PRM ``gate_mean``, ``gate_open_fraction``
-:class:`PopulationRisk`   ``poprisk``   LOO ‖∇R‖² estimate, predicted risk change (per step and
-                                        summed over the run), hard-gate open fraction
-:class:`Norms`            ``norms``     ``grad/<layer path>``, ``param/<layer path>``, global norms
-:class:`DriftDiffusion`   ``drift``     accumulated drift and noise norms on the top / bottom
-                                        NTK directions
-========================  ============  =====================================================
+- :class:`NTKSpectrum` (``ntk``): λ_max, λ_min, trace, effective ranks, condition number,
+  kernel-target alignment, 2n/λ_max, ``drift`` = ‖K_t − K_0‖_F/‖K_0‖_F (arrays:
+  ``eigenvalues``, top-k);
+- :class:`Dissipation` (``dissipation``): W_S spectrum summaries, channel dimension, the loss
+  identity Φ(0) − Φ(t) vs g(0)ᵀ W g(0), channel/reservoir energies of g(0), g(t) and the label
+  noise, coupling A = G_Q D† check, test invisibility, four cells (arrays: ``w_eigenvalues``,
+  test displacements);
+- :class:`GateStats` (``gate``): PRM ``gate_mean``, ``gate_open_fraction``;
+- :class:`PopulationRisk` (``poprisk``): LOO ‖∇R‖² estimate, predicted risk change (per step and
+  summed over the run), hard-gate open fraction;
+- :class:`Norms` (``norms``): ``grad/<layer path>``, ``param/<layer path>``, global norms;
+- :class:`DriftDiffusion` (``drift``): accumulated drift and noise norms on the top / bottom NTK
+  directions.
 
 Modules: :mod:`~dyntheory.probes.base` (the protocol), :mod:`~dyntheory.probes.kernel`,
 :mod:`~dyntheory.probes.dissipation`, :mod:`~dyntheory.probes.stats`; reading a run's history

@@ -148,7 +148,7 @@ PRESETS = {
     "quick": Preset(
         Config(),
         "64 noisy examples, width-16 depth-2 tanh MLP: 2,000 GD steps probed every 20, then "
-        "4,000 SGD steps (batch 32, 8 seeds) with the drift/noise split every step (17 s)",
+        "4,000 SGD steps (batch 32, 8 seeds) with the drift/noise split every step (≈ 20 s)",
     ),
     "paper": Preset(
         replace(

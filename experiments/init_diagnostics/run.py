@@ -102,7 +102,7 @@ def _fmt_runs(runs) -> str:
 
 
 def markdown_table(rows, multipliers) -> str:
-    """The README table: one line per configuration."""
+    """The results table (docs/results/init_diagnostics.md): one line per configuration."""
     head = (
         "depth",
         "act",

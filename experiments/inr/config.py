@@ -29,11 +29,10 @@ class Config:
     Expected result of ``quick`` (1-D sum of sines on 512 points and a 64×64 synthetic image,
     every other point used for training, noise σ = 0.1 of the signal's range, 128 random Fourier
     features, ReLU MLP 3×256, minibatches of a quarter of the samples so α = 1/3, lrs
-    3e-4/1e-3/3e-3, 2 seeds, 2,000 steps): both optimizers peak early (24–26 dB at steps 30–300)
-    and then memorize the noise; at the end AdamW has memorized ≈ 100 % of it (final 20.4 dB 1-D,
-    21.8 dB 2-D) and PRM 79–94 % at its best lr (21.5 dB, 22.1 dB): a modest suppression, mostly
-    because PRM's gate closes (mean q ≈ 10⁻⁴–10⁻²) once the gradient is noise-dominated. Full
-    table in ``experiments/inr/__init__.py``.
+    3e-4/1e-3/3e-3, 2 seeds, 2,000 steps): both optimizers peak early in clean PSNR and then
+    memorize the noise; by the end AdamW has memorized nearly all of it and PRM somewhat less at
+    its best lr: a modest suppression, mostly because PRM's gate closes once the gradient is
+    noise-dominated. Numbers and verdict: ``docs/results/inr.md``.
 
     The paper-sized run::
 

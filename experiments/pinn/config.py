@@ -27,9 +27,9 @@ class Config:
 
     Expected result of ``quick`` (tanh MLP 4×50, 1,024 fresh collocation points per step, 256
     noisy IC points with σ = 0.1, lrs 1e-3/3e-3/1e-2 for both AdamW and PRM, 2 seeds, 2,000
-    steps): the best AdamW (lr 1e-2) reaches relative L2 ≤ 0.40 in 130 iterations (median), the
-    best PRM (lr 3e-3) in 220: ratio 0.59×, the paper's 2.4× is *not* reproduced (PRM's mean gate
-    stays ≈ 0.03–0.06); both end near 0.02–0.05. Details in ``experiments/pinn/__init__.py``.
+    steps): the best-tuned PRM does not reach relative L2 ≤ 0.40 in fewer iterations than the
+    best-tuned AdamW (its gate stays mostly shut, so it takes smaller steps). Numbers and verdict:
+    ``docs/results/pinn.md``.
 
     The paper-sized run (a long CPU run or a GPU)::
 

@@ -150,26 +150,17 @@ class ClassifyConfig:
 class Config:
     r"""Scaling laws L(N, D, t): exact teacher-student sweeps and an MLP classification sweep.
 
-    Command, runtime and expected result (``quick``: 97 s on an idle 2-core CPU; 8.5 min measured
-    on one shared with other jobs, load ≈ 9)::
+    Command, runtime and expected result (``quick``: ≈ 2 min on an idle 2-core CPU)::
 
         dyntheory run scaling_laws --preset quick
 
     Teacher-student (``a = 1.5``, ``b = 2``; theory: data and model exponents ``b − 1 = 1``, time
-    exponent ``(b − 1)/a = 2/3``; see :class:`TeacherConfig`). Measured (4 seeds, 95 % seed-
-    bootstrap intervals): data exponent 0.99 [0.89, 1.14], model 1.02 [0.89, 1.11], time 0.65
-    [0.64, 0.65] (within ±0.1 of theory: ``teacher_student.<sweep>.within_tolerance``; the time
-    interval misses 2/3 by 0.01, a finite-``D``/finite-``t`` bias); joint law
-    ``E + A/N^α + B/D^β``: α 0.91, β 1.12. Extrapolation to the held-out largest size: 14 % (data),
-    11 % (model), 3 % (time), 11 % mean on the joint grid's held-out edge. The empirical Gram
-    (linear NTK) spectrum decays with exponent 1.46 (``a`` = 1.5), and the label power's tail in
-    its eigenbasis predicts a data exponent of 1.07.
-
+    exponent ``(b − 1)/a = 2/3``; see :class:`TeacherConfig`): the fitted exponents land within
+    ``tolerance`` of theory (``teacher_student.<sweep>.within_tolerance`` in results.json), with
+    bootstrap intervals over seeds and the largest size held out for extrapolation.
     Classification (one-hidden-layer MLP, 4-way labels of a random ReLU teacher, early-stopped
-    test cross-entropy): no theory; measured data exponent 0.25 [0.23, 0.28] (the init NTK's
-    spectral prediction: 0.22), model exponent 0.31 on a large floor ``E`` ≈ 0.52, NTK spectrum
-    decay exponents 0.85 → 1.04 from width 8 to 128 at init (probes), slightly lower after
-    training; extrapolation error 2 % on the joint grid.
+    test cross-entropy): no theory; data and model exponents with the init NTK's spectral
+    prediction beside them. Numbers: ``docs/results/scaling_laws.md``.
 
     ``paper``: larger M, D, N and the MLP grid (an hour on a CPU); ``tiny``: smoke test.
 

@@ -21,17 +21,14 @@ PROBES = ("ntk", "dissipation", "norms", "gate", "poprisk")
 class Config:
     r"""Teacher-student regression, squared loss.
 
-    Command and expected result (``quick``: under a minute on a 2-core CPU)::
+    Command (``quick``: under a minute on a 2-core CPU; ``tiny`` is the smoke-test size)::
 
         dyntheory run toy_regression --preset quick
 
-    Measured (results.json): full-batch GD fits the noisy labels (train loss 3e-4, noise σ = 0.3)
-    and the test loss is lowest early (0.029 at step 50, when 66 % of the label-noise energy is
-    still in the reservoir of W_S) and doubles by the end (0.061, when all of it has moved into the
-    channel: ``noise_reservoir_fraction`` 0). This is the harmful kind of overfitting: at this
-    width and n the noise is dissipated through test-visible directions. The NTK drifts by 0.5 of
-    its initial norm and the coupling A = G_Q D† still predicts the test displacement
-    (``coupling_corr`` 0.99995). ``tiny`` is the smoke-test size (seconds).
+    Expected result: full-batch GD fits the noisy labels; the test loss is lowest early, while
+    much of the label-noise energy is still in the reservoir of W_S, and rises as the noise moves
+    into the channel (harmful overfitting at this width and n); the coupling A = G_Q D† predicts
+    the test displacement. Numbers: ``docs/results/toy_regression.md``.
 
     Attributes:
       d_in, teacher_width: the teacher ``tanh`` MLP ``d_in → teacher_width → 1``.
