@@ -89,7 +89,7 @@ def _cases(points: Counter) -> list[tuple[str, int]]:
 
 def _kill_then_resume(tmp_path, whole: Path, point: str, k: int) -> None:
     out = tmp_path / "run"
-    out.mkdir()
+    out.mkdir(parents=True)
     (out / USER_FILE).write_text("the user's notes\n")
     killed = cli_process([*ARGV, "--out", out], {"DYNTHEORY_FAULT": f"{point}:{k}"})
     assert killed.returncode == faults.KILLED, (point, k, killed.stderr[-2000:])
