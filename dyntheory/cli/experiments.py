@@ -28,10 +28,16 @@ from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import resume, rundir, sharding
+from dyntheory.engine import resume
+
+if TYPE_CHECKING:
+    from dyntheory.engine import rundir
+
+# rundir and sharding load JAX: they are imported where a command computes, so that building the
+# parser and `dyntheory list` do not.
 
 EXPERIMENTS_GROUP = "dyntheory.experiments"
 
@@ -88,6 +94,8 @@ def resolve_config(module: ModuleType, preset: str | None, overrides: Sequence[s
 
 def execute(module: ModuleType, cfg, run_dir: rundir.RunDir) -> dict[str, Any]:
     """Run an experiment into ``run_dir`` and write ``results.json``."""
+    from dyntheory.engine import sharding
+
     results = module.run(cfg, run_dir)
     if results is not None and sharding.is_main_process():
         run_dir.write_results(results)
@@ -107,6 +115,8 @@ def run_experiment(
     it has written any metrics or checkpoint (a bad input found late), what this call wrote is
     removed again, so the corrected command runs without ``--force``.
     """
+    from dyntheory.engine import rundir, sharding
+
     module = load_experiment(name)
     preset, cfg = resolve_config(module, preset, overrides)
     path = Path(out or Path("runs") / f"{name}-{preset}")
@@ -128,6 +138,8 @@ def run_experiment(
 
 
 def _run_locked(module, name, preset, overrides, cfg, run_dir: rundir.RunDir, force: bool):
+    from dyntheory.engine import rundir, sharding
+
     main = sharding.is_main_process()
     error = None
     if main and run_dir.has_run() and not force:
@@ -184,6 +196,8 @@ def resume_experiment(
     printed. If the resumed run then fails before it writes a new checkpoint (``steps`` below the
     latest checkpoint, a NaN right away), ``config.json`` is put back as it was.
     """
+    from dyntheory.engine import rundir, sharding
+
     run_dir = rundir.RunDir(path, create=False)
     main = sharding.is_main_process()
     with run_dir.lock():
@@ -240,6 +254,8 @@ def cmd_list(args) -> int:
 
 
 def _summary(run_dir: rundir.RunDir, results: dict) -> None:
+    from dyntheory.engine import sharding
+
     if not sharding.is_main_process():
         return
     print(f"run directory: {run_dir.path}")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dyntheory.engine import rundir
-from dyntheory.probes.history import seed_columns, value_at
+# dyntheory.engine.rundir and dyntheory.probes load JAX: imported where the table is made, so
+# that building the command line's parser does not.
 
 
 class MetricsError(ValueError):
@@ -54,6 +54,8 @@ def steps_of(history: dict, steps: str | None, every: int | None) -> list[int]:
 
 def cell(history: dict, key: str, step: int, per_seed: bool) -> str:
     """One table cell: the median over seeds, or every seed's value."""
+    from dyntheory.probes.history import seed_columns, value_at  # loads JAX
+
     n = seed_columns(history[key]).shape[1]
     vals = [value_at(history, key, step, s) for s in range(n)]
     fmt = lambda v: "—" if v is None else f"{v:.4g}"
@@ -65,6 +67,8 @@ def cell(history: dict, key: str, step: int, per_seed: bool) -> str:
 
 def table(run_dirs: list[str], patterns: list[str], steps=None, every=None, per_seed=False) -> str:
     """The Markdown table of ``dyntheory metrics`` (rows: steps; columns: run × key)."""
+    from dyntheory.engine import rundir
+
     if not patterns:
         raise MetricsError("--keys is empty: name at least one metric")
     histories, columns = [], []
