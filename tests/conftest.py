@@ -41,8 +41,8 @@ jax.config.update("jax_numpy_dtype_promotion", "standard")
 
 # The tiny preset of every experiment, run once per session through ``dyntheory run``'s code
 # path and shared read-only by the experiment tests and the figure tests (a run's directory may
-# gain a drawn figure; nothing else writes to it). With pytest-xdist (scripts/test.sh runs two
-# workers), the workers share one directory: the first to need a run makes it, under a file lock,
+# gain a drawn figure; nothing else writes to it). With pytest-xdist (scripts/test.sh runs a worker
+# per core), the workers share one directory: the first to need a run makes it, under a file lock,
 # and the others wait for it and read it.
 TINY_OVERRIDES = {"scaling_laws": ["run_classify=false"]}  # the classification part is slow
 

@@ -17,7 +17,7 @@ shows the traceback instead.
 Commands that compute keep compiled programs in a persistent cache, so a second run of the same
 shapes skips compilation (:mod:`~dyntheory.cli.compile_cache`: ``$DYNTHEORY_CACHE_DIR``, default
 ``~/.cache/dyntheory/jax``; off with ``--no-compile-cache`` or ``DYNTHEORY_COMPILE_CACHE=0``).
-``dyntheory --help`` and ``dyntheory list`` load no JAX.
+``dyntheory --help`` loads no JAX, and ``dyntheory list`` starts no devices.
 """
 
 from __future__ import annotations
