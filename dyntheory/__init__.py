@@ -17,10 +17,34 @@ Layers, each importing only the ones before it:
 
 The library never imports ``experiments`` or ``paper_figures``: the command line finds them
 through entry points.
+
+Importing :mod:`dyntheory` loads no JAX (``dyntheory --help`` and ``dyntheory list`` stay fast):
+the submodules named in ``__all__`` load on first access (``dyntheory.ntk``).
 """
 
-from dyntheory import dissipation, losses, ntk, spectrum, split
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dyntheory import dissipation, losses, ntk, spectrum, split
 
 __version__ = "0.1.0"
 
 __all__ = ["dissipation", "losses", "ntk", "spectrum", "split"]
+
+
+def __getattr__(name: str):
+    if name == "dissipation":
+        import dyntheory.dissipation as module
+    elif name == "losses":
+        import dyntheory.losses as module
+    elif name == "ntk":
+        import dyntheory.ntk as module
+    elif name == "spectrum":
+        import dyntheory.spectrum as module
+    elif name == "split":
+        import dyntheory.split as module
+    else:
+        raise AttributeError(f"module 'dyntheory' has no attribute {name!r}")
+    return module

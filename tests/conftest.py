@@ -10,6 +10,7 @@ compilation cache, a fresh directory per session, with the processes they launch
 """
 
 import atexit
+import fcntl
 import os
 import shutil
 import tempfile
@@ -40,7 +41,9 @@ jax.config.update("jax_numpy_dtype_promotion", "standard")
 
 # The tiny preset of every experiment, run once per session through ``dyntheory run``'s code
 # path and shared read-only by the experiment tests and the figure tests (a run's directory may
-# gain a drawn figure; nothing else writes to it).
+# gain a drawn figure; nothing else writes to it). With pytest-xdist (scripts/test.sh runs a worker
+# per core), the workers share one directory: the first to need a run makes it, under a file lock,
+# and the others wait for it and read it.
 TINY_OVERRIDES = {"scaling_laws": ["run_classify=false"]}  # the classification part is slow
 
 
@@ -49,14 +52,20 @@ def tiny_run(tmp_path_factory):
     """``tiny_run(experiment) -> run directory`` of ``dyntheory run EXPERIMENT --preset tiny``."""
     from dyntheory.cli import app as cli
 
-    root = tmp_path_factory.mktemp("tiny-runs")
-    done: set[str] = set()
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the session's directory, above each worker's own
+    root, locks = base / "tiny-runs", base / "tiny-runs-locks"
+    root.mkdir(exist_ok=True)
+    locks.mkdir(exist_ok=True)
 
     def get(experiment: str):
         out = root / f"{experiment}-tiny"
-        if experiment not in done:
-            cli.run_experiment(experiment, "tiny", TINY_OVERRIDES.get(experiment, ()), out=out)
-            done.add(experiment)
+        with open(locks / experiment, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not (out / "results.json").exists():
+                overrides = TINY_OVERRIDES.get(experiment, ())
+                cli.run_experiment(experiment, "tiny", overrides, out=out, force=True)
         return out
 
     get.root = root

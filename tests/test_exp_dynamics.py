@@ -9,7 +9,6 @@ import optax
 import pytest
 from flax import nnx
 
-from dyntheory.cli import app as cli
 from dyntheory.drift import coherent, curves, rms_over_seeds
 from dyntheory.engine import rundir
 from dyntheory.engine.config import ConfigError, apply_overrides
@@ -122,14 +121,14 @@ def test_fit_window_ends_where_a_saturating_drift_reaches_a_quarter():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("dynamics") / "run"
-    run_dir, results = cli.run_experiment("dynamics", "tiny", out=out)
-    return run_dir.path, results
+def dynamics_tiny(tiny_run):
+    """The session's tiny run (shared with the figure tests) and its results.json."""
+    path = tiny_run("dynamics")
+    return path, rundir.read_json(path / rundir.RESULTS)
 
 
-def test_tiny_run_results_and_arrays(tiny_run):
-    path, results = tiny_run
+def test_tiny_run_results_and_arrays(dynamics_tiny):
+    path, results = dynamics_tiny
     cfg = PRESETS["tiny"].config
     assert rundir.read_json(path / rundir.RESULTS)["experiment"] == "dynamics"
     gd, sgd = results["gd"], results["sgd"]
@@ -143,8 +142,8 @@ def test_tiny_run_results_and_arrays(tiny_run):
     assert arrays["dissipation/predicted_displacement"].shape == (t, cfg.n_test)
 
 
-def test_tiny_run_four_cells_add_up_and_coupling_matches(tiny_run):
-    path, _ = tiny_run
+def test_tiny_run_four_cells_add_up_and_coupling_matches(dynamics_tiny):
+    path, _ = dynamics_tiny
     m = rundir.load_metrics(path / "gd")
     pre = "probe/dissipation/"
     rows = np.isfinite(m[f"{pre}train_clean_channel"])
@@ -166,8 +165,8 @@ def test_tiny_run_four_cells_add_up_and_coupling_matches(tiny_run):
     )
 
 
-def test_tiny_run_drift_is_logged_every_step(tiny_run):
-    path, _ = tiny_run
+def test_tiny_run_drift_is_logged_every_step(dynamics_tiny):
+    path, _ = dynamics_tiny
     m = rundir.load_metrics(path / "sgd")
     count = m["probe/drift/count"][:, 0]
     rows = np.isfinite(count)

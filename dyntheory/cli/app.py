@@ -15,6 +15,11 @@ Each subcommand is a module of this package with ``add_arguments(parser)`` and `
 Errors in the user's input (a bad config value, an unknown experiment, an unwritable run
 directory) print one line and exit 2; a run stopped by NaN/Inf exits 1. ``DYNTHEORY_DEBUG=1``
 shows the traceback instead.
+
+Commands that compute keep compiled programs in a persistent cache, so a second run of the same
+shapes skips compilation (:mod:`~dyntheory.cli.compile_cache`: ``$DYNTHEORY_CACHE_DIR``, default
+``~/.cache/dyntheory/jax``; off with ``--no-compile-cache`` or ``DYNTHEORY_COMPILE_CACHE=0``).
+``dyntheory --help`` loads no JAX, and ``dyntheory list`` starts no devices.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from dyntheory.cli import diagnose, experiments, figures, metrics, report
+from dyntheory.cli import compile_cache, diagnose, experiments, figures, metrics, report
 from dyntheory.cli.experiments import (  # re-exported: the Python form of `dyntheory run`
     CLIError,
     load_experiment,
@@ -33,27 +38,29 @@ from dyntheory.cli.experiments import (  # re-exported: the Python form of `dynt
     run_experiment,
 )
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import integrity, rundir
-from dyntheory.engine.state import NonFiniteError
 
 
 class Command(NamedTuple):
     help: str
     add_arguments: Callable[[argparse.ArgumentParser], None]
     handler: Callable[[argparse.Namespace], int]
+    jax: bool = True  # False: the handler runs without starting JAX (no devices, no cache)
 
 
 COMMANDS: dict[str, Command] = {}
 
 
-def register_command(name: str, help: str, add_arguments, handler) -> None:
-    """Add a subcommand: ``add_arguments(parser)``, ``handler(args) -> int`` (its exit status)."""
+def register_command(name: str, help: str, add_arguments, handler, jax: bool = True) -> None:
+    """Add a subcommand: ``add_arguments(parser)``, ``handler(args) -> int`` (its exit status);
+    ``jax=False`` for a handler that never touches JAX (it then starts faster)."""
     if name in COMMANDS:
         raise ValueError(f"subcommand {name!r} is already taken.")
-    COMMANDS[name] = Command(help, add_arguments, handler)
+    COMMANDS[name] = Command(help, add_arguments, handler, jax)
 
 
-register_command("list", "list experiments and their presets", lambda p: None, experiments.cmd_list)
+register_command(
+    "list", "list experiments and their presets", lambda p: None, experiments.cmd_list, jax=False
+)
 register_command(
     "run", "run an experiment into a run directory", experiments.add_run, experiments.cmd_run
 )
@@ -91,6 +98,13 @@ register_command(
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dyntheory", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--no-compile-cache",
+        dest="compile_cache",
+        action="store_false",
+        help="compile from scratch: do not read or write the persistent compilation cache "
+        f"({compile_cache.cache_dir()}; also {compile_cache.ENV_SWITCH}=0)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, cmd in COMMANDS.items():
         cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.help))
@@ -99,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dyntheory`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if not COMMANDS[args.command].jax:
+        return _main(args)
     import jax
 
     # Probes use float64; models and data are float32 by explicit dtypes.
@@ -106,8 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dyntheory.engine import sharding
 
     sharding.initialize_distributed()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    if compile_cache.wanted(args.compile_cache):
+        compile_cache.enable()
     multi = jax.process_count() > 1
     args.argv = argv
     try:
@@ -130,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
+    from dyntheory.engine import rundir
+    from dyntheory.engine.state import NonFiniteError
+
     try:
         from dyntheory.engine import sharding
 

@@ -35,10 +35,16 @@ from collections.abc import Sequence
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dyntheory.engine import config as config_lib
-from dyntheory.engine import integrity, owned, resume, rundir, sharding
+from dyntheory.engine import integrity, owned, resume
+
+if TYPE_CHECKING:
+    from dyntheory.engine import rundir
+
+# rundir and sharding load JAX: they are imported where a command computes, so that building the
+# parser and `dyntheory list` do not (integrity and owned are plain Python).
 
 EXPERIMENTS_GROUP = "dyntheory.experiments"
 
@@ -145,6 +151,8 @@ def resolve_config(module: ModuleType, preset: str | None, overrides: Sequence[s
 
 def execute(module: ModuleType, cfg, run_dir: rundir.RunDir) -> dict[str, Any]:
     """Run an experiment into ``run_dir`` and write ``results.json``."""
+    from dyntheory.engine import sharding
+
     results = module.run(cfg, run_dir)
     if results is not None and sharding.is_main_process():
         run_dir.write_results(results)
@@ -168,6 +176,8 @@ def run_experiment(
     what this call created is removed and what it replaced is put back, so the directory is as
     it was and the corrected command runs without ``force``.
     """
+    from dyntheory.engine import rundir, sharding
+
     module = load_experiment(name)
     preset, cfg = resolve_config(module, preset, overrides)
     sharding.check_same_on_all_processes("the resolved config", config_lib.to_dict(cfg))
@@ -189,6 +199,8 @@ def run_experiment(
 
 
 def _run_locked(module, name, preset, overrides, cfg, run_dir: rundir.RunDir, force: bool):
+    from dyntheory.engine import rundir, sharding
+
     main = sharding.is_main_process()
     error = None
     if main:
@@ -264,14 +276,16 @@ def check_resume(module: ModuleType, old, new) -> dict[str, tuple]:
 
 def engine_dirs(path: Path) -> list[Path]:
     """The engine run directories at and below ``path`` (those with metrics or checkpoints)."""
-    found = {p.parent for p in path.glob(f"**/{rundir.METRICS}")}
-    found |= {p.parent for p in path.glob(f"**/{rundir.CHECKPOINTS}") if p.is_dir()}
+    found = {p.parent for p in path.glob(f"**/{owned.METRICS}")}
+    found |= {p.parent for p in path.glob(f"**/{owned.CHECKPOINTS}") if p.is_dir()}
     return sorted(found)
 
 
 def _check_integrity(run_dir: rundir.RunDir, saved: dict) -> None:
     """Every engine run directory of ``run_dir`` can resume under the policy in force, or a
     :class:`CLIError` that names what is wrong and the explicit ways on."""
+    from dyntheory.engine import sharding
+
     errors, notes, mismatch, error = [], [], False, None
     main = sharding.is_main_process()
     for d in engine_dirs(run_dir.path) if main else ():  # only it reads the run directory
@@ -311,6 +325,8 @@ def resume_experiment(
     started over. If the resumed run then fails before it writes a new checkpoint (``steps``
     below the latest checkpoint, a NaN right away), ``config.json`` is put back as it was.
     """
+    from dyntheory.engine import rundir, sharding
+
     run_dir = rundir.RunDir(path, create=False)
     main = sharding.is_main_process()
     with run_dir.lock(), integrity.policy(policy):
@@ -365,6 +381,8 @@ def cmd_list(args) -> int:
 
 
 def _summary(run_dir: rundir.RunDir, results: dict) -> None:
+    from dyntheory.engine import sharding
+
     if not sharding.is_main_process():
         return
     print(f"run directory: {run_dir.path}")

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dyntheory.engine import rundir
-from dyntheory.probes.history import seed_columns
+# dyntheory.engine.rundir and dyntheory.probes load JAX: imported where the table is made, so
+# that building the command line's parser does not.
 
 
 class MetricsError(ValueError):
@@ -58,6 +58,8 @@ def steps_of(history: dict, steps: str | None, every: int | None) -> list[int]:
 
 def values_at(history: dict, key: str, step: int) -> list[float | None]:
     """Each seed's finite value of ``key`` logged at exactly ``step`` (``None``: none there)."""
+    from dyntheory.probes.history import seed_columns  # loads JAX
+
     cols = seed_columns(history[key])
     rows = np.flatnonzero(np.asarray(history["step"]) == step)
     out: list[float | None] = []
@@ -79,6 +81,8 @@ def cell(history: dict, key: str, step: int, per_seed: bool) -> str:
 
 def key_list(run_dirs: list[str]) -> str:
     """The metric keys of each run, with the number of steps that logged each and their range."""
+    from dyntheory.probes.history import seed_columns  # loads JAX
+
     out = []
     for path in run_dirs:
         history = _load(path)
@@ -93,6 +97,8 @@ def key_list(run_dirs: list[str]) -> str:
 
 
 def _load(path: str) -> dict:
+    from dyntheory.engine import rundir  # loads JAX
+
     try:
         history = rundir.load_metrics(path)
     except FileNotFoundError as e:
@@ -107,6 +113,8 @@ def _load(path: str) -> dict:
 
 def table(run_dirs: list[str], patterns: list[str], steps=None, every=None, per_seed=False) -> str:
     """The Markdown table of ``dyntheory metrics`` (rows: steps; columns: run × key)."""
+    from dyntheory.engine import rundir
+
     if not patterns:
         raise MetricsError("--keys is empty: name at least one metric")
     histories, columns = [], []

@@ -154,10 +154,11 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
 
     events = EventWriter(rd.file(EVENTS)) if rd is not None and main and cfg.tensorboard else None
     clock = _Clock(clock_saved)
-    t_start = time.perf_counter()
-    tr.compile(state, pstates)
-    clock.add("compile_s", time.perf_counter() - t_start)
     bar = Progress(total, start, show=progress if main else False)
+    t_start = time.perf_counter()
+    with bar.compiling():
+        tr.compile(state, pstates)
+    clock.add("compile_s", time.perf_counter() - t_start)
     seeds = cfg.seeds if tr.seeded else None
     every_log, every_eval = cfg.log_every, cfg.eval_every
 

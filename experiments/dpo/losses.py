@@ -134,11 +134,17 @@ def make_sft_loss(prompt_len: int, pad: int) -> Callable:
     return loss_fn
 
 
+# jitted once: the chosen and rejected sequences of a split (same shapes) share one program
+_jitted_logprob = jax.jit(sequence_logprob, static_argnums=(0, 3, 4))
+
+
 def batched_logprob(
     apply_fn: Callable, params, seq: np.ndarray, prompt_len: int, pad: int, chunk: int = 2048
 ) -> np.ndarray:
     """``log π(y|x)`` ``(n,)`` float32 of many sequences, ``chunk`` at a time (the reference's
     constants)."""
-    f = jax.jit(lambda p, s: sequence_logprob(apply_fn, p, s, prompt_len, pad))
-    parts = [np.asarray(f(params, seq[i : i + chunk])) for i in range(0, len(seq), chunk)]
+    parts = [
+        np.asarray(_jitted_logprob(apply_fn, params, seq[i : i + chunk], prompt_len, pad))
+        for i in range(0, len(seq), chunk)
+    ]
     return np.concatenate(parts).astype(np.float32)
