@@ -148,12 +148,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from dyntheory.engine import rundir
+    from dyntheory.engine import integrity, rundir, sharding
     from dyntheory.engine.state import NonFiniteError
 
     try:
-        from dyntheory.engine import sharding
-
         # every process of a multi-process run must run the same command (else mismatched
         # collectives abort without saying why): checked before anything else
         sharding.check_same_on_all_processes("command line", getattr(args, "argv", []))

@@ -113,7 +113,6 @@ def _load(path: str) -> dict:
 
 def table(run_dirs: list[str], patterns: list[str], steps=None, every=None, per_seed=False) -> str:
     """The Markdown table of ``dyntheory metrics`` (rows: steps; columns: run × key)."""
-    from dyntheory.engine import rundir
 
     if not patterns:
         raise MetricsError("--keys is empty: name at least one metric")
