@@ -133,7 +133,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
     tr.compile(state, pstates)
     clock.add("compile_s", time.perf_counter() - t_start)
     bar = Progress(total, start, show=progress if main else False)
-    seeds = cfg.seeds if tr.seeded else None
+    seeds = tr.members if tr.seeded else None  # members: cells × seeds
     every_log, every_eval = cfg.log_every, cfg.eval_every
 
     def emit(step: int, values: dict[str, np.ndarray]) -> list[dict]:
