@@ -368,9 +368,28 @@ def _factory(
     )
 
 
+# what `dyntheory resume --set` may change in an experiment's ``optim`` block: its numbers (the way
+# out of a divergence is to resume the last good checkpoint with a smaller lr)
+RESUMABLE = tuple(f"optim.{k}" for k in (*SWEEPABLE, "grokfast_weight_decay"))
+
+
+def check_families(families, choices) -> None:
+    """``families`` is a non-empty subset of ``choices`` without repeats (``ValueError``)."""
+    if not families or any(f not in choices for f in families):
+        raise ValueError(
+            f"optimizers must be a non-empty subset of {', '.join(choices)}; "
+            f"got {','.join(families) or '(empty)'}."
+        )
+    if len(set(families)) != len(families):
+        raise ValueError(f"optimizers repeats a name: {','.join(families)}.")
+
+
 __all__ = [
     "FAMILIES",
     "NUMBERS",
+    "RESUMABLE",
+    "SWEEPABLE",
+    "check_families",
     "OptimizerConfig",
     "StatePreconditioner",
     "hyperparams",

@@ -50,8 +50,10 @@ from dyntheory.probes.base import Probe, ProbeContext, Schedule, batch_grads, pa
 from dyntheory.probes.dissipation import Dissipation, DissipationProbeState
 from dyntheory.probes.history import (
     last_finite,
+    last_value,
     loo_stopping_step,
     population_risk_check,
+    ratio,
     seed_columns,
     stopping_rules,
     value_at,
@@ -80,9 +82,11 @@ __all__ = [
     "batch_grads",
     "default_probes",
     "last_finite",
+    "last_value",
     "loo_stopping_step",
     "path_name",
     "population_risk_check",
+    "ratio",
     "seed_columns",
     "stopping_rules",
     "value_at",
