@@ -117,6 +117,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         state = TrainState(
             tree["params"], tree["opt_state"], tree["step"], jax.random.wrap_key_data(tree["key"])
         )
+        state = tr.with_current_hyperparams(state)  # a resume may change the optimizer's numbers
         pstates = tuple(tree["probes"])
         clock_saved = meta.get("time")
         recorded.update(records.unstack_arrays(rd.read_arrays(), start))

@@ -59,6 +59,13 @@ def arm_name(optim: OptimizerConfig, keys: Sequence[str]) -> str:
     return f"{optim.family}_{label}" if label else optim.family
 
 
+def lr_arm_name(optim: OptimizerConfig, keys: Sequence[str] = ()) -> str:
+    """``"adamw_lr1e-03"``: the family and the lr (then any other swept number,
+    ``"prm_lr1e-03_prm_alpha0.5"``), the names of the lr grids of the comparison experiments."""
+    rest = optim.label([k for k in keys if k != "lr" and k in optim.numbers])
+    return f"{optim.family}_lr{optim.lr:.0e}" + (f"_{rest}" if rest else "")
+
+
 def arms(
     optim: OptimizerConfig,
     families: Sequence[str],
@@ -128,8 +135,8 @@ def run_arms(
     def subrun(path, arm_spec):
         return rundir.subrun_dir(path, arm_spec, extendable, config=config) if path else None
 
-    def arm_spec(arm):
-        return {**(spec or {}), "optimizer": dataclasses.asdict(arm.optim)}
+    def arm_spec(arm):  # its numbers are in the config (resumable) and in its name
+        return {**(spec or {}), "arm": arm.name, "optimizer": list(arm.optim.static_key())}
 
     for group in _groups(todo, probes) if sweep else [[a] for a in todo]:
         t0 = time.perf_counter()
@@ -209,4 +216,13 @@ def write_cell(rd: rundir.RunDir, result: FitResult, c: int, seeds: int) -> None
         rd.write_arrays(arrays)
 
 
-__all__ = ["Arm", "ArmResult", "arm_name", "arms", "cell_lines", "cell_result", "run_arms"]
+__all__ = [
+    "Arm",
+    "ArmResult",
+    "arm_name",
+    "arms",
+    "cell_lines",
+    "cell_result",
+    "lr_arm_name",
+    "run_arms",
+]

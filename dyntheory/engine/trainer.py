@@ -304,6 +304,15 @@ class Trainer:
         """The initial state, created already laid out on the mesh."""
         return self._init(*self._init_args)
 
+    def with_current_hyperparams(self, state: TrainState) -> TrainState:
+        """``state`` with the optimizer's injected numbers (``opt_state.hyperparams``) those this
+        Trainer was built with: a restored checkpoint carries the numbers it was trained with,
+        and a resume with ``--set lr=...`` continues with the new ones."""
+        if not hasattr(state.opt_state, "hyperparams"):
+            return state
+        fresh = self.init_state().opt_state.hyperparams
+        return state._replace(opt_state=state.opt_state._replace(hyperparams=fresh))
+
     def compile(self, state: TrainState, pstates: tuple) -> None:
         """Compile the fused step and the probes ahead of time (``jit`` then reuses them)."""
         n, flag = np.int32(0), np.bool_(False)

@@ -61,6 +61,7 @@ from dyntheory.probes.history import (
 )
 from dyntheory.probes.kernel import NTKSpectrum
 from dyntheory.probes.stats import DriftDiffusion, GateStats, Norms, PopulationRisk
+from dyntheory.probes.stopping import stopping_probes
 
 
 def default_probes(probe_every: int = 500, norms_every: int = 100) -> list[Probe]:
@@ -88,6 +89,7 @@ __all__ = [
     "population_risk_check",
     "ratio",
     "seed_columns",
+    "stopping_probes",
     "stopping_rules",
     "value_at",
     "ws_stopping_step",
