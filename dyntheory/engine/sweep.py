@@ -173,9 +173,9 @@ def _members(c: int, seeds: int):
 
 def cell_result(result: FitResult, c: int, cells: int, seeds: int) -> FitResult:
     """Cell ``c`` of a sweep's result (members ``c·S … c·S + S − 1``), shaped as a separate run
-    of that cell with ``seeds`` seeds returns it."""
+    of that cell with ``seeds`` seeds returns it (its state's arrays fetched to the host)."""
     m = _members(c, seeds)
-    take = lambda x: x[m]
+    take = lambda x: np.asarray(x)[m]  # on the host: no device program per leaf shape
     history = {k: (v if k == "step" else v[:, m]) for k, v in result.history.items()}
     arrays = {k: (v if k.endswith("/step") else v[:, m]) for k, v in result.arrays.items()}
     state = result.state._replace(
