@@ -121,3 +121,21 @@ def test_one_seed_cells_and_overrides_with_comma_lists():
         a, b = one[arm.name].result.history, sep[arm.name].result.history
         assert a["train/loss"].shape == b["train/loss"].shape == (5,)
         np.testing.assert_allclose(a["train/loss"], b["train/loss"], atol=1e-6, rtol=1e-6)
+
+
+def test_experiment_grids_from_the_command_line():
+    """``--grid prm_alpha=...`` on grokking: one PRM arm per α (AdamW, which reads no α, once);
+    the short names reach the ``optim`` block."""
+    import argparse
+
+    from dyntheory.cli.experiments import add_run
+    from experiments.grokking.config import PRESETS
+    from experiments.grokking.run import arms
+
+    p = argparse.ArgumentParser()
+    add_run(p)
+    args = p.parse_args(["grokking", "--grid", "prm_alpha=0.1,1", "--set", "b1=0.8"])
+    cfg = apply_overrides(PRESETS["tiny"].config, args.overrides)
+    assert cfg.optim.prm_alpha == (0.1, 1.0) and cfg.optim.b1 == 0.8
+    names = [a.name for a in arms(cfg, n_train=55)]
+    assert names == ["adamw", "prm_prm_alpha0.1", "prm_prm_alpha1"]
