@@ -139,3 +139,33 @@ def test_experiment_grids_from_the_command_line():
     assert cfg.optim.prm_alpha == (0.1, 1.0) and cfg.optim.b1 == 0.8
     names = [a.name for a in arms(cfg, n_train=55)]
     assert names == ["adamw", "prm_prm_alpha0.1", "prm_prm_alpha1"]
+
+
+def test_numbers_are_program_inputs_and_the_probes_read_them_from_the_state():
+    """Another lr is another input, not another program; the probes' step reads each member's."""
+    from dyntheory.optim.config import set_hyperparams
+
+    cfg = OptimizerConfig(lr=1e-2, weight_decay=0.1)
+    w = {"a": jnp.ones(4, jnp.float32)}
+    opt = cfg.build()
+
+    @jax.jit
+    def step(st):
+        u, st = opt.update(jax.tree.map(jnp.ones_like, w), st, w)
+        return u, st
+
+    st = opt.init(w)
+    u1, _ = step(st)
+    u2, st2 = step(set_hyperparams(st, {"lr": 2e-2}))
+    assert step._cache_size() == 1
+    np.testing.assert_allclose(u2["a"], 2 * u1["a"], rtol=1e-6)
+    p1, p2 = cfg.preconditioner()(step(st)[1]), cfg.preconditioner()(st2)
+    np.testing.assert_allclose(p2["a"], 2 * p1["a"], rtol=1e-6)
+    model = cfg.step_model()
+    assert model["momentum"] == 0.9 and model["decay"] == pytest.approx(1e-3)
+    d = probes.Dissipation(probes.Schedule.every(5), **model)
+    assert d.preconditioner == OptimizerConfig(lr=3.0).preconditioner()  # equal: one program
+    with pytest.raises(ValueError, match="b1=0"):
+        OptimizerConfig(family="sgd").step_model()
+    with pytest.raises(ValueError, match="no hyperparameter"):
+        set_hyperparams(st, {"prm_alpha": 1.0})

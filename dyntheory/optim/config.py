@@ -216,13 +216,22 @@ class OptimizerConfig:
 
     def step_model(self) -> dict[str, Any]:
         """The keyword arguments of :class:`dyntheory.probes.Dissipation` that describe this
-        step: ``preconditioner``, ``momentum`` (``b1``), ``first_moment`` and ``decay``
-        (``lr · λ_wd``, decoupled decay only; the probes do not model an L2 term inside Adam)."""
+        step: ``preconditioner``, ``momentum`` (``b1``, Adam's EMA), ``first_moment`` and
+        ``decay`` (``lr · λ_wd``, decoupled decay only; the probes do not model an L2 term inside
+        Adam). SGD is plain GD for the probes (``lr``, no preconditioner); its heavy-ball
+        momentum is not modelled, so ``b1`` must then be 0."""
+        decay = self.lr * self.decoupled_weight_decay
+        if self.family not in ADAPTIVE:
+            if self.b1:
+                raise ValueError(
+                    f"the probes model SGD without momentum; got b1={self.b1} (set optim.b1=0)."
+                )
+            return {"preconditioner": None, "lr": self.lr, "momentum": 0.0, "decay": decay}
         return {
             "preconditioner": self.preconditioner(),
             "momentum": self.b1,
             "first_moment": optim_state.first_moment,
-            "decay": self.lr * self.decoupled_weight_decay,
+            "decay": decay,
         }
 
     def gate(self, opt_state: Any) -> Any:
