@@ -126,7 +126,7 @@ def spectrum_summary(counts: list[int], eigvals: np.ndarray, n: int) -> dict:
         out["lambda_max"].append(float(pos[0]))
         out["lambda_min_nonzero"].append(float(pos[-1]))
         out["condition_number"].append(float(pos[0] / pos[-1]))
-        out["effective_rank"].append(float(spectrum.participationratio(jnp.asarray(pos))))
+        out["effective_rank"].append(float(spectrum.participation_ratio(jnp.asarray(pos))))
         out["decay_exponent"].append(
             float(spectrum.power_law_exponent(pos, 1, pos.size // 2)) if pos.size >= 4 else None
         )

@@ -19,7 +19,7 @@ a 2-block width-32 decoder, 27 k parameters; SFT 800 steps; DPO β = 0.1, 320 st
 10 epochs, PRM α = b/(n − b) = 0.032, no weight decay; 3 seeds that share the reference and differ
 in minibatch order). Final values, median of 3 seeds (per seed in ``results.json``); the grid of
 the preset is 3e-6/1e-5/3e-5 (``dyntheory run dpo --preset quick``, 4 min 56 s); the 1e-4 and
-3e-4 rows are the same arms from ``--set lrs=1e-5,3e-5,1e-4,3e-4`` (6 min 37 s), identical where
+3e-4 rows are the same arms from ``--set lr=1e-5,3e-5,1e-4,3e-4`` (6 min 37 s), identical where
 the two runs overlap:
 
 =======  ======  ==========  ==========  ===========  ===========  ==============
@@ -47,7 +47,7 @@ separate 1e-5 from 3e-5, where both optimizers reach 0.72 on the test pairs.
 An earlier run of 20 epochs (640 steps, eval every 32, lrs 3e-5/1e-4/3e-4, the rest as above)
 selected 3e-5, the grid's lowest, for both and gave 0.711 (AdamW) vs 0.718 (PRM), every PRM seed
 above every AdamW seed, drift ratio 1.23×: "partly". With AdamW's grid extended down
-(``--set steps=640 --set lrs=1e-5,3e-5,1e-4 --set eval_every=64 --set log_every=64
+(``--set steps=640 --set lr=1e-5,3e-5,1e-4 --set eval_every=64 --set log_every=64
 --set fuse=64``, 6 min 26 s) AdamW at 1e-5 reaches 0.716 (drift
 0.064) and PRM at 1e-5 0.715: the small PRM edge was AdamW's lr being too large.
 
