@@ -14,7 +14,8 @@ from dyntheory import probes
 from dyntheory.engine import TrainConfig, apply_overrides, load_metrics, sweep
 from dyntheory.engine.config import from_dict, to_dict
 from dyntheory.optim import prm
-from dyntheory.optim.config import OptimizerConfig, hyperparams
+from dyntheory.optim.config import OptimizerConfig
+from dyntheory.optim.state import hyperparams
 
 N, D = 48, 4
 
@@ -143,7 +144,7 @@ def test_experiment_grids_from_the_command_line():
 
 def test_numbers_are_program_inputs_and_the_probes_read_them_from_the_state():
     """Another lr is another input, not another program; the probes' step reads each member's."""
-    from dyntheory.optim.config import set_hyperparams
+    from dyntheory.optim.state import set_hyperparams
 
     cfg = OptimizerConfig(lr=1e-2, weight_decay=0.1)
     w = {"a": jnp.ones(4, jnp.float32)}

@@ -92,7 +92,7 @@ from dyntheory.engine.config import TrainConfig
 from dyntheory.engine.loop import run_loop
 from dyntheory.engine.probe_runner import ProbeRunner
 from dyntheory.engine.state import FitResult, TrainState, all_finite
-from dyntheory.optim import config as optim_config
+from dyntheory.optim import state as optim_state
 
 Params = Any
 Batch = dict[str, jax.Array]
@@ -193,7 +193,7 @@ class Trainer:
             params = self.init_params(k_init)
         opt_state = self.optimizer.init(params)
         if hyperparams is not None:
-            opt_state = optim_config.set_hyperparams(opt_state, hyperparams)
+            opt_state = optim_state.set_hyperparams(opt_state, hyperparams)
         return params, opt_state, k_train
 
     def _build(self):

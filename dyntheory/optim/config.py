@@ -8,7 +8,8 @@ Grokfast's ``grokfast_alpha, grokfast_lamb``) as leaves. :meth:`OptimizerConfig.
 family's factory in :func:`optax.inject_hyperparams`, so the numbers live in the optimizer state
 (``opt_state.hyperparams[name]``, under the config's field names) and are inputs of a compiled
 step, not constants in it: a grid of settings trains in one program by giving each member of a
-vmapped population its own values (:func:`set_hyperparams`, used by the engine's sweep axis).
+vmapped population its own values (:func:`dyntheory.optim.state.set_hyperparams`, used by
+the engine's sweep axis).
 
 The probes read the step back from the state: :class:`StatePreconditioner` is
 ``opt_state -> p`` with ``p = η_t/(√v̂ + ε)`` (times PRM's gate ``q``), every number taken from
@@ -33,12 +34,12 @@ import numbers
 from collections.abc import Mapping
 from typing import Any, Literal, NamedTuple
 
-import jax.numpy as jnp
 import optax
 
 from dyntheory.optim import state as optim_state
 from dyntheory.optim.grokfast import amplify_slow_gradients, grokfast
 from dyntheory.optim.prm import prm
+from dyntheory.optim.state import hyperparams
 
 FAMILIES = ("adamw", "adam", "sgd", "prm", "grokfast")
 ADAPTIVE = ("adamw", "adam", "prm", "grokfast")  # the families with Adam's second moment
@@ -260,37 +261,6 @@ class StatePreconditioner(NamedTuple):
         )
 
 
-def hyperparams(opt_state: Any) -> Mapping[str, Any]:
-    """The injected numbers of an :meth:`OptimizerConfig.build` state (``{name: array}``)."""
-    for name in ("InjectStatefulHyperparamsState", "InjectHyperparamsState"):
-        found = optax.tree.get(opt_state, name)
-        if found is not None:
-            return found.hyperparams
-    raise ValueError(
-        "the optimizer state has no injected hyperparameters; build it with "
-        "OptimizerConfig.build()."
-    )
-
-
-def set_hyperparams(opt_state: Any, values: Mapping[str, Any]) -> Any:
-    """``opt_state`` with the injected numbers ``values`` (``{name: value}``) replaced; unknown
-    names are an error naming the ones the state has."""
-    hp = dict(opt_state.hyperparams) if hasattr(opt_state, "hyperparams") else None
-    if hp is None:
-        raise ValueError(
-            "a sweep needs an optimizer built with optax.inject_hyperparams at the top level "
-            "(OptimizerConfig.build()); this state has no hyperparams."
-        )
-    unknown = sorted(set(values) - set(hp))
-    if unknown:
-        raise ValueError(
-            f"the optimizer has no hyperparameter {', '.join(unknown)}; it has {', '.join(hp)}."
-        )
-    for k, v in values.items():
-        hp[k] = jnp.asarray(v, hp[k].dtype)
-    return opt_state._replace(hyperparams=hp)
-
-
 def _float(name: str, v) -> float:
     """A real number as a Python float; NaN, ±Inf and non-numbers are errors naming ``name``."""
     if getattr(v, "shape", None) == ():
@@ -401,6 +371,4 @@ __all__ = [
     "check_families",
     "OptimizerConfig",
     "StatePreconditioner",
-    "hyperparams",
-    "set_hyperparams",
 ]
