@@ -247,16 +247,20 @@ def test_resume_after_a_divergence_with_another_lr(capsys, tmp_path, experiment)
     assert f"dyntheory resume {d} --set lr=" in err
     assert (d / rundir.CONFIG).read_bytes() == config  # no new checkpoint: config.json as it was
 
-    old_lr = json.loads(config)["config"]["lr"]
+    group = json.loads(config)["config"]
+    group, key = (group["optim"], "optim.lr") if experiment == "grokking" else (group, "lr")
+    old_lr = group["lr"]
     code, _, err = run_cli(capsys, "resume", d, "--set", "steps=40", "--set", f"lr={old_lr / 2}")
     assert code == 0, err
-    assert f"resume: lr: {old_lr!r} -> {old_lr / 2!r}" in err
+    assert f"resume: {key}: {old_lr!r} -> {old_lr / 2!r}" in err
     table = rundir.load_metrics(metrics)
     assert table["step"][-1] == 40
     row = list(table["step"]).index(10)  # resumed at the checkpoint of step 10, not from 0
     np.testing.assert_array_equal(table["train/loss"][row], at_10)
     saved = rundir.RunDir(d, create=False).read_config()
-    assert saved["config"]["lr"] == old_lr / 2 and saved["config"]["train"]["steps"] == 40
+    saved_lr = saved["config"]["optim" if experiment == "grokking" else "train"]
+    saved_lr = saved_lr["lr"] if experiment == "grokking" else saved["config"]["lr"]
+    assert saved_lr == old_lr / 2 and saved["config"]["train"]["steps"] == 40
 
 
 # ----------------------------------------------------------------------------- 7. leftovers

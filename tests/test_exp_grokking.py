@@ -155,7 +155,8 @@ def test_presets():
         "transformer",
     )
     assert (paper.depth, paper.width, paper.heads, paper.train.batch_size) == (2, 128, 4, 512)
-    assert (paper.lr, paper.weight_decay, paper.b1, paper.b2) == (1e-3, 1.0, 0.9, 0.98)
+    o = paper.optim
+    assert (o.lr, o.weight_decay, o.b1, o.b2) == (1e-3, 1.0, 0.9, 0.98)
     quick = PRESETS["quick"].config
     assert quick.optimizers == ("adamw", "prm") and quick.train.seeds == 3
     assert "dyntheory run grokking --preset quick" in Config.__doc__
@@ -234,13 +235,14 @@ def test_grokfast_presets_are_grokfasts_setting():
         assert (cfg.p, cfg.op, cfg.train_fraction, cfg.model) == (97, "mul", 0.5, model)
         assert cfg.optimizers == ("adamw", "grokfast") and cfg.train.batch_size == 512
         # the baseline is Adam without weight decay; only Grokfast's inner AdamW decays (0.005)
-        assert (cfg.weight_decay, cfg.grokfast_weight_decay) == (0.0, 0.005)
-        assert (cfg.grokfast_alpha, cfg.grokfast_lamb, cfg.lr) == (0.98, 2.0, 1e-3)
-        assert cfg.probes_per_decade == 0 and cfg.b_nonzero and cfg.warmup_steps == 10
+        o = cfg.optim
+        assert (o.weight_decay, o.grokfast_weight_decay) == (0.0, 0.005)
+        assert (o.grokfast_alpha, o.grokfast_lamb, o.lr) == (0.98, 2.0, 1e-3)
+        assert cfg.probes_per_decade == 0 and cfg.b_nonzero and o.warmup_steps == 10
     t = PRESETS["grokfast-transformer"].config
     assert (t.depth, t.width, t.heads) == (2, 128, 4)
     # the reference code's decoder and torch.optim.Adam's L2 decay after the filter
-    assert (t.transformer_style, t.grokfast_weight_decay_mode) == ("grokfast", "l2")
+    assert (t.transformer_style, t.optim.grokfast_weight_decay_mode) == ("grokfast", "l2")
 
 
 def _tiny():
@@ -262,14 +264,12 @@ def test_grokfast_presets_smoke(tmp_path, preset):
 def test_per_optimizer_weight_decay_and_gated_decay():
     import jax.numpy as jnp
 
-    from experiments.optimizers import make_optimizer
-
     params = {"w": jnp.ones(3)}
     zero = {"w": jnp.zeros(3)}
     cfg = apply_overrides(PRESETS["grokfast"].config, ["grokfast_weight_decay=0.5"])
 
     def step(name, cfg, alpha=None):
-        opt = make_optimizer(cfg, name, 0.1, alpha)
+        opt = cfg.optim.resolve(family=name, lr=0.1, prm_alpha=alpha, warmup_steps=0).build()
         updates, _ = opt.update(zero, opt.init(params), params)
         return np.asarray(updates["w"])
 

@@ -139,7 +139,7 @@ def test_make_data_consistent():
         ("batch_size=32", "derived per signal"),
         ("stride=400", "leaves < 2 samples"),
         ("optimizers=sgd", "subset of adamw, prm"),
-        ("lrs=0", "non-empty list of positive"),
+        ("lr=0", "lr must be > 0"),
         ("prm_rho=1", r"prm_rho must lie in \[0, 1\)"),
         ("prm_mask=sharp", "not one of 'snr', 'soft', 'hard'"),
     ],

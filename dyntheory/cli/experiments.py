@@ -400,7 +400,17 @@ def add_run(p):
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a config value (repeatable; dotted keys for nested configs)",
+        help="override a config value (repeatable; dotted keys for nested configs; a comma list "
+        "of optimizer numbers, lr=1e-3,3e-3, is a grid)",
+    )
+    p.add_argument(
+        "--grid",
+        dest="overrides",
+        action="append",
+        metavar="KEY=V1,V2,...",
+        help="a grid axis of optimizer numbers (repeatable: the cartesian product), e.g. "
+        "--grid lr=1e-3,3e-3 --grid prm_alpha=0.1,1; every cell trains in one compiled program "
+        "and lands in its own sub-run",
     )
     p.add_argument("--out", help="run directory (default: runs/<experiment>-<preset>)")
     p.add_argument("--force", action="store_true", help="start over in an existing run directory")

@@ -141,6 +141,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         state = TrainState(
             tree["params"], tree["opt_state"], tree["step"], jax.random.wrap_key_data(tree["key"])
         )
+        state = tr.with_current_hyperparams(state)  # a resume may change the optimizer's numbers
         pstates = tuple(tree["probes"])
         clock_saved = meta.get("time")
         recorded.update(records.unstack_arrays(rd.read_arrays(), start))
@@ -159,7 +160,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
     with bar.compiling():
         tr.compile(state, pstates)
     clock.add("compile_s", time.perf_counter() - t_start)
-    seeds = cfg.seeds if tr.seeded else None
+    seeds = tr.members if tr.seeded else None  # members: cells × seeds
     every_log, every_eval = cfg.log_every, cfg.eval_every
 
     count = {"lines": logged}

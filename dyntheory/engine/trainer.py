@@ -49,6 +49,15 @@ the metrics of dispatch ``c − 1`` after dispatching ``c``. Batches are sharded
 ``cfg.seeds = S > 1`` trains S seeds at once by ``vmap``: every state leaf gets a leading ``(S,)``
 axis and seed ``s`` is exactly the single-seed run with ``seed + s``.
 
+**Sweeps.** ``grid=[{"lr": 1e-3}, {"lr": 3e-3}, ...]`` (C cells of hyperparameter values) trains
+every cell on every seed in the same compiled program: the seed axis becomes a *member* axis of
+``C × S`` members (member ``m = c·S + s`` is cell ``c`` with seed ``seed + s``), and each member's
+optimizer state holds its cell's values in ``opt_state.hyperparams`` (an optimizer built with
+:func:`optax.inject_hyperparams`, e.g. :meth:`dyntheory.optim.config.OptimizerConfig.build`), so
+the update step is the same program for every cell. The run's own metrics lines carry
+``"seed": m`` (the member); :mod:`dyntheory.engine.sweep` splits a result into its cells, each
+equal to a separate run of that setting.
+
 **Run directory** (:mod:`dyntheory.engine.rundir`): ``config.json``, ``metrics.jsonl`` (one line per
 logged
 step, plus ``"seed"`` in multi-seed runs), ``probes.npz``, ``checkpoints/`` (orbax, every
@@ -83,6 +92,7 @@ from dyntheory.engine.config import TrainConfig
 from dyntheory.engine.loop import run_loop
 from dyntheory.engine.probe_runner import ProbeRunner
 from dyntheory.engine.state import FitResult, TrainState, all_finite
+from dyntheory.optim import state as optim_state
 
 Params = Any
 Batch = dict[str, jax.Array]
@@ -105,8 +115,16 @@ class Trainer:
         probes: Sequence[Any] = (),
         probe_data: Mapping[str, Mapping[str, Any]] | None = None,
         mesh: jax.sharding.Mesh | None = None,
+        grid: Sequence[Mapping[str, float]] | None = None,
     ):
         self.cfg, self.apply_fn, self.optimizer = cfg, apply_fn, optimizer
+        self.grid = [dict(c) for c in grid] if grid is not None else None
+        if self.grid is not None and (
+            not self.grid or any(c.keys() != self.grid[0].keys() for c in self.grid)
+        ):
+            raise ValueError("grid must be a non-empty list of cells with the same keys.")
+        self.cells = len(self.grid) if self.grid is not None else 1
+        self.members = self.cells * cfg.seeds  # the vmapped axis: cells × seeds
         self.loss_fn = losses.loss_fn(loss)
         self.probes = tuple(probes)
         names = [p.name for p in self.probes]
@@ -118,7 +136,7 @@ class Trainer:
                 f"the mesh needs an axis {sharding.AXIS!r}, got {self.mesh.axis_names}."
             )
         ndev = sharding.mesh_size(self.mesh)
-        self.seeded = cfg.seeds > 1
+        self.seeded = self.members > 1
         self.batcher = batching.make_batcher(data, cfg.batch_size, cfg.sampling)
         if self.batcher.batch_size % ndev:
             what = "the full dataset" if self.batcher.kind == "full" else "batch_size"
@@ -127,7 +145,7 @@ class Trainer:
                 f"devices of the mesh; choose a multiple of {ndev} or set devices=... ."
             )
         if not callable(init_params) and self.seeded:
-            raise ValueError("seeds > 1 needs init_params as a function key -> params.")
+            raise ValueError("seeds > 1 or a grid needs init_params as a function key -> params.")
         self.init_params = init_params
         rep, data_sh = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
         self.replicated = rep
@@ -148,11 +166,11 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
 
     def vmap_seeds(self, fn, in_axes):
-        """``jax.vmap(fn, in_axes)`` over the seed axis in multi-seed runs, else ``fn``."""
+        """``jax.vmap(fn, in_axes)`` over the member (seed) axis when it has several members."""
         return jax.vmap(fn, in_axes=in_axes) if self.seeded else fn
 
     def _seed_keys(self):
-        seeds = [self.cfg.seed + s for s in range(self.cfg.seeds)]
+        seeds = [self.cfg.seed + m % self.cfg.seeds for m in range(self.members)]
         keys = (
             jnp.stack([jax.random.key(s) for s in seeds])
             if self.seeded
@@ -160,20 +178,35 @@ class Trainer:
         )
         return keys
 
-    def _init_one(self, key, params=None):
+    def _member_hyperparams(self):
+        """``{name: (M,) float32}``: each member's cell values (cell ``m // S``)."""
+        s = self.cfg.seeds
+        values = {
+            k: np.asarray([self.grid[m // s][k] for m in range(self.members)], np.float32)
+            for k in self.grid[0]
+        }
+        return values if self.seeded else {k: v[0] for k, v in values.items()}
+
+    def _init_one(self, key, hyperparams=None, params=None):
         k_init, k_train = jax.random.split(key)
         if params is None:
             params = self.init_params(k_init)
-        return params, self.optimizer.init(params), k_train
+        opt_state = self.optimizer.init(params)
+        if hyperparams is not None:
+            opt_state = optim_state.set_hyperparams(opt_state, hyperparams)
+        return params, opt_state, k_train
 
     def _build(self):
         cfg = self.cfg
         # Abstract state -> shardings (layout), then init jitted with out_shardings.
-        if callable(self.init_params):
+        if callable(self.init_params) and self.grid is not None:
+            init = lambda keys, hp: self.vmap_seeds(self._init_one, 0)(keys, hp)
+            args = (self._seed_keys(), self._member_hyperparams())
+        elif callable(self.init_params):
             init = lambda keys: self.vmap_seeds(self._init_one, 0)(keys)
             args = (self._seed_keys(),)
         else:
-            init = lambda keys, p: self._init_one(keys, p)
+            init = lambda keys, p: self._init_one(keys, params=p)
             args = (self._seed_keys(), self.init_params)
 
         def init_state(*a):
@@ -270,6 +303,15 @@ class Trainer:
     def init_state(self) -> TrainState:
         """The initial state, created already laid out on the mesh."""
         return self._init(*self._init_args)
+
+    def with_current_hyperparams(self, state: TrainState) -> TrainState:
+        """``state`` with the optimizer's injected numbers (``opt_state.hyperparams``) those this
+        Trainer was built with: a restored checkpoint carries the numbers it was trained with,
+        and a resume with ``--set lr=...`` continues with the new ones."""
+        if not hasattr(state.opt_state, "hyperparams"):
+            return state
+        fresh = self.init_state().opt_state.hyperparams
+        return state._replace(opt_state=state.opt_state._replace(hyperparams=fresh))
 
     def compile(self, state: TrainState, pstates: tuple) -> None:
         """Compile the fused step and the probes ahead of time (``jit`` then reuses them)."""

@@ -10,14 +10,16 @@ state:
 - :func:`adam_preconditioner` / :func:`prm_preconditioner`: ``opt_state -> p`` with
   ``p = η/(√v̂ + ε)`` (times ``q`` for PRM). Momentum and weight decay are ignored here;
 - :func:`first_moment`: ``opt_state -> m``, the (uncorrected) momentum of Adam / AdamW / PRM,
-  for the augmented loss identity (:mod:`dyntheory.momentum`).
+  for the augmented loss identity (:mod:`dyntheory.momentum`);
+- :func:`hyperparams` / :func:`set_hyperparams`: the numbers an optimizer built with
+  :func:`optax.inject_hyperparams` keeps in its state (read, and set per member of a sweep).
 
 Before the first update (``count = 0``) there are no statistics and ``p = 0``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -146,8 +148,41 @@ def prm_preconditioner(
     return p
 
 
+def hyperparams(opt_state: Any) -> Mapping[str, Any]:
+    """The injected numbers of an :meth:`OptimizerConfig.build` state (``{name: array}``)."""
+    for name in ("InjectStatefulHyperparamsState", "InjectHyperparamsState"):
+        found = optax.tree.get(opt_state, name)
+        if found is not None:
+            return found.hyperparams
+    raise ValueError(
+        "the optimizer state has no injected hyperparameters; build it with "
+        "dyntheory.optim.config.OptimizerConfig.build()."
+    )
+
+
+def set_hyperparams(opt_state: Any, values: Mapping[str, Any]) -> Any:
+    """``opt_state`` with the injected numbers ``values`` (``{name: value}``) replaced; unknown
+    names are an error naming the ones the state has."""
+    hp = dict(opt_state.hyperparams) if hasattr(opt_state, "hyperparams") else None
+    if hp is None:
+        raise ValueError(
+            "a sweep needs an optimizer built with optax.inject_hyperparams at the top level "
+            "(dyntheory.optim.config.OptimizerConfig.build()); this state has no hyperparams."
+        )
+    unknown = sorted(set(values) - set(hp))
+    if unknown:
+        raise ValueError(
+            f"the optimizer has no hyperparameter {', '.join(unknown)}; it has {', '.join(hp)}."
+        )
+    for k, v in values.items():
+        hp[k] = jnp.asarray(v, hp[k].dtype)
+    return opt_state._replace(hyperparams=hp)
+
+
 __all__ = [
     "adam_preconditioner",
+    "hyperparams",
+    "set_hyperparams",
     "bias_correction",
     "find_state",
     "first_moment",

@@ -45,8 +45,10 @@ from dyntheory.probes.base import Probe, ProbeContext, Schedule, batch_grads, pa
 from dyntheory.probes.dissipation import Dissipation, DissipationProbeState
 from dyntheory.probes.history import (
     last_finite,
+    last_value,
     loo_stopping_step,
     population_risk_check,
+    ratio,
     seed_columns,
     stopping_rules,
     value_at,
@@ -54,6 +56,7 @@ from dyntheory.probes.history import (
 )
 from dyntheory.probes.kernel import NTKSpectrum
 from dyntheory.probes.stats import DriftDiffusion, GateStats, Norms, PopulationRisk
+from dyntheory.probes.stopping import stopping_probes
 
 
 def default_probes(probe_every: int = 500, norms_every: int = 100) -> list[Probe]:
@@ -75,10 +78,13 @@ __all__ = [
     "batch_grads",
     "default_probes",
     "last_finite",
+    "last_value",
     "loo_stopping_step",
     "path_name",
     "population_risk_check",
+    "ratio",
     "seed_columns",
+    "stopping_probes",
     "stopping_rules",
     "value_at",
     "ws_stopping_step",

@@ -2,7 +2,9 @@
 
 Numpy only, no held-out data unless a function says so:
 
-- :func:`seed_columns`, :func:`last_finite`, :func:`value_at`: a metrics column per seed.
+- :func:`seed_columns`, :func:`last_finite`, :func:`value_at`: a metrics column per seed;
+  :func:`last_value` (one seed's, or the per-seed list) and :func:`ratio` (``a/b`` or None) for
+  results files.
 - :func:`population_risk_check`: the :class:`~dyntheory.probes.PopulationRisk` probe's predicted
   change against the held-out loss's realized change (THEORY.md §6).
 - :func:`loo_stopping_step`, :func:`ws_stopping_step`: stopping rules from the training set alone;
@@ -39,6 +41,24 @@ def last_finite(history: dict, key: str) -> list[float | None] | None:
     if key not in history:
         return None
     return [value_at(history, key, None, s) for s in range(seed_columns(history[key]).shape[1])]
+
+
+def last_value(history: dict, key: str, seed: int | None = None):
+    """The last finite value of ``key``: for ``seed`` (a float or None), or with ``seed=None`` per
+    seed (a float for a one-seed history, else a list); None if ``key`` was never logged."""
+    per_seed = last_finite(history, key)
+    if per_seed is None:
+        return None
+    if seed is not None:
+        return per_seed[seed]
+    return per_seed[0] if len(per_seed) == 1 else per_seed
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """``a / b``, or None when either is missing or non-finite or ``b`` is not positive."""
+    if a is None or b is None or not (np.isfinite(a) and np.isfinite(b)) or b <= 0:
+        return None
+    return a / b
 
 
 WINDOWS = (1, 10, 100, 1000)

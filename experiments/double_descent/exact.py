@@ -9,7 +9,6 @@ nothing), in float64.
 
 from __future__ import annotations
 
-import math
 import time
 
 import jax
@@ -17,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from dyntheory import randfeat, spectrum
+from dyntheory.probes import ratio
 from experiments.double_descent.data import make_task
 
 SUMMARY_KEYS = (
@@ -64,10 +64,6 @@ def _make_sweep(ex, kind: str, task: str, counts: list[int]):
     return sweep
 
 
-def _ratio(a: float, b: float) -> float | None:
-    return None if not (math.isfinite(a) and math.isfinite(b)) or b <= 0 else a / b
-
-
 def summarize_sweep(counts: list[int], n: int, per_seed: dict[str, np.ndarray]) -> dict:
     """Curves (mean / median over seeds) and the peak checks for one (task, feature map)."""
     mean = {k: v.mean(axis=0) for k, v in per_seed.items()}
@@ -79,8 +75,8 @@ def summarize_sweep(counts: list[int], n: int, per_seed: dict[str, np.ndarray]) 
     i_peak = int(np.argmax(err))
     i_frac = int(np.argmax(mean["noise_in_channel_fraction"]))
     i_noise = int(np.argmax(mean["noise_test_energy"]))
-    ratio_lo = _ratio(float(err[i_n]), float(err[i_lo]))
-    ratio_hi = _ratio(float(err[i_n]), float(err[i_hi]))
+    ratio_lo = ratio(float(err[i_n]), float(err[i_lo]))
+    ratio_hi = ratio(float(err[i_n]), float(err[i_hi]))
     window = lambda i: 0.8 * n <= counts[i] <= 1.25 * n
     return {
         "N": counts,
@@ -91,10 +87,10 @@ def summarize_sweep(counts: list[int], n: int, per_seed: dict[str, np.ndarray]) 
         "peak_N": counts[i_peak],
         "peak_ratio_vs_quarter_n": ratio_lo,
         "peak_ratio_vs_4n": ratio_hi,
-        "median_peak_ratio_vs_quarter_n": _ratio(
+        "median_peak_ratio_vs_quarter_n": ratio(
             float(median["test_mse"][i_n]), float(median["test_mse"][i_lo])
         ),
-        "median_peak_ratio_vs_4n": _ratio(
+        "median_peak_ratio_vs_4n": ratio(
             float(median["test_mse"][i_n]), float(median["test_mse"][i_hi])
         ),
         "noise_in_channel_fraction_peak_N": counts[i_frac],

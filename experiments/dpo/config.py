@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
+from dyntheory.optim.config import RESUMABLE as OPTIMIZER_KEYS
+from dyntheory.optim.config import OptimizerConfig, check_families
 from experiments.dpo.data import Task, check_task
-from experiments.optimizers import (
-    OPTIMIZERS,
-    check_optimizers,
-    check_sweep_fields,
-)
-from experiments.optimizers import (
-    RESUMABLE as OPTIMIZER_KEYS,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +40,12 @@ class Config:
       sft_steps, sft_batch, sft_lr: supervised fine-tuning (AdamW, no weight decay) of the
         reference on both responses of every train pair, from seed ``seed``.
       beta: DPO's β.
-      optimizers, lrs: every optimizer runs at every lr; the reported lr of each is the one with
-        the best median final *validation* reward accuracy (the test pairs are not used to tune).
-      b1, b2, eps, weight_decay: shared by both optimizers (weight decay 0: DPO's usual AdamW).
-      prm_mask, prm_softness, prm_rho: PRM's own knobs (package defaults).
-      prm_alpha: the gate's α; ``None`` = ``b/(n_train − b)`` (paper Sec. 6, a fixed dataset).
+      optimizers, optim: every optimizer runs at every lr of ``optim.lr`` (``--set lr=...``; one
+        compiled program per optimizer); the reported lr of each is the one with the best median
+        final *validation* reward accuracy (the test pairs are not used to tune). The numbers of
+        :class:`dyntheory.optim.config.OptimizerConfig` are shared by both (weight decay 0:
+        DPO's usual AdamW); ``optim.prm_alpha`` ``None`` = ``b/(n_train − b)`` (paper Sec. 6, a
+        fixed dataset).
       steps, batch_size, seeds: DPO steps, pairs per step, seeds; every DPO seed starts from the
         same reference and differs in its minibatch order (as one fixed pretrained reference in
         the paper).
@@ -68,16 +63,8 @@ class Config:
     sft_lr: float = 1e-3
     # DPO
     beta: float = 0.1
-    optimizers: tuple[str, ...] = OPTIMIZERS
-    lrs: tuple[float, ...] = (1e-5, 3e-5, 1e-4, 3e-4)
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    prm_mask: Literal["snr", "soft", "hard"] = "snr"
-    prm_softness: float = 1.0
-    prm_rho: float = 0.99
-    prm_alpha: float | None = None
+    optimizers: tuple[str, ...] = ("adamw", "prm")
+    optim: OptimizerConfig = OptimizerConfig(lr=(1e-5, 3e-5, 1e-4, 3e-4), weight_decay=0.0)
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=2560,
@@ -91,6 +78,12 @@ class Config:
     # what `dyntheory resume --set` may change besides the engine's schedule keys
     RESUMABLE: ClassVar[tuple[str, ...]] = OPTIMIZER_KEYS
 
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The learning rates of the grid (``optim.lr``, one or a tuple)."""
+        lr = self.optim.lr
+        return lr if isinstance(lr, tuple) else (lr,)
+
     def __post_init__(self):
         check_numbers(self)
         try:
@@ -99,8 +92,10 @@ class Config:
             raise ConfigError(str(e)) from None
         if not self.beta > 0:
             raise ConfigError(f"beta (DPO's β) must be > 0, got {self.beta}.")
-        check_optimizers(self.optimizers)
-        check_sweep_fields(self)
+        try:
+            check_families(self.optimizers, ("adamw", "prm", "grokfast"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.width % self.heads:
             raise ConfigError(f"width {self.width} is not divisible by heads {self.heads}.")
         for name in ("sft_steps", "sft_batch", "width", "depth", "heads"):
@@ -127,7 +122,7 @@ _QUICK = replace(
     heads=2,
     sft_steps=800,
     sft_batch=128,
-    lrs=(3e-6, 1e-5, 3e-5),
+    lr=(3e-6, 1e-5, 3e-5),
     steps=320,
     batch_size=64,
     seeds=3,
@@ -151,7 +146,7 @@ PRESETS: dict[str, Preset] = {
             heads=2,
             sft_steps=16,
             sft_batch=32,
-            lrs=(1e-3,),
+            lr=(1e-3,),
             steps=16,
             batch_size=16,
             seeds=2,

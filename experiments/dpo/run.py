@@ -4,9 +4,10 @@ Run directory (``out_dir``)::
 
     config.json               the resolved config (written here if the caller has not)
     sft/                      the reference's engine run (metrics.jsonl: SFT loss, held-out NLL)
-    <optimizer>_lr<lr>/       one engine run per (optimizer, lr), every seed: metrics.jsonl with
+    <optimizer>_lr<lr>/       one sub-run per (optimizer, lr), every seed: metrics.jsonl with
                               "val/acc", "test_acc", "test/true_acc", "test/drift",
                               "trainset/flip_fit", ..., and PRM's "probe/gate/gate_mean"
+    <arm>+<n>.sweep/          the one program that trained an optimizer's lrs (checkpoints/)
     results.json              per arm and per seed, the selected lr of each optimizer, the
                               comparison with the paper and its verdict
 
@@ -24,12 +25,12 @@ import optax
 from flax import nnx
 
 from dyntheory import probes
-from dyntheory.engine import fit, records, rundir
+from dyntheory.engine import fit, records, rundir, sweep
 from dyntheory.engine.config import to_dict
 from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import Transformer, count_params, functional
 from dyntheory.optim import finite_dataset_alpha
-from experiments import optimizers
+from dyntheory.optim.config import OptimizerConfig
 from experiments.dpo.config import Config
 from experiments.dpo.data import PreferenceData, agreement, make_task
 from experiments.dpo.losses import batched_logprob, make_dpo_loss, make_sft_loss
@@ -54,8 +55,10 @@ def build_model(cfg: Config, key: jax.Array) -> nnx.Module:
     )
 
 
-def arm_name(opt: str, lr: float) -> str:
-    return f"{opt}_lr{lr:g}"
+def arm_name(optim: OptimizerConfig, keys=()) -> str:
+    """The sub-run of one (optimizer, lr): ``prm_lr3e-05`` (then any other swept number)."""
+    rest = optim.label([k for k in keys if k != "lr" and k in optim.numbers])
+    return f"{optim.family}_lr{optim.lr:g}" + (f"_{rest}" if rest else "")
 
 
 def train_reference(cfg: Config, data: PreferenceData, apply_fn, out: Path):
@@ -95,8 +98,8 @@ def with_reference(split: dict, apply_fn, ref, t) -> dict:
 def prm_alpha(cfg: Config) -> float:
     """α of the gate: the config's, else ``b/(n − b)`` (a fixed dataset, paper Sec. 6)."""
     return (
-        cfg.prm_alpha
-        if cfg.prm_alpha is not None
+        cfg.optim.prm_alpha
+        if cfg.optim.prm_alpha is not None
         else finite_dataset_alpha(cfg.train.batch_size, cfg.task.n_train)
     )
 
@@ -186,30 +189,29 @@ def run(cfg: Config, run_dir) -> dict:
     loss = make_dpo_loss(cfg.beta, t.prompt_len, t.pad)
     alpha = prm_alpha(cfg)
 
+    every = cfg.train.eval_every or cfg.train.steps
+    todo = sweep.arms(cfg.optim, cfg.optimizers, name=arm_name, prm_alpha=alpha)
+    done = sweep.run_arms(
+        cfg.train,
+        todo,
+        out=out,
+        config=cfg,
+        probes=lambda o: (
+            [probes.GateStats(probes.Schedule.every(every))] if o.family == "prm" else []
+        ),
+        apply_fn=apply_fn,
+        init_params=lambda key: ref,  # every seed starts at the reference
+        data=train,
+        loss=loss,
+        eval_sets=eval_sets,
+    )
     arms: dict[str, dict[str, dict]] = {}
-    for opt in cfg.optimizers:
-        arms[opt] = {}
-        for lr in cfg.lrs:
-            every = cfg.train.eval_every or cfg.train.steps
-            gate = [probes.GateStats(probes.Schedule.every(every))] if opt == "prm" else []
-            result = fit(
-                cfg.train,
-                apply_fn=apply_fn,
-                init_params=lambda key: ref,  # every seed starts at the reference
-                optimizer=optimizers.make_optimizer(cfg, opt, lr, alpha),
-                data=train,
-                loss=loss,
-                eval_sets=eval_sets,
-                probes=gate,
-                run_dir=subrun_dir(
-                    out / arm_name(opt, lr),
-                    {"optimizer": opt, "lr": lr, "config": to_dict(cfg)},
-                    extendable=("config.train.steps",),
-                ),
-            )
-            arm = summarize_arm(result.history, lr)
-            arm["wall_time_s"] = records.run_seconds(result.history)
-            arms[opt][f"{lr:g}"] = arm
+    for a in todo:
+        arm = summarize_arm(done[a.name].result.history, a.optim.lr)
+        arm["wall_time_s"] = done[a.name].wall_s
+        arm["arms_in_program"] = done[a.name].arms_in_program
+        rest = a.name.removeprefix(f"{a.optim.family}_lr").removeprefix(f"{a.optim.lr:g}")
+        arms.setdefault(a.optim.family, {})[f"{a.optim.lr:g}{rest}"] = arm
 
     best = {
         opt: max(by_lr.values(), key=lambda a: (a["median val_acc"], -a["lr"]))

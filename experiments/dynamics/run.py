@@ -39,7 +39,7 @@ from dyntheory.drift import curves
 from dyntheory.engine import fit, rundir
 from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import MLP, count_params, functional
-from dyntheory.probes import Dissipation, DriftDiffusion, NTKSpectrum, Schedule
+from dyntheory.probes import Dissipation, DriftDiffusion, NTKSpectrum, Schedule, last_value
 from dyntheory.probes.dissipation import PARTS, SUBS
 from experiments.dynamics.config import Config
 from experiments.toy_regression import Config as ToyConfig
@@ -47,9 +47,15 @@ from experiments.toy_regression.run import make_data, sampler
 
 
 def _toy(cfg: Config, noise: float | None = None) -> ToyConfig:
-    fields = ("d_in", "teacher_width", "n_train", "n_test", "noise", "data_seed")
-    toy = {f: getattr(cfg, f) for f in fields}
-    return ToyConfig(**toy | ({} if noise is None else {"noise": noise}))
+    toy = dict(
+        d_in=cfg.d_in,
+        teacher_width=cfg.teacher_width,
+        n_train=cfg.n_train,
+        n_test=cfg.n_test,
+        noise=cfg.noise if noise is None else noise,
+        data_seed=cfg.data_seed,
+    )
+    return ToyConfig(**toy)
 
 
 def data(cfg: Config) -> tuple[dict, dict]:
@@ -66,12 +72,6 @@ def model(cfg: Config):
     return apply_fn, (lambda key: functional(build(key))[1]), count_params(params0)
 
 
-def _last(history: dict, key: str) -> float | None:
-    v = np.asarray(history[key], float).reshape(len(history["step"]), -1)[:, 0]
-    v = v[np.isfinite(v)]
-    return float(v[-1]) if v.size else None
-
-
 def summarize_gd(history: dict, n_test: int) -> dict:
     """Headline numbers of the GD run (seed 0)."""
     pre = "probe/dissipation/"
@@ -79,21 +79,23 @@ def summarize_gd(history: dict, n_test: int) -> dict:
     best = int(np.nanargmin(test))
     ntk_drift = np.asarray(history["probe/ntk/drift"], float).reshape(len(history["step"]), -1)
     cells = {
-        kind: {f"{p}_{s}": _last(history, f"{pre}{kind}_{p}_{s}") for p in PARTS for s in SUBS}
+        kind: {
+            f"{p}_{s}": last_value(history, f"{pre}{kind}_{p}_{s}", 0) for p in PARTS for s in SUBS
+        }
         for kind in ("train", "dissipated", "test")
     }
     noise = cells["train"]["noise_channel"] + cells["train"]["noise_reservoir"]
     return {
-        "final_train_loss": _last(history, "train/loss"),
-        "final_test_loss": _last(history, "test/loss"),
+        "final_train_loss": last_value(history, "train/loss", 0),
+        "final_test_loss": last_value(history, "test/loss", 0),
         "best_test_loss": float(test[best]),
         "best_test_step": int(history["step"][best]),
         "ntk_drift_peak": float(np.nanmax(ntk_drift[:, 0])),
-        "ntk_drift_final": _last(history, "probe/ntk/drift"),
-        "coupling_corr": _last(history, f"{pre}coupling_corr"),
-        "coupling_rel_err": _last(history, f"{pre}coupling_rel_err"),
-        "invisibility": _last(history, f"{pre}invisibility"),
-        "channel_dim": _last(history, f"{pre}channel_dim"),
+        "ntk_drift_final": last_value(history, "probe/ntk/drift", 0),
+        "coupling_corr": last_value(history, f"{pre}coupling_corr", 0),
+        "coupling_rel_err": last_value(history, f"{pre}coupling_rel_err", 0),
+        "invisibility": last_value(history, f"{pre}invisibility", 0),
+        "channel_dim": last_value(history, f"{pre}channel_dim", 0),
         "noise_channel_fraction": cells["train"]["noise_channel"] / noise if noise > 0 else None,
         "n_test_probe": n_test,
         "four_cell": cells,

@@ -10,12 +10,13 @@ from dyntheory.engine.config import (
     Preset,
     TrainConfig,
     check_numbers,
-    check_range,
     replace,
 )
+from dyntheory.optim.config import RESUMABLE as OPTIMIZER_KEYS
+from dyntheory.optim.config import OptimizerConfig, check_families
 from experiments.grokking.data import OPS, check_task
-from experiments.optimizers import OPTIMIZERS, check_optimizers
-from experiments.optimizers import RESUMABLE as OPTIMIZER_KEYS
+
+CHOICES = ("adamw", "prm", "grokfast")  # grokfast: the positive control (Lee et al. 2024)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,26 +65,18 @@ class Config:
         readout bias) or ``"grokfast"``, the decoder of Grokfast's reference code (``main.py``):
         embeddings N(0, 1) (``torch.nn.Embedding``'s init), blocks whose residual carries the
         normalized stream (``Transformer(residual="normed")``), a bias-free head.
-      optimizers: which of ``adamw``, ``prm`` to run (each on every seed).
-      lr, b1, b2, eps, weight_decay: shared by both optimizers (Power et al.'s AdamW).
-      warmup_steps: linear learning-rate warm-up from 0 over this many updates, for every
-        optimizer (``optax.linear_schedule``; Grokfast's reference code warms up over 10); 0 =
-        constant ``lr``. The probes' preconditioners assume the constant ``lr``, so a warm-up
-        longer than ``dissipation_start`` or with ``poprisk`` is rejected.
-      prm_mask, prm_softness, prm_rho: PRM's own knobs (Algorithm 1; defaults the package's).
-      grokfast_alpha, grokfast_lamb: Grokfast-EMA's EMA rate and amplification (Lee et al. 2024,
-        arXiv:2405.20233), for ``optimizers=...,grokfast`` (the positive control).
-      grokfast_weight_decay: the weight decay of Grokfast's inner AdamW only; ``None`` (default) =
-        ``weight_decay``. Grokfast's paper compares Adam without weight decay (the baseline:
-        ``weight_decay=0``) with Grokfast-EMA at wd 0.005, which this field expresses.
-      grokfast_weight_decay_mode: ``"decoupled"`` (AdamW's decay, default) or ``"l2"``: the decay
-        added to the filtered gradient before Adam, as ``torch.optim.Adam(weight_decay=...)``
-        does in Grokfast's reference code (``main.py``: the filter, then ``Adam.step``).
-      prm_gate_weight_decay: gate PRM's weight decay too (``prm(gate_weight_decay=True)``; ours,
-        not Algorithm 1, which leaves the decoupled decay ungated: the default ``False``).
-      prm_alpha: the gate's noise multiplier α; ``None`` = ``b/(n − b)``, the paper's value for
-        minibatches of ``b`` from a fixed set of ``n`` (full batch has no sampling noise, so it
-        then needs an explicit α).
+      optimizers: which of ``adamw``, ``prm``, ``grokfast`` to run (each on every seed).
+      optim: the optimizers' numbers and knobs (:class:`dyntheory.optim.config.OptimizerConfig`;
+        ``--set lr=...`` reaches ``optim.lr``): Power et al.'s AdamW (lr 1e-3, betas 0.9/0.98,
+        weight decay 1) shared by every optimizer; PRM's ``prm_mask, prm_softness, prm_rho,
+        prm_alpha`` (``None`` = ``b/(n − b)``, the paper's value for minibatches of ``b`` from a
+        fixed set of ``n``; a full batch needs an explicit α), ``prm_gate_weight_decay``;
+        Grokfast's ``grokfast_alpha, grokfast_lamb, grokfast_weight_decay`` (``None`` =
+        ``weight_decay``) and ``grokfast_weight_decay_mode`` (``l2``: ``torch.optim.Adam``'s
+        decay after the filter, as Grokfast's reference code ``main.py``); ``warmup_steps``, a
+        linear lr warm-up from 0 (W_S must start after it: ``dissipation_start``). A tuple of
+        values (``--set lr=1e-3,3e-3`` or ``--grid prm_alpha=0.1,1``) is a grid: every cell
+        trains in one compiled program and lands in its own sub-run (``prm_lr0.001``, ...).
       train_target, test_target: the accuracies whose first crossing ``results.json`` reports.
       probes_per_decade: the (costly) NTK / W_S probes run at step 0, at log-spaced steps
         (``Schedule.log``: 1, 10, 100, ... for 1 per decade; 1, 3, 10, 32, ... for 2) and at the
@@ -121,22 +114,8 @@ class Config:
     depth: int = 2
     heads: int = 4
     # optimizers
-    optimizers: tuple[str, ...] = OPTIMIZERS
-    lr: float = 1e-3
-    b1: float = 0.9
-    b2: float = 0.98
-    eps: float = 1e-8
-    weight_decay: float = 1.0
-    warmup_steps: int = 0
-    prm_mask: Literal["snr", "soft", "hard"] = "snr"
-    prm_softness: float = 1.0
-    prm_rho: float = 0.99
-    prm_alpha: float | None = None
-    grokfast_alpha: float = 0.98
-    grokfast_lamb: float = 2.0
-    grokfast_weight_decay: float | None = None
-    grokfast_weight_decay_mode: Literal["decoupled", "l2"] = "decoupled"
-    prm_gate_weight_decay: bool = False
+    optimizers: tuple[str, ...] = ("adamw", "prm")
+    optim: OptimizerConfig = OptimizerConfig(lr=1e-3, b2=0.98, weight_decay=1.0)
     # what is measured
     train_target: float = 0.99
     test_target: float = 0.95
@@ -160,15 +139,7 @@ class Config:
 
     # what `dyntheory resume --set` may change (besides the engine's schedule keys): the
     # optimizers' hyperparameters (resume the last good checkpoint with a smaller lr) and targets
-    RESUMABLE: ClassVar[tuple[str, ...]] = (
-        "lr",
-        *OPTIMIZER_KEYS,
-        "grokfast_alpha",
-        "grokfast_lamb",
-        "grokfast_weight_decay",
-        "train_target",
-        "test_target",
-    )
+    RESUMABLE: ClassVar[tuple[str, ...]] = (*OPTIMIZER_KEYS, "train_target", "test_target")
 
     def __post_init__(self):
         check_numbers(self)
@@ -176,7 +147,10 @@ class Config:
             check_task(self.p, self.op, self.train_fraction)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        check_optimizers(self.optimizers)
+        try:
+            check_families(self.optimizers, CHOICES)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if self.width % self.heads and self.model == "transformer":
             raise ConfigError(f"width {self.width} is not divisible by heads {self.heads}.")
         for name in ("train_target", "test_target"):
@@ -190,23 +164,17 @@ class Config:
                 "poprisk=true compares the probe's predicted change with the test loss's change "
                 f"step by step: set eval_every=1 (got {self.train.eval_every})."
             )
-        if self.warmup_steps < 0:
-            raise ConfigError(f"warmup_steps must be >= 0, got {self.warmup_steps}.")
-        if self.warmup_steps and (
-            self.poprisk or (self.probes_per_decade and self.warmup_steps > self.dissipation_start)
+        warmup = self.optim.warmup_steps
+        if warmup and (
+            self.poprisk or (self.probes_per_decade and warmup > self.dissipation_start)
         ):
             raise ConfigError(
-                f"warmup_steps={self.warmup_steps}: the probes' preconditioners assume the "
-                "constant lr; turn the probes off (probes_per_decade=0, poprisk=false) or start "
-                f"W_S after the warm-up (dissipation_start >= {self.warmup_steps})."
+                f"warmup_steps={warmup}: the probes' model of the step (its decay lr · λ_wd) "
+                "assumes the constant lr; turn the probes off (probes_per_decade=0, "
+                f"poprisk=false) or start W_S after the warm-up (dissipation_start >= {warmup})."
             )
         if self.probes_per_decade < 0:
             raise ConfigError(f"probes_per_decade must be >= 0, got {self.probes_per_decade}.")
-        check_range(self, ("lr", "eps", "prm_softness"), 0.0, low_open=True)
-        check_range(
-            self, ("weight_decay", "prm_alpha", "grokfast_lamb", "grokfast_weight_decay"), 0.0
-        )
-        check_range(self, ("b1", "b2", "prm_rho", "grokfast_alpha"), 0.0, 1.0, high_open=True)
 
     @property
     def op_symbol(self) -> str:
@@ -238,12 +206,16 @@ _GROKFAST = replace(
     op="mul",
     b_nonzero=True,
     train_fraction=0.5,
-    warmup_steps=10,
     optimizers=("adamw", "grokfast"),
-    weight_decay=0.0,
-    grokfast_alpha=0.98,
-    grokfast_lamb=2.0,
-    grokfast_weight_decay=0.005,
+    optim=OptimizerConfig(
+        lr=1e-3,
+        b2=0.98,
+        weight_decay=0.0,
+        warmup_steps=10,
+        grokfast_alpha=0.98,
+        grokfast_lamb=2.0,
+        grokfast_weight_decay=0.005,
+    ),
     batch_size=512,
     seeds=3,
     eval_every=50,
@@ -302,7 +274,7 @@ PRESETS: dict[str, Preset] = {
             _GROKFAST,
             model="transformer",
             transformer_style="grokfast",
-            grokfast_weight_decay_mode="l2",
+            optim__grokfast_weight_decay_mode="l2",
             steps=50_000,
             checkpoint_every=2000,
         ),

@@ -23,13 +23,12 @@ import optax
 from flax import nnx
 
 from dyntheory import probes
-from dyntheory.engine import fit, records, rundir, sharding
+from dyntheory.engine import rundir, sharding, sweep
 from dyntheory.engine.config import to_dict
-from dyntheory.engine.rundir import subrun_dir
 from dyntheory.models import EmbedMLP, Transformer, count_params, functional
 from dyntheory.optim import finite_dataset_alpha
-from dyntheory.optim import state as optim_state
-from experiments import optimizers
+from dyntheory.optim.config import OptimizerConfig
+from dyntheory.probes import ratio
 from experiments.grokking.config import Config
 from experiments.grokking.data import ModularData, make_data
 
@@ -62,10 +61,11 @@ def build_model(cfg: Config, data: ModularData, key: jax.Array) -> nnx.Module:
     )
 
 
-def prm_alpha(cfg: Config, n_train: int) -> float:
-    """α of the gate: the config's, else ``b/(n − b)`` (finite dataset, paper Sec. 6)."""
-    if cfg.prm_alpha is not None:
-        return cfg.prm_alpha
+def prm_alpha(cfg: Config, n_train: int):
+    """α of the gate: the config's (a number, or a grid of them), else ``b/(n − b)`` (finite
+    dataset, paper Sec. 6)."""
+    if cfg.optim.prm_alpha is not None:
+        return cfg.optim.prm_alpha
     if cfg.train.batch_size is None or cfg.train.batch_size >= n_train:
         raise ValueError(
             f"PRM's α = b/(n − b) is undefined for batch_size={cfg.train.batch_size} with n_train="
@@ -76,22 +76,32 @@ def prm_alpha(cfg: Config, n_train: int) -> float:
     return finite_dataset_alpha(cfg.train.batch_size, n_train)
 
 
+def arms(cfg: Config, n_train: int, families=None) -> list[sweep.Arm]:
+    """Every optimizer of ``cfg`` (or ``families``) at every cell of its grid; sub-runs
+    ``adamw``, ``prm`` (``prm_lr0.001_prm_alpha0.1``, ... with a grid)."""
+    families = cfg.optimizers if families is None else families
+    alpha = prm_alpha(cfg, n_train) if "prm" in families else None
+    alpha = None if isinstance(alpha, tuple) else alpha  # a grid of α: the config's own
+    return sweep.arms(cfg.optim, families, prm_alpha=alpha)
+
+
 def make_optimizer(cfg: Config, name: str, n_train: int) -> optax.GradientTransformation:
-    alpha = prm_alpha(cfg, n_train) if name == "prm" else None
-    lr = optax.linear_schedule(0.0, cfg.lr, cfg.warmup_steps) if cfg.warmup_steps else cfg.lr
-    return optimizers.make_optimizer(cfg, name, lr, alpha)
+    """Optimizer ``name`` of a config without a grid."""
+    (arm,) = arms(cfg, n_train, (name,))
+    return arm.optim.build()
 
 
-def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
+def make_probes(cfg: Config, optim: OptimizerConfig, n_train: int) -> list[probes.Probe]:
     out: list[probes.Probe] = []
-    if name == "prm":
+    if optim.family == "prm":
         out.append(probes.GateStats(probes.Schedule.every(cfg.train.eval_every)))
     if cfg.norms:
         out.append(probes.Norms(probes.Schedule.every(cfg.train.eval_every)))
-    alpha = prm_alpha(cfg, n_train) if name == "prm" else None
-    precond = optimizers.preconditioner(cfg, name, cfg.lr, alpha)
+    step = optim.step_model()  # the step as the probes model it, numbers read from the state
     if cfg.poprisk:  # the LOO estimate for the step −p ⊙ μ, every step (THEORY §6)
-        out.append(probes.PopulationRisk(probes.Schedule.every(1), preconditioner=precond))
+        out.append(
+            probes.PopulationRisk(probes.Schedule.every(1), preconditioner=step["preconditioner"])
+        )
     if cfg.probes_per_decade:
         # independent of cfg.train.steps: an extended run probes where a longer one would
         sched = probes.Schedule.log(cfg.probes_per_decade, final=True)
@@ -101,11 +111,12 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
             probes.NTKSpectrum(sched, top_k=8 if whole else 32, **(spectrum_kw if whole else {}))
         )
         # The preconditioned kernel J diag(p) Jᵀ has no structured form; NTK-vector products cost
-        # O(n p · forward) where the Jacobian contraction costs O((n p)² P).
+        # O(n p · forward) where the Jacobian contraction costs O((n p)² P). The augmented
+        # identity (momentum, decoupled decay) sits next to the momentum-free one (THEORY §10).
         out.append(
             probes.Dissipation(
                 sched,
-                preconditioner=precond,
+                **step,
                 loss="softmax_ce",
                 query=False,
                 implementation="ntvp",
@@ -113,11 +124,6 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
                 rank=cfg.dissipation_rank,
                 lanczos_vectors=cfg.dissipation_vectors,
                 start=cfg.dissipation_start,
-                # the augmented identity next to the momentum-free one (THEORY §10)
-                momentum=cfg.b1,
-                first_moment=optim_state.first_moment,
-                # the probes do not model an L2 decay inside Adam (Grokfast's l2 mode)
-                decay=cfg.lr * optimizers.decoupled_weight_decay(cfg, name),
             )
         )
     return out
@@ -212,15 +218,13 @@ def dissipation_summary(cfg: Config, history: dict, n_train: int) -> dict:
     }
 
 
-def gate_per_tensor(cfg: Config, opt_state, n_train: int) -> dict[str, list[float]]:
+def gate_per_tensor(cfg: Config, optim: OptimizerConfig, opt_state) -> dict[str, list[float]]:
     """PRM's gate at the final state, averaged over each parameter tensor: which parts it shuts.
 
-    :func:`dyntheory.optim.state.prm_gate` per seed; returns ``{"<layer path>": [mean q per
-    seed]}`` (fraction of the update Adam would make).
+    :meth:`dyntheory.optim.config.OptimizerConfig.gate` per seed; returns ``{"<layer path>":
+    [mean q per seed]}`` (fraction of the update Adam would make).
     """
-    knobs = optimizers.prm_gate_kwargs(cfg, prm_alpha(cfg, n_train))
-    gate_fn = lambda st: optim_state.prm_gate(st, **knobs)
-    q = jax.vmap(gate_fn)(opt_state) if cfg.train.seeds > 1 else gate_fn(opt_state)
+    q = jax.vmap(optim.gate)(opt_state) if cfg.train.seeds > 1 else optim.gate(opt_state)
     out = {}
     for path, leaf in jax.tree.flatten_with_path(q)[0]:
         leaf = np.asarray(leaf, np.float64).reshape(max(cfg.train.seeds, 1), -1)
@@ -228,17 +232,14 @@ def gate_per_tensor(cfg: Config, opt_state, n_train: int) -> dict[str, list[floa
     return out
 
 
-def _ratio(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None or b == 0 else a / b
-
-
 def run(cfg: Config, run_dir) -> dict:
     """Train every optimizer of ``cfg`` on every seed; write ``results.json``.
 
     ``run_dir`` is the run directory (a :class:`dyntheory.engine.rundir.RunDir` or a path); each
-    optimizer
-    trains in its own engine run directory under it and resumes from its checkpoints when the
-    config is unchanged (``dyntheory resume``). Returns the results (also written).
+    optimizer (each cell of a grid) lands in its own sub-run under it
+    (:func:`dyntheory.engine.sweep.run_arms`: the cells of a grid train in one program) and
+    resumes from its checkpoints while the config is unchanged (``dyntheory resume``). Returns
+    the results (also written).
     """
     out = Path(run_dir)
     main = sharding.is_main_process()  # only process 0 writes files in a multi-process run
@@ -254,35 +255,36 @@ def run(cfg: Config, run_dir) -> dict:
     train = {"x": data.x_train, "y": data.y_train}
     eval_sets = {"test": {"x": data.x_test, "y": data.y_test}, "trainset": train}
 
-    per_opt, wall = {}, {}
-    for name in cfg.optimizers:
-        result = fit(
-            cfg.train,
-            apply_fn=apply_fn,
-            init_params=init_params,
-            optimizer=make_optimizer(cfg, name, n_train),
-            data=train,
-            loss="softmax_ce",
-            eval_sets=eval_sets,
-            probes=make_probes(cfg, name, n_train),
-            # probe_set="train": the probes see the whole training set (the run's own W_S)
-            probe_data={"train": train} if cfg.probe_set == "train" else None,
-            run_dir=subrun_dir(
-                out / name,
-                {"optimizer": name},
-                config=cfg,
-            ),
-        )
-        wall[name] = records.run_seconds(result.history)  # every process that ran it
-        per_opt[name] = summarize(cfg, result.history, n_train) | {"wall_time_s": wall[name]}
-        if name == "prm":
-            per_opt[name]["gate_mean_per_tensor_final"] = gate_per_tensor(
-                cfg, result.state.opt_state, n_train
+    todo = arms(cfg, n_train)
+    done = sweep.run_arms(
+        cfg.train,
+        todo,
+        out=out,
+        config=cfg,
+        probes=lambda optim: make_probes(cfg, optim, n_train),
+        apply_fn=apply_fn,
+        init_params=init_params,
+        data=train,
+        loss="softmax_ce",
+        eval_sets=eval_sets,
+        # probe_set="train": the probes see the whole training set (the run's own W_S)
+        probe_data={"train": train} if cfg.probe_set == "train" else None,
+    )
+    per_opt = {}
+    for arm in todo:
+        res = done[arm.name]
+        per_opt[arm.name] = summarize(cfg, res.result.history, n_train) | {
+            "wall_time_s": res.wall_s,
+            "arms_in_program": res.arms_in_program,
+        }
+        if arm.optim.family == "prm":
+            per_opt[arm.name]["gate_mean_per_tensor_final"] = gate_per_tensor(
+                cfg, arm.optim, res.result.state.opt_state
             )
 
     te = {o: r["steps_to_test_target"] for o, r in per_opt.items()}
     both = "adamw" in te and "prm" in te
-    ratio = _ratio(te["adamw"]["median"], te["prm"]["median"]) if both else None
+    r_ap = ratio(te["adamw"]["median"], te["prm"]["median"]) if both else None
     results = {
         "experiment": "grokking",
         "task": {
@@ -301,20 +303,19 @@ def run(cfg: Config, run_dir) -> dict:
         "prm_alpha": alpha,
         "optimizers": per_opt,
         # steps to the test target, AdamW / PRM: > 1 means PRM generalizes in fewer steps
-        "ratio_adamw_over_prm": ratio,
+        "ratio_adamw_over_prm": r_ap,
         "ratio_adamw_over_prm_per_seed": [
-            _ratio(a, b)
-            for a, b in zip(te["adamw"]["per_seed"], te["prm"]["per_seed"], strict=True)
+            ratio(a, b) for a, b in zip(te["adamw"]["per_seed"], te["prm"]["per_seed"], strict=True)
         ]
         if both
         else None,
-        "prm_at_least_2x_fewer_steps": None if ratio is None else bool(ratio >= 2.0),
+        "prm_at_least_2x_fewer_steps": None if r_ap is None else bool(r_ap >= 2.0),
         # the positive control: > 1 means Grokfast generalizes in fewer steps than AdamW
-        "ratio_adamw_over_grokfast": _ratio(te["adamw"]["median"], te["grokfast"]["median"])
+        "ratio_adamw_over_grokfast": ratio(te["adamw"]["median"], te["grokfast"]["median"])
         if "adamw" in te and "grokfast" in te
         else None,
-        # the engine's clocks of every sub-run, summed over every process that ran it
-        "wall_time_s": sum(wall.values()),
+        # the engine's clocks of every program, summed over every process that ran it
+        "wall_time_s": sweep.total_seconds(done),
     }
     if main:
         rundir.write_json(out / rundir.RESULTS, results)

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
+from dyntheory.optim.config import RESUMABLE as OPTIMIZER_KEYS
+from dyntheory.optim.config import OptimizerConfig, check_families
 from experiments.inr.signals import SIGNALS
-from experiments.optimizers import (
-    OPTIMIZERS,
-    check_optimizers,
-    check_sweep_fields,
-)
-from experiments.optimizers import (
-    RESUMABLE as OPTIMIZER_KEYS,
-)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,9 +58,10 @@ class Config:
         for images.
       batch_fraction: minibatch size as a fraction of the training samples (epoch sampling);
         PRM's α = b/(n − b) (THEORY §6, a fixed dataset) unless ``prm_alpha`` is set.
-      optimizers, lrs: every optimizer is run at every lr of the grid.
-      b1, b2, eps, weight_decay: shared by both optimizers (weight decay 0.01, PRM's default).
-      prm_mask, prm_softness, prm_rho, prm_alpha: PRM's own knobs (package defaults).
+      optimizers, optim: every optimizer is run at every lr of the grid ``optim.lr``
+        (``--set lr=...``), the lrs of one optimizer in one compiled program; the numbers of
+        :class:`dyntheory.optim.config.OptimizerConfig` are shared by both (weight decay 0.01,
+        PRM's default; PRM's knobs the package defaults).
     """
 
     signals: tuple[str, ...] = ("sines1d", "blobs2d")
@@ -82,16 +77,8 @@ class Config:
     depth: int = 3
     activation: str = "relu"
     batch_fraction: float = 0.25
-    optimizers: tuple[str, ...] = OPTIMIZERS
-    lrs: tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    prm_mask: Literal["snr", "soft", "hard"] = "snr"
-    prm_softness: float = 1.0
-    prm_rho: float = 0.99
-    prm_alpha: float | None = None
+    optimizers: tuple[str, ...] = ("adamw", "prm")
+    optim: OptimizerConfig = OptimizerConfig(lr=(3e-4, 1e-3, 3e-3), weight_decay=0.01)
     stopping: bool = False
     ws_every: int = 10
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
@@ -105,6 +92,12 @@ class Config:
 
     # what `dyntheory resume --set` may change besides the engine's schedule keys
     RESUMABLE: ClassVar[tuple[str, ...]] = OPTIMIZER_KEYS
+
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The learning rates of the grid (``optim.lr``, one or a tuple)."""
+        lr = self.optim.lr
+        return lr if isinstance(lr, tuple) else (lr,)
 
     def __post_init__(self):
         check_numbers(self)
@@ -121,7 +114,7 @@ class Config:
         for name, side in (("side1d", self.side1d), ("side2d", self.side2d)):
             if side // self.stride < 2:
                 raise ConfigError(f"{name}={side} with stride={self.stride} leaves < 2 samples.")
-        for name in ("sigma", "scale1d", "scale2d", "weight_decay", "prm_softness", "eps"):
+        for name in ("sigma", "scale1d", "scale2d"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}.")
@@ -136,13 +129,15 @@ class Config:
             raise ConfigError(
                 "batch_size is derived per signal from batch_fraction; leave it unset (none)."
             )
-        check_optimizers(self.optimizers)
-        check_sweep_fields(self)
+        try:
+            check_families(self.optimizers, ("adamw", "prm", "grokfast"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
 
 _QUICK = replace(Config(), steps=2000, seeds=2)
 STOPPING = dict(
-    signals=("sines1d",), stopping=True, lrs=(1e-3,), ws_every=25, eval_every=1, log_every=1
+    signals=("sines1d",), stopping=True, lr=(1e-3,), ws_every=25, eval_every=1, log_every=1
 )
 
 PRESETS: dict[str, Preset] = {
@@ -156,7 +151,7 @@ PRESETS: dict[str, Preset] = {
             depth=1,
             steps=40,
             seeds=2,
-            lrs=(1e-3,),
+            lr=(1e-3,),
             eval_every=10,
             log_every=10,
             fuse=20,
@@ -182,7 +177,7 @@ PRESETS: dict[str, Preset] = {
             signals=("sines1d", "hopper2d"),
             side2d=128,
             scale2d=8.0,
-            lrs=(1e-4, 3e-4, 1e-3, 3e-3),
+            lr=(1e-4, 3e-4, 1e-3, 3e-3),
             steps=10_000,
             seeds=3,
         ),

@@ -3,9 +3,10 @@
 Run directory::
 
     config.json, results.json, inr.png / inr.pdf
-    <signal>/<optimizer>_lr<lr>/    one engine run per (signal, optimizer, lr), all seeds (vmap):
+    <signal>/<optimizer>_lr<lr>/    one sub-run per (signal, optimizer, lr), all seeds:
                                     metrics.jsonl (grid/psnr, grid/noise_coef, ... every
-                                    eval_every steps), probes.npz, checkpoints/
+                                    eval_every steps), probes.npz
+    <signal>/<first arm>+<n>.sweep/ the one program that trained an optimizer's lrs
 
 ``results.json`` (schema checked by ``tests/test_exp_inr.py``)::
 
@@ -30,7 +31,7 @@ highest median best-over-training PSNR (what an oracle early stop would get).
 from __future__ import annotations
 
 import dataclasses
-import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -38,11 +39,11 @@ import numpy as np
 from flax import nnx
 
 from dyntheory import probes
-from dyntheory.engine import fit, rundir
+from dyntheory.engine import sweep
 from dyntheory.models import MLP, functional
 from dyntheory.optim import finite_dataset_alpha
+from dyntheory.optim.config import OptimizerConfig
 from dyntheory.probes import last_finite, seed_columns
-from experiments import optimizers
 from experiments.inr import signals
 from experiments.inr.config import Config
 
@@ -52,10 +53,6 @@ SUMMARY = (
     "median_final_noise_coef",
     "median_final_noise_fit",
 )
-
-
-def arm_name(opt: str, lr: float) -> str:
-    return f"{opt}_lr{lr:.0e}"
 
 
 def make_data(cfg: Config, name: str) -> dict:
@@ -125,15 +122,11 @@ def make_model(cfg: Config):
     return apply_fn, lambda key: functional(build(key))[1]
 
 
-def make_optimizer(cfg: Config, opt: str, lr: float, alpha: float):
-    return optimizers.make_optimizer(cfg, opt, lr, alpha)
-
-
-def arm_probes(cfg: Config, opt: str, lr: float, alpha: float) -> list[probes.Probe]:
+def arm_probes(cfg: Config, optim: OptimizerConfig) -> list[probes.Probe]:
     """PRM's gate statistics; with ``stopping``, the stopping rules' probes (every arm)."""
-    out = [probes.GateStats(probes.Schedule.every(100))] if opt == "prm" else []
+    out = [probes.GateStats(probes.Schedule.every(100))] if optim.family == "prm" else []
     if cfg.stopping:
-        out += optimizers.stopping_probes(cfg, opt, lr, alpha, every=cfg.ws_every)
+        out += probes.stopping_probes(optim.step_model(), every=cfg.ws_every)
     return out
 
 
@@ -171,51 +164,58 @@ def summarize_arm(history: dict, eval_every: int = 10) -> dict:
 def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
     """Fit every signal with every (optimizer, lr) on the same noise and seeds into ``run_dir``.
 
-    Each arm is one :func:`dyntheory.engine.fit` into ``run_dir/<signal>/<optimizer>_lr<lr>/`` (an
-    interrupted sweep resumes arm by arm); returns the results (also written to results.json,
-    the figure is drawn from it by ``paper_figures``).
+    The lrs of one optimizer train in one compiled program (:func:`dyntheory.engine.sweep.
+    run_arms`; with ``stopping`` the probes' decay ``lr · λ_wd`` differs per lr, so each lr is
+    its own program), each in its sub-run ``run_dir/<signal>/<optimizer>_lr<lr>/``; an
+    interrupted sweep resumes from its checkpoints. Returns the results (also written to
+    results.json, the figure is drawn from it by ``paper_figures``).
     """
-    t_start = time.perf_counter()
-    out = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
+    wall = 0.0
     apply_fn, init_params = make_model(cfg)
     results: dict = {"experiment": "inr", "signals": {}}
     for name in cfg.signals:
         d = make_data(cfg, name)
         alpha = (
             finite_dataset_alpha(d["batch_size"], d["n_train"])
-            if cfg.prm_alpha is None
-            else cfg.prm_alpha
+            if cfg.optim.prm_alpha is None
+            else cfg.optim.prm_alpha
         )
         tcfg = dataclasses.replace(cfg.train, batch_size=d["batch_size"], sampling="epoch")
         if cfg.stopping:  # the W_S probe's set is the whole training set
             tcfg = dataclasses.replace(tcfg, probe_size=d["n_train"])
-        loss_fn = make_loss(d["data_range"])
+        todo = sweep.arms(cfg.optim, cfg.optimizers, name=sweep.lr_arm_name, prm_alpha=alpha)
+        done = sweep.run_arms(
+            tcfg,
+            todo,
+            out=Path(run_dir) / name,
+            config=cfg,
+            probes=lambda optim: arm_probes(cfg, optim),
+            progress=progress,
+            apply_fn=apply_fn,
+            init_params=init_params,
+            data=d["train"],
+            loss=make_loss(d["data_range"]),
+            eval_sets={"grid": d["grid"]},
+        )
+        wall += sweep.total_seconds(done)
         arms: dict = {}
         curves: dict = {}
-        for opt in cfg.optimizers:
-            arms[opt] = {}
-            for lr in cfg.lrs:
-                t0 = time.perf_counter()
-                res = fit(
-                    tcfg,
-                    apply_fn=apply_fn,
-                    init_params=init_params,
-                    optimizer=make_optimizer(cfg, opt, lr, alpha),
-                    data=d["train"],
-                    loss=loss_fn,
-                    eval_sets={"grid": d["grid"]},
-                    probes=arm_probes(cfg, opt, lr, alpha),
-                    run_dir=out.file(name) / arm_name(opt, lr),
-                    progress=progress,
-                )
-                arm = summarize_arm(res.history, cfg.train.eval_every)
-                steps, psnr_curve, coef_curve = arm.pop("_curves")
-                curves.setdefault("step", steps.tolist())
-                curves[f"{arm_name(opt, lr)}/psnr"] = psnr_curve.tolist()
-                curves[f"{arm_name(opt, lr)}/noise_coef"] = coef_curve.tolist()
-                if opt == "prm":
-                    arm["final_gate_mean"] = last_finite(res.history, "probe/gate/gate_mean")
-                arms[opt][f"{lr:g}"] = {"lr": lr, **arm, "wall_s": time.perf_counter() - t0}
+        for a in todo:
+            res, opt = done[a.name].result, a.optim.family
+            arm = summarize_arm(res.history, cfg.train.eval_every)
+            steps, psnr_curve, coef_curve = arm.pop("_curves")
+            curves.setdefault("step", steps.tolist())
+            curves[f"{a.name}/psnr"] = psnr_curve.tolist()
+            curves[f"{a.name}/noise_coef"] = coef_curve.tolist()
+            if opt == "prm":
+                arm["final_gate_mean"] = last_finite(res.history, "probe/gate/gate_mean")
+            rest = a.name.removeprefix(f"{opt}_lr").removeprefix(f"{a.optim.lr:.0e}")
+            arms.setdefault(opt, {})[f"{a.optim.lr:g}{rest}"] = {
+                "lr": a.optim.lr,
+                **arm,
+                "wall_s": done[a.name].wall_s,
+                "arms_in_program": done[a.name].arms_in_program,
+            }
         best, peak = {}, {}
         for opt, by_lr in arms.items():
             top = max(by_lr.values(), key=lambda a: (a["median_final_psnr"], a["median_best_psnr"]))
@@ -237,5 +237,5 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
             "peak": peak,
             "curves": curves,
         }
-    results["wall_s"] = time.perf_counter() - t_start
+    results["wall_s"] = wall  # the engine's clocks, summed over every process that ran them
     return results

@@ -7,14 +7,8 @@ import math
 from typing import ClassVar, Literal
 
 from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
-from experiments.optimizers import (
-    OPTIMIZERS,
-    check_optimizers,
-    check_sweep_fields,
-)
-from experiments.optimizers import (
-    RESUMABLE as OPTIMIZER_KEYS,
-)
+from dyntheory.optim.config import RESUMABLE as OPTIMIZER_KEYS
+from dyntheory.optim.config import OptimizerConfig, check_families
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +44,14 @@ class Config:
         ``(cos x, sin x, 2t/t_max − 1)``, exactly periodic, so the boundary term is identically 0.
       width, depth, activation: the MLP ``depth`` hidden layers of ``width`` (LeCun-normal init).
       optimizers: which of ``adamw``, ``prm`` to run.
-      lrs: the learning-rate grid; every optimizer is run at every lr (AdamW's sweep is the
-        paper's "best-tuned AdamW"; PRM is run on the same grid so the comparison is symmetric).
-      b1, b2, eps, weight_decay: shared by both optimizers (weight decay 0.01, the PRM package's
-        default, for both).
-      prm_mask, prm_softness, prm_rho: PRM's own knobs (package defaults).
-      prm_alpha: the gate's α; ``None`` = 1 with fresh collocation points (THEORY §6: fresh
-        batches). A fixed collocation set (``resample=false``) is full-batch: no sampling noise, so
-        α must then be given explicitly.
+      optim: the optimizers' numbers (:class:`dyntheory.optim.config.OptimizerConfig`, shared by
+        both; weight decay 0.01, the PRM package's default). ``optim.lr`` (``--set lr=...``) is
+        the learning-rate grid; every optimizer is run at every lr (AdamW's sweep is the paper's
+        "best-tuned AdamW"; PRM is run on the same grid so the comparison is symmetric), every lr
+        of one optimizer in one compiled program. ``optim.prm_alpha``: the gate's α; ``None`` = 1
+        with fresh collocation points (THEORY §6: fresh batches). A fixed collocation set
+        (``resample=false``) is full-batch: no sampling noise, so α must then be given
+        explicitly.
       target: the relative-L2 threshold whose first crossing is counted (paper: 0.40).
       grid_nx, grid_nt: the error grid (``grid_nx`` x-points × ``grid_nt`` t-points).
     """
@@ -79,16 +73,8 @@ class Config:
     depth: int = 4
     activation: str = "tanh"
     # optimizers
-    optimizers: tuple[str, ...] = OPTIMIZERS
-    lrs: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-    b1: float = 0.9
-    b2: float = 0.999
-    eps: float = 1e-8
-    weight_decay: float = 0.01
-    prm_mask: Literal["snr", "soft", "hard"] = "snr"
-    prm_softness: float = 1.0
-    prm_rho: float = 0.99
-    prm_alpha: float | None = None
+    optimizers: tuple[str, ...] = ("adamw", "prm")
+    optim: OptimizerConfig = OptimizerConfig(lr=(1e-4, 3e-4, 1e-3, 3e-3, 1e-2), weight_decay=0.01)
     # measurement
     target: float = 0.40
     grid_nx: int = 256
@@ -106,12 +92,18 @@ class Config:
     # what `dyntheory resume --set` may change besides the engine's schedule keys
     RESUMABLE: ClassVar[tuple[str, ...]] = (*OPTIMIZER_KEYS, "target")
 
+    @property
+    def lrs(self) -> tuple[float, ...]:
+        """The learning rates of the grid (``optim.lr``, one or a tuple)."""
+        lr = self.optim.lr
+        return lr if isinstance(lr, tuple) else (lr,)
+
     def __post_init__(self):
         check_numbers(self)
         for name in ("beta", "t_max", "width", "depth", "n_ic", "n_bc", "grid_nx", "grid_nt"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}.")
-        for name in ("sigma", "w_pde", "w_ic", "w_bc", "weight_decay", "prm_softness", "eps"):
+        for name in ("sigma", "w_pde", "w_ic", "w_bc"):
             v = getattr(self, name)
             if not (v >= 0 and math.isfinite(v)):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {v}.")
@@ -125,11 +117,13 @@ class Config:
                 f"n_bc ({self.n_bc}) must be <= batch_size ({self.train.batch_size}): the boundary "
                 "times are drawn alongside the collocation points."
             )
-        check_optimizers(self.optimizers)
-        check_sweep_fields(self)
+        try:
+            check_families(self.optimizers, ("adamw", "prm", "grokfast"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         if not 0.0 < self.target:
             raise ConfigError(f"target must be > 0, got {self.target}.")
-        if "prm" in self.optimizers and self.prm_alpha is None and not self.resample:
+        if "prm" in self.optimizers and self.optim.prm_alpha is None and not self.resample:
             raise ConfigError(
                 "PRM with a fixed collocation set (resample=false) is full-batch training and "
                 "needs an explicit prm_alpha: the default α = 1 assumes fresh points every step "
@@ -138,8 +132,8 @@ class Config:
 
     @property
     def alpha(self) -> float:
-        """The α PRM uses (1 for fresh collocation points unless ``prm_alpha`` is set)."""
-        return 1.0 if self.prm_alpha is None else self.prm_alpha
+        """The α PRM uses where ``optim.prm_alpha`` is None: 1, for fresh collocation points."""
+        return 1.0
 
 
 _QUICK = replace(
@@ -147,7 +141,7 @@ _QUICK = replace(
     steps=2000,
     batch_size=1024,
     seeds=2,
-    lrs=(1e-3, 3e-3, 1e-2),
+    lr=(1e-3, 3e-3, 1e-2),
     grid_nx=128,
     grid_nt=51,
 )
@@ -163,7 +157,7 @@ PRESETS: dict[str, Preset] = {
             n_bc=16,
             n_ic=32,
             seeds=2,
-            lrs=(1e-3,),
+            lr=(1e-3,),
             eval_every=10,
             log_every=10,
             fuse=20,

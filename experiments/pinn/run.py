@@ -3,9 +3,11 @@
 Run directory::
 
     config.json, results.json, pinn.png / pinn.pdf
-    <optimizer>_lr<lr>/                  one engine run per (optimizer, lr), all seeds (vmap):
-                                         metrics.jsonl (grid/rel_l2 every eval_every steps),
-                                         probes.npz, checkpoints/
+    <optimizer>_lr<lr>/                  one sub-run per (optimizer, lr), all seeds:
+                                         spec.json, metrics.jsonl (grid/rel_l2 every eval_every
+                                         steps), probes.npz
+    <optimizer>_lr<lr>+<n>.sweep/        the one program that trained an optimizer's lrs
+                                         (checkpoints/, every member's metrics)
 
 ``results.json`` (schema checked by ``tests/test_exp_pinn.py``)::
 
@@ -25,28 +27,23 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-from dyntheory.engine import fit, rundir
+from dyntheory.engine import sweep
 from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, functional
-from dyntheory.probes import GateStats, Schedule, last_finite, seed_columns
-from experiments import optimizers
+from dyntheory.probes import GateStats, Schedule, last_finite, ratio, seed_columns
 from experiments.pinn import problem
 from experiments.pinn.config import Config
 
 PAPER_RATIO = 2.4
 
 
-def arm_name(opt: str, lr: float) -> str:
-    """Sub-directory / curve name of one (optimizer, lr) run: ``adamw_lr1e-03``."""
-    return f"{opt}_lr{lr:.0e}"
+arm_name = sweep.lr_arm_name  # the sub-run of one (optimizer, lr): "adamw_lr1e-03"
 
 
 def embed_fn(cfg: Config):
@@ -123,10 +120,6 @@ def make_data(cfg: Config):
     return {k: np.asarray(v) for k, v in sample(fixed_key, cfg.train.batch_size).items()}
 
 
-def make_optimizer(cfg: Config, opt: str, lr: float) -> optax.GradientTransformation:
-    return optimizers.make_optimizer(cfg, opt, lr, cfg.alpha)
-
-
 def train_config(cfg: Config) -> TrainConfig:
     """The engine's part of the config (a fixed collocation set is full-batch)."""
     return cfg.train if cfg.resample else dataclasses.replace(cfg.train, batch_size=None)
@@ -174,54 +167,56 @@ def _better(a: dict, b: dict | None) -> bool:
     return ka < kb
 
 
-def _ratio(num: float | None, den: float | None) -> float | None:
-    return None if num is None or den is None or den == 0 else num / den
-
-
 def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
     """Train every (optimizer, lr) arm on the same noisy IC and seeds into ``run_dir``.
 
-    Each arm is one :func:`dyntheory.engine.fit` into ``run_dir/<optimizer>_lr<lr>/`` (so an
-    interrupted sweep resumes arm by arm); returns the results (also written to results.json,
-    the figure is drawn from it by ``paper_figures``).
+    The lrs of one optimizer train in one compiled program (:func:`dyntheory.engine.sweep.
+    run_arms`), each landing in its sub-run ``run_dir/<optimizer>_lr<lr>/``; an interrupted
+    sweep resumes from its checkpoints. Returns the results (also written to results.json, the
+    figure is drawn from it by ``paper_figures``).
     """
-    t_start = time.perf_counter()
-    out = run_dir if isinstance(run_dir, rundir.RunDir) else rundir.RunDir(run_dir)
     ic = problem.make_ic_data(jax.random.key(cfg.data_seed), cfg.n_ic, cfg.sigma)
     grid = problem.eval_grid(cfg.grid_nx, cfg.grid_nt, cfg.t_max)
     eval_sets = {"grid": {"z": grid, "u": problem.exact_solution(grid, cfg.beta)}}
     apply_fn, init_params = make_model(cfg)
     loss_fn, data, tcfg = make_loss(cfg, ic), make_data(cfg), train_config(cfg)
 
+    todo = sweep.arms(cfg.optim, cfg.optimizers, name=arm_name, prm_alpha=cfg.alpha)
+    done = sweep.run_arms(
+        tcfg,
+        todo,
+        out=run_dir,
+        config=cfg,
+        probes=lambda optim: [GateStats(Schedule.every(50))] if optim.family == "prm" else [],
+        progress=progress,
+        apply_fn=apply_fn,
+        init_params=init_params,
+        data=data,
+        loss=loss_fn,
+        eval_sets=eval_sets,
+    )
+    wall = sweep.total_seconds(done)
     arms: dict[str, dict] = {}
     curves: dict[str, list] = {}
     gates: dict[str, list] = {}
-    for opt in cfg.optimizers:
-        arms[opt] = {}
-        for lr in cfg.lrs:
-            t0 = time.perf_counter()
-            res = fit(
-                tcfg,
-                apply_fn=apply_fn,
-                init_params=init_params,
-                optimizer=make_optimizer(cfg, opt, lr),
-                data=data,
-                loss=loss_fn,
-                eval_sets=eval_sets,
-                probes=[GateStats(Schedule.every(50))] if opt == "prm" else [],
-                run_dir=out.file(arm_name(opt, lr)),
-                progress=progress,
-            )
-            arm = summarize_arm(res.history, cfg)
-            steps, curve = arm.pop("_curve")
-            curves.setdefault("step", steps.tolist())
-            curves[arm_name(opt, lr)] = curve.tolist()
-            if opt == "prm":
-                arm["final_gate_mean"] = last_finite(res.history, "probe/gate/gate_mean")
-                gate_steps, gate_curve = _median_curve(res.history, "probe/gate/gate_mean")
-                gates.setdefault("step", gate_steps.tolist())
-                gates[arm_name(opt, lr)] = gate_curve.tolist()
-            arms[opt][f"{lr:g}"] = {"lr": lr, **arm, "wall_s": time.perf_counter() - t0}
+    for a in todo:
+        res, opt, name = done[a.name].result, a.optim.family, a.name
+        arm = summarize_arm(res.history, cfg)
+        steps, curve = arm.pop("_curve")
+        curves.setdefault("step", steps.tolist())
+        curves[name] = curve.tolist()
+        if opt == "prm":
+            arm["final_gate_mean"] = last_finite(res.history, "probe/gate/gate_mean")
+            gate_steps, gate_curve = _median_curve(res.history, "probe/gate/gate_mean")
+            gates.setdefault("step", gate_steps.tolist())
+            gates[name] = gate_curve.tolist()
+        key = name.removeprefix(f"{opt}_lr").removeprefix(f"{a.optim.lr:.0e}")
+        arms.setdefault(opt, {})[f"{a.optim.lr:g}{key}"] = {
+            "lr": a.optim.lr,
+            **arm,
+            "wall_s": done[a.name].wall_s,
+            "arms_in_program": done[a.name].arms_in_program,
+        }
 
     best = {}
     for opt, by_lr in arms.items():
@@ -241,12 +236,12 @@ def run(cfg: Config, run_dir, *, progress: bool | None = None) -> dict:
     }
     if "adamw" in best and "prm" in best:
         a_best = best["adamw"]
-        results["ratio"] = _ratio(a_best["median_iters"], best["prm"]["median_iters"])
+        results["ratio"] = ratio(a_best["median_iters"], best["prm"]["median_iters"])
         same = arms["prm"][f"{a_best['lr']:g}"]
-        results["ratio_at_adamw_lr"] = _ratio(a_best["median_iters"], same["median_iters"])
+        results["ratio_at_adamw_lr"] = ratio(a_best["median_iters"], same["median_iters"])
     results["curves"] = curves
     results["gate_curves"] = gates
-    results["wall_s"] = time.perf_counter() - t_start
+    results["wall_s"] = wall  # the engine's clocks, summed over every process that ran them
     return results
 
 

@@ -111,11 +111,6 @@ def _per_seed(values: list | None):
     return values[0] if values is not None and len(values) == 1 else values
 
 
-def _last(history: dict, key: str):
-    """The last logged finite value of ``key`` per seed (a float, or a list with seeds)."""
-    return _per_seed(probes.last_finite(history, key))
-
-
 def _noise_reservoir_fraction(history: dict, row: int, seed: int) -> float | None:
     """‖Π_r noise‖² / ‖noise‖² at the last probe line at or before ``row``."""
     c = _columns(history, "probe/dissipation/noise_channel")
@@ -136,8 +131,8 @@ def summarize(history: dict) -> dict:
     last_row = len(history["step"]) - 1
     seeds = range(test.shape[1])
     return {
-        "final_train_loss": _last(history, "train/loss"),
-        "final_test_loss": _last(history, "test/loss"),
+        "final_train_loss": probes.last_value(history, "train/loss"),
+        "final_test_loss": probes.last_value(history, "test/loss"),
         "best_test_loss": _per_seed(
             [float(test[r, s]) for s, r in zip(seeds, best_rows, strict=True)]
         ),
@@ -151,10 +146,10 @@ def summarize(history: dict) -> dict:
         "noise_reservoir_fraction": _per_seed(
             [_noise_reservoir_fraction(history, last_row, s) for s in seeds]
         ),
-        "ntk_drift": _last(history, "probe/ntk/drift"),
-        "w_effective_rank": _last(history, "probe/dissipation/w_effective_rank"),
-        "channel_dim": _last(history, "probe/dissipation/channel_dim"),
-        "coupling_corr": _last(history, "probe/dissipation/coupling_corr"),
+        "ntk_drift": probes.last_value(history, "probe/ntk/drift"),
+        "w_effective_rank": probes.last_value(history, "probe/dissipation/w_effective_rank"),
+        "channel_dim": probes.last_value(history, "probe/dissipation/channel_dim"),
+        "coupling_corr": probes.last_value(history, "probe/dissipation/coupling_corr"),
         # the LOO predicted change of population risk against the realized change of the clean
         # test loss, per step and summed over windows (probe and eval every step; else None)
         # split at the validation-optimal step: before it the test loss falls, after it rises
@@ -162,8 +157,8 @@ def summarize(history: dict) -> dict:
             history, "test/loss", split_at=[int(history["step"][r]) for r in best_rows]
         ),
         "stopping": probes.stopping_rules(history, "test/loss"),
-        "time_train_s": _last(history, "time/train_s"),
-        "time_probe_s": _last(history, "time/probe_s"),
+        "time_train_s": probes.last_value(history, "time/train_s"),
+        "time_probe_s": probes.last_value(history, "time/probe_s"),
     }
 
 
