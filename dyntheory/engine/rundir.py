@@ -261,7 +261,10 @@ class RunDir:
     def read_config(self) -> dict[str, Any]:
         """The saved ``config.json``; :class:`RunDirError` if missing or corrupt (naming it)."""
         if not self.file(CONFIG).exists():
-            raise RunDirError(f"{self.path} is not a run directory (no {CONFIG}).")
+            raise RunDirError(
+                f"{self.path} is not a run directory (no {CONFIG}): nothing to resume; start a "
+                f"run there with `dyntheory run EXPERIMENT --out {self.path}`."
+            )
         return read_json(self.file(CONFIG))
 
     def write_results(self, results: Mapping[str, Any]) -> None:
