@@ -144,8 +144,14 @@ def test_lowrank_equals_dense_on_an_mlp_with_a_complete_basis(loss, optimizer):
     np.testing.assert_allclose(
         h["probe/low/bk_lambda_max"][1:], h["probe/dense/bk_lambda_max"][1:], rtol=1e-4
     )
+    # the compressed step's μ_min (not a fixed 0): the stability of a complete basis is dense's
+    for key in ("stability", "stability_max"):
+        np.testing.assert_allclose(h[f"probe/low/{key}"], h[f"probe/dense/{key}"], rtol=1e-4)
+    if loss == "squared" and optimizer == "gd":  # B = I/n invertible: every μ > 0, stable < 1
+        assert np.all(_logged(h, "probe/dense/stability") < 1)
     assert np.all(_logged(h, "probe/low/basis_size") == N * P_OUT)
-    assert len(_logged(h, "probe/dense/identity_rel_err")) == STEPS // 3
+    err = _logged(h, "probe/dense/identity_rel_err")
+    assert len(err) == STEPS // 3 + 1 and err[0] == 0  # the empty interval at step 0 reads 0
 
 
 def test_lowrank_truncated_on_an_mlp_reports_what_it_tracks():
@@ -212,3 +218,10 @@ def test_dissipation_start_restarts_until_the_start_step():
     np.testing.assert_allclose(t3[:2], t0[:2], atol=1e-12)
     np.testing.assert_allclose(t3[2:], t0[2:] - 0.15, atol=1e-12)
     assert int(res.probe_states["d3"].t) == 9
+    # the rows at or before the start are flagged and show no checks; later rows start at s = 3
+    before = _logged(h, "probe/d3/before_start")
+    np.testing.assert_array_equal(before, [1, 1, 0, 0])
+    err = h["probe/d3/identity_rel_err"][np.isfinite(h["probe/d3/before_start"])]
+    assert np.all(np.isnan(err[:2])) and np.all(np.isfinite(err[2:]))
+    np.testing.assert_array_equal(_logged(h, "probe/d3/start_step")[2:], [3, 3])
+    assert np.all(_logged(h, "probe/d0/before_start") == 0)

@@ -21,6 +21,18 @@ from dyntheory.probes import dissipation_kernels as kernels
 from dyntheory.probes.base import Probe, Schedule, f64
 
 METHODS = ("dense", "lowrank")
+# the checks that a row before `start` does not show (NaN there, flagged by `before_start`)
+VALIDITY = (
+    "identity_rel_err", "identity_rel_err_augmented", "bk_lambda_max", "stability",
+    "stability_max", "spectrum_rel_err",
+)  # fmt: skip
+
+
+def rel_err(predicted: jax.Array, drop: jax.Array, empty: jax.Array) -> jax.Array:
+    """``|predicted − drop| / |drop|``, defined as 0 on an empty interval (both sides are 0)."""
+    return jnp.where(empty, 0.0, jnp.abs(predicted - drop) / jnp.abs(jnp.where(empty, 1.0, drop)))
+
+
 PARTS, SUBS = kernels.PARTS, kernels.SUBS  # the four cells: clean/noise × channel/reservoir
 
 
@@ -48,6 +60,9 @@ class DissipationProbeState(NamedTuple):
     aug: momentum.MomentumState | None  # (3r, 3r) A, W in the basis' (or output) coordinates
     e0: jax.Array | None  # (np,) J (p ⊙ m): the output image of the momentum at the start
     a0: jax.Array | None  # (np,) J w: the output image of the weights at the start
+    s: jax.Array  # () int32, the start s of W_S(s, T)
+    mu: jax.Array  # (2,) (μ_max, μ_min) of η B K_eff held since t (the next interval's kernel)
+    stab_max: jax.Array  # () the largest stability over the intervals of [s, t] (0 before any)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -75,16 +90,20 @@ class Dissipation(Probe):
     :func:`dyntheory.split.four_cell`. Arrays: ``w_eigenvalues`` (np,) and, with ``query``,
     ``predicted_displacement`` / ``actual_displacement`` (mq,).
 
-    **Validity** (THEORY.md §10), reported at every probe step: ``identity_rel_err`` =
-    ``|predicted_loss_drop − loss_drop| / |loss_drop|`` on the probe set, and the stability of the
-    propagator refreshed at this step: ``bk_lambda_max`` = ``λ_max(η B K_eff)`` and ``stability``
-    = the largest ``|1 − μ|`` over the eigenvalues ``μ`` of ``η B K_eff`` (``> 1`` exactly when
-    ``λ_max > 2``: the linearized step expands and the accumulator is not to be trusted).
-    With ``momentum`` or ``decay`` the probe also runs the augmented recursion of
-    :mod:`dyntheory.momentum` (EMA momentum with Adam's bias correction, decoupled weight decay;
-    same kernels, same basis) and reports its ``predicted_loss_drop_augmented`` and
-    ``identity_rel_err_augmented`` next to the momentum-free ones (``W_S`` and its split stay
-    the momentum-free Gramian of THEORY.md §3).
+    **Validity** (THEORY.md §10), reported at every probe step ``t`` for the accumulator
+    ``W_S(s, t)`` (``start_step`` = ``s``): ``identity_rel_err`` =
+    ``|predicted_loss_drop − loss_drop| / |loss_drop|`` on the probe set (0 on the empty interval
+    ``t = s``), and the stability of the kernel that was held over the row's last interval
+    ``[t_prev, t)``: ``bk_lambda_max`` = ``λ_max(η B K_eff)`` and ``stability`` = the largest
+    ``|1 − μ|`` over the eigenvalues ``μ`` of ``η B K_eff`` (``> 1`` exactly when ``λ_max > 2``:
+    the linearized step expands and the accumulator is not to be trusted); ``stability_max`` is
+    the largest ``stability`` over every interval of ``[s, t]``. With ``start``, rows at or
+    before it carry ``before_start = 1`` and NaN checks. With ``momentum``, ``decay`` or
+    ``second_order`` the probe also runs the augmented recursion of :mod:`dyntheory.momentum`
+    (EMA momentum with Adam's bias correction, decoupled weight decay, the second-order term
+    ``−½ Δuᵀ B Δu``; same kernels, same basis) and reports its ``predicted_loss_drop_augmented``
+    and ``identity_rel_err_augmented`` next to the momentum-free ones (``W_S`` and its split stay
+    the momentum-free Gramian of THEORY.md §3, whose own ``identity_rel_err`` is reported).
 
     **Methods.** ``"dense"`` forms the ``(np, np)`` kernels (exact, ``O((np)³)`` per refresh).
     ``"lowrank"`` never does: kernels are NTK-vector products over the probe set
@@ -106,9 +125,14 @@ class Dissipation(Probe):
       method: ``"dense"`` or ``"lowrank"``; rank: the basis size ``R ≤ n p`` of ``"lowrank"``;
       lanczos_vectors, lanczos_iters: leading eigenvectors added per refresh and the Lanczos
         depth; chunk_size: examples per NTK-vector product (memory), None for all at once.
-      start: the accumulator starts at the first probe step ``s ≥ start`` (``W_S(s, T)``); before
-        it every probe step restarts it (its scalars still describe the interval before the
-        restart). Adam's first steps (tiny ``v̂``) break the linearization
+      momentum, first_moment, bias_correction, decay: the augmented identity's EMA momentum
+        ``β`` (with ``opt_state -> m``), Adam's bias correction, and the decay ``η·wd`` per step.
+      second_order: run the augmented recursion (with the second-order term) also without
+        momentum and decay, e.g. for plain GD at a large step.
+      start: every probe step ``≤ start`` restarts the accumulator, so ``W_S(s, T)`` starts at
+        the last probe step ``s ≤ start`` (``start_step``; ``s = start`` when ``start`` is a probe
+        step); those rows describe the interval before the restart and are flagged
+        ``before_start``. Adam's first steps (tiny ``v̂``) break the linearization
         (``λ_max(η B K_eff) > 2``); starting after them measures the rest of the run.
     """
 
@@ -132,10 +156,11 @@ class Dissipation(Probe):
     first_moment: Callable | None = None
     bias_correction: bool = True
     decay: float = 0.0
+    second_order: bool = False
 
     @property
     def augmented(self) -> bool:
-        return self.momentum > 0 or self.decay > 0
+        return self.momentum > 0 or self.decay > 0 or self.second_order
 
     def __post_init__(self):
         losses.get_loss(self.loss)
@@ -214,24 +239,33 @@ class Dissipation(Probe):
             tracked += [e0, a0]  # a zero image (no momentum, or no decay) adds no direction
         if basis is not None:
             basis = lowrank.extend(basis, jnp.stack(tracked, 1).astype(f64()))
-        basis, k, kq, hess, lr, _ = self._refresh(ctx, params, opt_state, step, basis, u)
+        basis, k, kq, hess, lr, mu = self._refresh(ctx, params, opt_state, step, basis, u)
         acc = dissipation.init(k.shape[0], n_q) if basis is None else basis
         aug = momentum.init(k.shape[0]) if self.augmented else None
+        step = jnp.asarray(step, jnp.int32)
         return DissipationProbeState(
-            kernels.drop_g(acc, self.query), k, kq, hess, lr, jnp.asarray(step, jnp.int32),
+            kernels.drop_g(acc, self.query), k, kq, hess, lr, step,
             g, noise, phi, u.reshape(-1), uq, aug, e0, a0,
+            step, jnp.stack(mu).astype(f64()), jnp.zeros((), f64()),
         )  # fmt: skip
 
     def __call__(self, ctx, state: DissipationProbeState, params, opt_state, step):
         new, s, arrays = self._advance(ctx, state, params, opt_state, step)
         if self.start == 0:
-            return new, s, arrays
+            return new, dict(s, before_start=jnp.zeros((), f64())), arrays
         # Until the first probe step >= start the accumulator restarts there: W_S(s, T), s >= start.
         # A real branch (the step is shared by the vmapped seeds): after the start, no second
         # refresh is computed and thrown away.
         new = jax.lax.cond(
             step <= self.start, lambda: self._start(ctx, params, opt_state, step), lambda: new
         )
+        # a row at or before `start` describes an interval that ends before W_S(s, T) begins:
+        # flagged, and its checks are not shown as if they were the run's
+        before = step <= self.start
+        s = dict(s, before_start=before.astype(f64()))
+        for key in VALIDITY:
+            if key in s:
+                s[key] = jnp.where(before, jnp.nan, s[key])
         return new, s, arrays
 
     def _advance(self, ctx, state: DissipationProbeState, params, opt_state, step):
@@ -251,13 +285,17 @@ class Dissipation(Probe):
             )  # fmt: skip
         u = self._outputs(ctx, params)
         g, _, phi = self._grad_hess_loss(ctx, u)
-        basis, k, kq, hess, lr, (mu_max, mu_min) = self._refresh(
+        basis, k, kq, hess, lr, mu = self._refresh(
             ctx, params, opt_state, step, acc if low else None, u
         )
         acc = basis if low else acc
+        # the stability of the kernel held over [t_prev, t): the interval this row's identity ends
+        mu_max, mu_min = state.mu[0], state.mu[1]
+        stab = jnp.maximum(jnp.abs(1 - mu_max), jnp.abs(1 - mu_min))
+        stab_max = jnp.where(step > state.t, jnp.maximum(state.stab_max, stab), state.stab_max)
         new = state._replace(
             acc=kernels.drop_g(acc, self.query), k=k, kq=kq, hess=hess, lr=lr,
-            t=step.astype(jnp.int32), aug=aug,
+            t=step.astype(jnp.int32), aug=aug, mu=jnp.stack(mu).astype(f64()), stab_max=stab_max,
         )  # fmt: skip
         ops = acc.acc if low else acc  # the operators in the basis' (or output) coordinates
         to = (lambda v: lowrank.coords(acc, v)) if low else (lambda v: v.astype(ops.W.dtype))
@@ -266,6 +304,7 @@ class Dissipation(Probe):
         lam = sp.eigvals
         c0 = to(state.g0)
         drop, predicted = state.phi0 - phi, c0 @ ops.W @ c0
+        empty = step <= state.s  # W_S(s, s) = 0 and no loss has moved: the identity holds, 0 error
         s = {
             "w_lambda_max": lam[0],
             "w_trace": jnp.sum(lam),
@@ -274,14 +313,16 @@ class Dissipation(Probe):
             "time": ops.time,
             "loss_drop": drop,
             "predicted_loss_drop": predicted,
-            "identity_rel_err": jnp.abs(predicted - drop) / jnp.abs(drop),
+            "identity_rel_err": rel_err(predicted, drop, empty),
+            "start_step": state.s.astype(f64()),
             "bk_lambda_max": mu_max,
-            "stability": jnp.maximum(jnp.abs(1 - mu_max), jnp.abs(1 - mu_min)),
+            "stability": stab,
+            "stability_max": stab_max,
         }
         if self.augmented:
             pred = momentum.predicted_loss_drop(aug, c0, to(state.e0), to(state.a0))
             s["predicted_loss_drop_augmented"] = pred
-            s["identity_rel_err_augmented"] = jnp.abs(pred - drop) / jnp.abs(drop)
+            s["identity_rel_err_augmented"] = rel_err(pred, drop, empty)
         noise_known = "y_clean" in ctx.train and self.loss == "squared"
         for label, v in (("g0", state.g0), ("g", g), ("noise", state.noise0)):
             if label == "noise" and not noise_known:

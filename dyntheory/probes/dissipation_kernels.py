@@ -80,7 +80,24 @@ def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
         sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
     )
     mu_max = lr * top[0]
-    return basis, k_r, kq, hess, lr, (mu_max, jnp.zeros((), f64()))
+    return basis, k_r, kq, hess, lr, (mu_max, lr * compressed_mu_min(basis, k_r, hess))
+
+
+def compressed_mu_min(basis, k_r, hess) -> jax.Array:
+    """The smallest eigenvalue of ``B_r K_r`` over the basis columns in use: the compressed step
+    ``I − η B_r K_r`` is what the low-rank recursion advances, so its ``|1 − μ_min|`` enters the
+    stability; ``B_r K_r`` is similar to the PSD ``B_r^{1/2} K_r B_r^{1/2}``. Unused columns are
+    zero rows and columns: they are shifted out of the minimum."""
+    unused = jnp.arange(k_r.shape[0]) >= basis.size
+    if jnp.ndim(hess) == 0:
+        sym = hess * k_r
+    else:
+        lam_b, v_b = jnp.linalg.eigh(hess)
+        root = (v_b * jnp.sqrt(jnp.maximum(lam_b, 0))[None]) @ v_b.T
+        sym = root @ k_r @ root
+    sym = jnp.where(unused[:, None] | unused[None, :], 0.0, sym)
+    big = jnp.max(jnp.abs(sym)) * 4 + 1.0
+    return jnp.linalg.eigvalsh(sym + jnp.diag(jnp.where(unused, big, 0.0)))[0]
 
 
 def images(probe, ctx, params, opt_state, step, g):
