@@ -15,6 +15,7 @@ from dyntheory import probes as P
 from dyntheory.engine import TrainConfig, Trainer
 from dyntheory.models import MLP, functional
 from dyntheory.optim import state as optim_state
+from dyntheory.probes.dissipation import PARTS, SUBS
 
 
 def _psd(seed, n, decay=1.0):
@@ -225,3 +226,38 @@ def test_dissipation_start_restarts_until_the_start_step():
     assert np.all(np.isnan(err[:2])) and np.all(np.isfinite(err[2:]))
     np.testing.assert_array_equal(_logged(h, "probe/d3/start_step")[2:], [3, 3])
     assert np.all(_logged(h, "probe/d0/before_start") == 0)
+
+
+@pytest.mark.parametrize("rank", [N * P_OUT, 8])
+def test_lowrank_four_cells_equal_dense_with_a_complete_basis_and_add_up_truncated(rank):
+    """``cells=True`` in the low-rank basis: a complete basis gives dense's four cells; a truncated
+    one still splits ``‖g_part‖²`` exactly (the untracked part counts as reservoir)."""
+    data = _data("squared")
+    rng = np.random.RandomState(2)
+    data = dict(data, y_clean=data["y"], y=data["y"] + 0.3 * rng.randn(*data["y"].shape))
+    test = {"x": rng.randn(8, 3), "y": np.zeros((8, P_OUT))}
+    common = dict(lr=0.05, cells=True, mode="dissipated_fraction", threshold=0.5)
+    sched = P.Schedule.every(4)
+    tr = Trainer(
+        TrainConfig(steps=8, fuse=4, probe_size=N),
+        apply_fn=APPLY, init_params=_init, optimizer=optax.sgd(0.05), data=data,
+        eval_sets={"test": test},
+        probes=[
+            P.Dissipation(sched, name="dense", implementation="jacobian", **common),
+            P.Dissipation(
+                sched, name="low", method="lowrank", rank=rank, lanczos_vectors=rank, **common
+            ),
+        ],
+    )  # fmt: skip
+    h = tr.run(progress=False).history
+    cells = [f"{w}_{p}_{s}" for w in ("train", "dissipated", "test") for p in PARTS for s in SUBS]
+    if rank == N * P_OUT:
+        for key in cells:
+            d = _logged(h, f"probe/dense/{key}")
+            np.testing.assert_allclose(
+                _logged(h, f"probe/low/{key}"), d, rtol=1e-6, atol=1e-10 * np.abs(d).max()
+            )
+    for part in PARTS:
+        low = sum(_logged(h, f"probe/low/train_{part}_{s}") for s in SUBS)
+        dense = sum(_logged(h, f"probe/dense/train_{part}_{s}") for s in SUBS)
+        np.testing.assert_allclose(low, dense, rtol=1e-9)

@@ -145,6 +145,24 @@ def check_range(cfg, names, low=None, high=None, *, low_open=False, high_open=Fa
             raise ConfigError(f"{name} must lie in {lo}, {hi}, got {v}.")
 
 
+def check_dissipation(cfg, n_outputs: int) -> None:
+    """:class:`ConfigError` unless ``cfg.dissipation_method`` is ``dense`` or ``lowrank`` and, for
+    ``lowrank``, ``1 <= dissipation_rank <= n_outputs`` (the probe set's train outputs ``n·p``)
+    and ``dissipation_vectors >= 1`` (the W_S probe's knobs, shared by every experiment)."""
+    if cfg.dissipation_method not in ("dense", "lowrank"):
+        raise ConfigError(
+            f"dissipation_method must be dense or lowrank, got {cfg.dissipation_method!r}."
+        )
+    for name in ("dissipation_rank", "dissipation_vectors"):
+        if getattr(cfg, name, 1) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+    if cfg.dissipation_method == "lowrank" and cfg.dissipation_rank > n_outputs:
+        raise ConfigError(
+            f"dissipation_rank ({cfg.dissipation_rank}) must be <= the {n_outputs} train outputs "
+            "(n·p) of the probe set (rank = n·p is exact)."
+        )
+
+
 class Preset(NamedTuple):
     """A named starting config of an experiment, with its one-line description."""
 

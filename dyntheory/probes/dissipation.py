@@ -184,8 +184,6 @@ class Dissipation(Probe):
             raise ValueError(f"Dissipation(lr=...) must be finite and > 0, got {self.lr}.")
         if self.cells and not (self.query and self.loss == "squared"):
             raise ValueError("Dissipation(cells=True) needs query=True and loss='squared'.")
-        if self.method == "lowrank" and self.cells:
-            raise ValueError("Dissipation(cells=True) needs method='dense'.")
         for name in ("rank", "lanczos_vectors"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Dissipation {name} must be >= 1, got {getattr(self, name)}.")
@@ -344,5 +342,5 @@ class Dissipation(Probe):
             s["invisibility"] = split.invisibility_residual(sp, ops.G)
             arrays["predicted_displacement"], arrays["actual_displacement"] = pred, actual
         if self.cells:
-            s.update(kernels.cells(sp, ops, state.g0, state.noise0))
+            s.update(kernels.cells(sp, ops, state.g0, state.noise0, to if low else None))
         return new, s, arrays

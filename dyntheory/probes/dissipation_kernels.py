@@ -136,15 +136,23 @@ def with_g(acc, query: bool, n: int):
     return acc._replace(G=jnp.zeros((0, n), acc.W.dtype))
 
 
-def cells(sp: split.Split, acc: dissipation.DissipationState, g0, noise0) -> dict:
-    """The split's cutoff and the four-cell energies (clean/noise × channel/reservoir)."""
+def cells(sp: split.Split, acc: dissipation.DissipationState, g0, noise0, to=None) -> dict:
+    """The split's cutoff and the four-cell energies (clean/noise × channel/reservoir).
+
+    ``to``: ``v -> Qᵀ v`` for an accumulator in a low-rank basis (:func:`dyntheory.lowrank.coords`);
+    the part of a train vector outside the basis is reservoir (``P = I``, no dissipation, no test
+    displacement there), so it adds to the reservoir's train energy only."""
     dtype = sp.eigvecs.dtype
-    g_noise = noise0.astype(dtype)
-    cells = split.four_cell(sp, acc.W, g0.astype(dtype) - g_noise, g_noise, acc.G.astype(dtype))
+    to = (lambda v: v.astype(dtype)) if to is None else to
+    clean, noise = g0.astype(dtype) - noise0.astype(dtype), noise0.astype(dtype)
+    c_clean, c_noise = to(clean).astype(dtype), to(noise).astype(dtype)
+    cells = split.four_cell(sp, acc.W, c_clean, c_noise, acc.G.astype(dtype))
+    outside = [jnp.maximum(v @ v - c @ c, 0.0) for v, c in ((clean, c_clean), (noise, c_noise))]
+    train = cells.train_energy.at[:, 1].add(jnp.stack(outside))
     out = {"cutoff": sp.threshold}
     for i, part in enumerate(PARTS):
         for j, sub in enumerate(SUBS):
-            out[f"train_{part}_{sub}"] = cells.train_energy[i, j]
+            out[f"train_{part}_{sub}"] = train[i, j]
             out[f"dissipated_{part}_{sub}"] = cells.dissipated[i, j]
             out[f"test_{part}_{sub}"] = cells.test_energy[i, j]
     return out
