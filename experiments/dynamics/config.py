@@ -83,7 +83,6 @@ class Config:
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=2000,
-        probe_size=64,
         eval_every=20,
         log_every=20,
         checkpoint_every=0,
@@ -129,9 +128,10 @@ class Config:
                 "eigenvectors of the n_train × n_train NTK."
             )
         check_dissipation(self, self.n_train)
-        if self.train.probe_size != self.n_train:
+        if self.train.probe_size not in (None, self.n_train):
             raise ConfigError(
-                f"probe_size ({self.train.probe_size}) must equal n_train ({self.n_train}): the "
+                f"probe_size ({self.train.probe_size}) must be unset (the whole training set) "
+                f"or n_train ({self.n_train}): the "
                 "dissipation accumulator is exact only on the whole training set."
             )
 
@@ -142,7 +142,6 @@ PRESETS = {
             Config(),
             n_train=16,
             n_test=16,
-            probe_size=16,
             width=16,
             depth=1,
             lr=0.3,
@@ -170,7 +169,6 @@ PRESETS = {
             Config(),
             n_train=256,
             n_test=256,
-            probe_size=256,
             width=512,
             depth=3,
             lr=0.02,

@@ -79,7 +79,6 @@ class Config:
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=2000,
-        probe_size=64,
         eval_every=50,
         log_every=50,
         checkpoint_every=1000,
@@ -119,7 +118,6 @@ PRESETS = {
             depth=1,
             lr=0.3,
             steps=60,
-            probe_size=16,
             fuse=20,
             log_every=10,
             eval_every=20,
@@ -155,7 +153,6 @@ PRESETS = {
             Config(),
             n_train=256,
             n_test=256,
-            probe_size=256,
             width=512,
             depth=3,
             lr=0.02,
