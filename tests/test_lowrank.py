@@ -150,7 +150,9 @@ def test_lowrank_equals_dense_on_an_mlp_with_a_complete_basis(loss, optimizer):
         np.testing.assert_allclose(h[f"probe/low/{key}"], h[f"probe/dense/{key}"], rtol=1e-4)
     if loss == "squared" and optimizer == "gd":  # B = I/n invertible: every μ > 0, stable < 1
         assert np.all(_logged(h, "probe/dense/stability") < 1)
-    assert np.all(_logged(h, "probe/low/basis_size") == N * P_OUT)
+    # softmax: the basis lies in range(Π), the complement of the N per-example logit shifts
+    full = N * P_OUT if loss == "squared" else N * (P_OUT - 1)
+    assert np.all(_logged(h, "probe/low/basis_size") == full)
     err = _logged(h, "probe/dense/identity_rel_err")
     assert len(err) == STEPS // 3 + 1 and err[0] == 0  # the empty interval at step 0 reads 0
 
@@ -261,3 +263,44 @@ def test_lowrank_four_cells_equal_dense_with_a_complete_basis_and_add_up_truncat
         low = sum(_logged(h, f"probe/low/train_{part}_{s}") for s in SUBS)
         dense = sum(_logged(h, f"probe/dense/train_{part}_{s}") for s in SUBS)
         np.testing.assert_allclose(low, dense, rtol=1e-9)
+
+
+def test_compressed_product_is_exact_on_a_span_that_b_k_maps_into_itself():
+    """Softmax-like ``B`` (per-example blocks with ``B 1 = 0``): on ``Q = orth(B^{1/2} V)``, ``V``
+    leading eigenvectors of ``B^{1/2} K B^{1/2}``, the compressed product ``Qᵀ B K Q`` gives
+    ``gᵀ W g`` of the dense recursion for every ``g`` in the span; the product of the compressed
+    factors ``(QᵀBQ)(QᵀKQ)`` does not."""
+    from dyntheory import losses
+
+    n, p, r, lr, steps = 5, 3, 4, 0.5, 7
+    rng = np.random.RandomState(0)
+    logits = rng.randn(n, p)
+    b = np.asarray(losses.softmax_out_hessian(jnp.asarray(logits)))
+    k = _psd(3, n * p)
+    lam_b, v_b = np.linalg.eigh(b)
+    root = (v_b * np.sqrt(np.maximum(lam_b, 0))) @ v_b.T
+    v = np.linalg.eigh(root @ k @ root)[1][:, -r:]
+    q = np.linalg.qr(root @ v)[0]
+    dense = dissipation.update(dissipation.init(n * p), k, lr, out_hessian=b, steps=steps)
+    st = lowrank.extend(lowrank.init(n * p, r), q)
+    k_r, b_r, bk_r = lowrank.compress_product(st, lambda x: k @ x, lambda x: b @ x)
+    np.testing.assert_allclose(bk_r, q.T @ b @ k @ q, atol=1e-12)
+    prod = lowrank.update(st, k_r, lr, out_hessian=b_r, steps=steps, generator=bk_r)
+    fact = lowrank.update(st, k_r, lr, out_hessian=b_r, steps=steps)
+    c = rng.randn(r, 3)
+    g = np.asarray(st.Q) @ c
+    want = np.diag(g.T @ np.asarray(dense.W) @ g)
+    np.testing.assert_allclose(np.diag(c.T @ np.asarray(prod.acc.W) @ c), want, rtol=1e-10)
+    assert np.max(np.abs(np.diag(c.T @ np.asarray(fact.acc.W) @ c) / want - 1)) > 1e-3
+
+
+def test_logit_shift_free_projects_out_softmax_ker_b():
+    from dyntheory import losses
+
+    rng = np.random.RandomState(1)
+    logits, v = jnp.asarray(rng.randn(4, 3)), jnp.asarray(rng.randn(12, 2))
+    pv = losses.logit_shift_free(v, 3)
+    np.testing.assert_allclose(np.asarray(pv).reshape(4, 3, 2).sum(1), 0, atol=1e-12)
+    np.testing.assert_allclose(losses.logit_shift_free(pv, 3), pv, atol=1e-12)  # a projector
+    b = losses.softmax_out_hessian(logits)
+    np.testing.assert_allclose(b @ pv, b @ v, atol=1e-12)  # only ker B was removed

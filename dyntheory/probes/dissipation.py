@@ -21,6 +21,7 @@ from dyntheory.probes import dissipation_kernels as kernels
 from dyntheory.probes.base import Probe, Schedule, f64
 
 METHODS = ("dense", "lowrank")
+BASIS_VECTORS, COMPRESS = ("kernel", "dynamics"), ("product", "factors")
 # the checks that a row before `start` does not show (NaN there, flagged by `before_start`)
 VALIDITY = (
     "identity_rel_err", "identity_rel_err_augmented", "bk_lambda_max", "stability",
@@ -63,6 +64,8 @@ class DissipationProbeState(NamedTuple):
     s: jax.Array  # () int32, the start s of W_S(s, T)
     mu: jax.Array  # (2,) (μ_max, μ_min) of η B K_eff held since t (the next interval's kernel)
     stab_max: jax.Array  # () the largest stability over the intervals of [s, t] (0 before any)
+    # check_spectrum: the dense reference (W_S, P; K, B, η held since t) next to the low-rank one
+    ref: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -105,6 +108,17 @@ class Dissipation(Probe):
     and ``identity_rel_err_augmented`` next to the momentum-free ones (``W_S`` and its split stay
     the momentum-free Gramian of THEORY.md §3, whose own ``identity_rel_err`` is reported).
 
+    **Softmax's zero-loss directions** (THEORY.md §10). ``B 1 = 0`` per example: a shift of all
+    logits of one example carries no loss, while ``W_S`` accumulates ``K`` there without any
+    dissipation. With ``modulo_ker_b`` (default) the spectrum, the split and the cells are those
+    of ``Π W_S Π`` (:func:`dyntheory.losses.logit_shift_free`), and the low-rank basis is taken
+    in ``range(Π)``. The identity is unchanged: ``g`` lies in ``range(Π)``.
+
+    **Spectrum check.** ``check_spectrum = k`` (``"lowrank"`` only; it forms the ``(np, np)``
+    kernels, so small probe sets) carries a dense ``W_S`` on the same refreshes and reports
+    ``spectrum_rel_err`` = ``max_{i<k} |λ_i − λ_i^dense| / λ_i^dense`` over the top ``k``
+    eigenvalues of what is split, ``w_lambda_max_dense`` and ``channel_dim_dense``.
+
     **Methods.** ``"dense"`` forms the ``(np, np)`` kernels (exact, ``O((np)³)`` per refresh).
     ``"lowrank"`` never does: kernels are NTK-vector products over the probe set
     (:func:`dyntheory.ntk.ntk_matvec`), and ``W_S``, ``D``, ``G_Q`` live in a basis of ``rank``
@@ -127,6 +141,13 @@ class Dissipation(Probe):
         depth; chunk_size: examples per NTK-vector product (memory), None for all at once.
       momentum, first_moment, bias_correction, decay: the augmented identity's EMA momentum
         ``β`` (with ``opt_state -> m``), Adam's bias correction, and the decay ``η·wd`` per step.
+      modulo_ker_b: split ``Π W_S Π`` for softmax (above); ignored for squared loss.
+      basis_vectors: what a low-rank refresh adds: ``"kernel"`` (leading eigenvectors of ``K``)
+        or ``"dynamics"`` (``B^{1/2} v`` for the leading eigenvectors ``v`` of
+        ``B^{1/2} K B^{1/2}``: a span that ``B K`` maps into itself).
+      compress: the low-rank propagator's generator: ``"product"`` ``Qᵀ B K Q`` or ``"factors"``
+        ``(Qᵀ B Q)(Qᵀ K Q)`` (:func:`dyntheory.lowrank.compress_product`); equal for squared loss.
+      check_spectrum: see "Spectrum check" (0: off).
       second_order: run the augmented recursion (with the second-order term) also without
         momentum and decay, e.g. for plain GD at a large step.
       start: every probe step ``≤ start`` restarts the accumulator, so ``W_S(s, T)`` starts at
@@ -157,6 +178,10 @@ class Dissipation(Probe):
     bias_correction: bool = True
     decay: float = 0.0
     second_order: bool = False
+    modulo_ker_b: bool = True
+    basis_vectors: str = "kernel"
+    compress: str = "product"
+    check_spectrum: int = 0
 
     @property
     def augmented(self) -> bool:
@@ -173,6 +198,11 @@ class Dissipation(Probe):
                 "Dissipation(momentum=...) needs first_moment (opt_state -> m), e.g. "
                 "dyntheory.optim.state.first_moment."
             )
+        for name, choices in (("basis_vectors", BASIS_VECTORS), ("compress", COMPRESS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"unknown Dissipation {name} {getattr(self, name)!r}; choose one of {choices}."
+                )
         if self.method not in METHODS:
             raise ValueError(
                 f"unknown Dissipation method {self.method!r}; choose one of {METHODS}."
@@ -184,6 +214,12 @@ class Dissipation(Probe):
             raise ValueError(f"Dissipation(lr=...) must be finite and > 0, got {self.lr}.")
         if self.cells and not (self.query and self.loss == "squared"):
             raise ValueError("Dissipation(cells=True) needs query=True and loss='squared'.")
+        if self.check_spectrum < 0 or (self.check_spectrum and self.method != "lowrank"):
+            raise ValueError(
+                "Dissipation(check_spectrum=k) compares the top k eigenvalues of a lowrank W_S "
+                f"with a dense reference: needs method='lowrank' and k >= 0, got "
+                f"{self.check_spectrum} with method={self.method!r}."
+            )
         for name in ("rank", "lanczos_vectors"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Dissipation {name} must be >= 1, got {getattr(self, name)}.")
@@ -236,16 +272,26 @@ class Dissipation(Probe):
             e0, a0 = kernels.images(self, ctx, params, opt_state, step, g)
             tracked += [e0, a0]  # a zero image (no momentum, or no decay) adds no direction
         if basis is not None:
-            basis = lowrank.extend(basis, jnp.stack(tracked, 1).astype(f64()))
+            tracked = kernels.zero_loss_free(self, u, jnp.stack(tracked, 1).astype(f64()))
+            basis = lowrank.extend(basis, tracked)
         basis, k, kq, hess, lr, mu = self._refresh(ctx, params, opt_state, step, basis, u)
         acc = dissipation.init(k.shape[0], n_q) if basis is None else basis
         aug = momentum.init(k.shape[0]) if self.augmented else None
         step = jnp.asarray(step, jnp.int32)
+        ref = None
+        if self.check_spectrum:
+            ref = (dissipation.init(g.shape[0]), *self._dense_ref(ctx, params, opt_state, step, u))
         return DissipationProbeState(
             kernels.drop_g(acc, self.query), k, kq, hess, lr, step,
             g, noise, phi, u.reshape(-1), uq, aug, e0, a0,
-            step, jnp.stack(mu).astype(f64()), jnp.zeros((), f64()),
+            step, jnp.stack(mu).astype(f64()), jnp.zeros((), f64()), ref,
         )  # fmt: skip
+
+    def _dense_ref(self, ctx, params, opt_state, step, u):
+        """``(K, B, η)`` of the dense reference of ``check_spectrum``."""
+        dense = dataclasses.replace(self, method="dense", query=False, check_spectrum=0)
+        _, k, _, hess, lr, _ = kernels.refresh_dense(dense, ctx, params, opt_state, step, None, u)
+        return k, hess, lr
 
     def __call__(self, ctx, state: DissipationProbeState, params, opt_state, step):
         new, s, arrays = self._advance(ctx, state, params, opt_state, step)
@@ -270,14 +316,15 @@ class Dissipation(Probe):
         low = self.method == "lowrank"
         acc = kernels.with_g(state.acc, self.query, state.k.shape[0])
         step_fn = lowrank.update if low else dissipation.update
+        hess, gen = kernels.hessian(state.hess)
         acc = step_fn(
-            acc, state.k, state.lr, out_hessian=state.hess, steps=step - state.t,
+            acc, state.k, state.lr, out_hessian=hess, steps=step - state.t, generator=gen,
             **({"kq_r": state.kq} if low else {"k_query_train": state.kq}),
         )  # fmt: skip
         aug = state.aug
         if self.augmented:
             aug = momentum.update(
-                aug, state.lr * state.k, self.momentum, out_hessian=state.hess,
+                aug, state.lr * state.k, self.momentum, out_hessian=hess,
                 steps=step - state.t, decay=self.decay,
                 first_step=state.t + 1 if self.bias_correction else None,
             )  # fmt: skip
@@ -286,6 +333,12 @@ class Dissipation(Probe):
         basis, k, kq, hess, lr, mu = self._refresh(
             ctx, params, opt_state, step, acc if low else None, u
         )
+        ref = state.ref
+        if ref is not None:
+            w_ref = dissipation.update(
+                ref[0], ref[1], ref[3], out_hessian=ref[2], steps=step - state.t
+            )
+            ref = (w_ref, *self._dense_ref(ctx, params, opt_state, step, u))
         acc = basis if low else acc
         # the stability of the kernel held over [t_prev, t): the interval this row's identity ends
         mu_max, mu_min = state.mu[0], state.mu[1]
@@ -294,11 +347,15 @@ class Dissipation(Probe):
         new = state._replace(
             acc=kernels.drop_g(acc, self.query), k=k, kq=kq, hess=hess, lr=lr,
             t=step.astype(jnp.int32), aug=aug, mu=jnp.stack(mu).astype(f64()), stab_max=stab_max,
+            ref=ref,
         )  # fmt: skip
         ops = acc.acc if low else acc  # the operators in the basis' (or output) coordinates
         to = (lambda v: lowrank.coords(acc, v)) if low else (lambda v: v.astype(ops.W.dtype))
         n = ctx.train["x"].shape[0]
-        sp = split.split(ops.W, self.threshold, self.mode, n_examples=n)
+        modulo = lambda w: kernels.zero_loss_free(self, u, kernels.zero_loss_free(self, u, w).T)
+        # the dense W_S is split modulo softmax's zero-loss directions, Π W Π (THEORY.md §10); a
+        # low-rank basis already lies in range(Π)
+        sp = split.split(ops.W if low else modulo(ops.W), self.threshold, self.mode, n_examples=n)
         lam = sp.eigvals
         c0 = to(state.g0)
         drop, predicted = state.phi0 - phi, c0 @ ops.W @ c0
@@ -328,6 +385,16 @@ class Dissipation(Probe):
             ch, res = split.energies(sp, to(v))
             outside = jnp.sum(jnp.square(v.astype(lam.dtype))) - jnp.sum(jnp.square(to(v)))
             s[f"{label}_channel"], s[f"{label}_reservoir"] = ch, res + jnp.maximum(outside, 0)
+        if ref is not None:  # the low-rank spectrum against the dense reference, top k
+            k_top = min(self.check_spectrum, lam.shape[0])
+            dense_sp = split.split(modulo(ref[0].W), self.threshold, self.mode, n_examples=n)
+            top = dense_sp.eigvals[:k_top]
+            tiny = jnp.finfo(top.dtype).eps * jnp.abs(top[0]) + jnp.finfo(top.dtype).tiny
+            s["spectrum_rel_err"] = jnp.max(
+                jnp.abs(lam[:k_top] - top) / jnp.maximum(jnp.abs(top), tiny)
+            )
+            s["channel_dim_dense"] = jnp.sum(dense_sp.channel)
+            s["w_lambda_max_dense"] = top[0]
         if low:
             s["basis_size"] = acc.size
             s["g0_tracked"] = jnp.sum(c0**2) / jnp.sum(jnp.square(state.g0.astype(c0.dtype)))

@@ -49,8 +49,12 @@ def refresh_dense(probe, ctx, params, opt_state, step, basis, u):
 
 
 def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
-    """As :func:`refresh_dense` in the low-rank basis (extended by Lanczos vectors): ``K_r``,
-    ``K_QS Q``, ``B_r`` (or ``1/n``), with ``λ_max(η B K)`` by Lanczos on the whole operator."""
+    """As :func:`refresh_dense` in the low-rank basis, extended by ``lanczos_vectors`` leading
+    eigenvectors per refresh: of ``K`` (``basis_vectors="kernel"``) or, mapped by ``B^{1/2}``, of
+    ``B^{1/2} K B^{1/2}`` (``"dynamics"``: a span that ``B K`` maps into itself). Returns ``K_r``,
+    ``K_QS Q``, the Hessian as ``B_r`` or ``(B_r, Qᵀ B K Q)`` (:func:`dyntheory.lowrank.
+    compress_product`, with ``compress="product"``) or ``1/n``, and ``λ_max(η B K)`` by Lanczos
+    on the whole operator."""
     p = precond(probe, opt_state)
     x = ctx.train["x"]
     k_mv = ntk.ntk_matvec(ctx.apply_fn, params, x, precond=p, chunk_size=probe.chunk_size)
@@ -60,12 +64,23 @@ def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
     nvec = min(probe.lanczos_vectors, n_out)
     iters = min(n_out, probe.lanczos_iters or 2 * nvec + 20)
     key = jax.random.fold_in(jax.random.key(0), step)
-    _, vecs = krylov.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
-    basis = lowrank.extend(basis, vecs)
-    k_r = lowrank.compress(basis, k_mv)
-    hess = jnp.asarray(spec.out_hessian(u), f64()) if probe.loss == "squared" else None
-    if hess is None:
-        hess = lowrank.compress(basis, b_mv)
+    # λ_max(η B K) = λ_max(η B^{1/2} K B^{1/2}) (B PSD), by Lanczos on the whole operator
+    root = losses.out_hessian_root_vp(probe.loss, u)
+    sym = lambda v: root(k_mv(root(v)))
+    if probe.basis_vectors == "dynamics":
+        top, vecs = krylov.lanczos_topk(sym, n_out, nvec, key=key, num_iters=iters)
+        vecs = jax.vmap(root, in_axes=1, out_axes=1)(vecs)
+    else:
+        _, vecs = krylov.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
+        top, _ = krylov.lanczos_topk(
+            sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
+        )
+    basis = lowrank.extend(basis, zero_loss_free(probe, u, vecs))
+    if probe.loss == "squared":
+        k_r, hess = lowrank.compress(basis, k_mv), jnp.asarray(spec.out_hessian(u), f64())
+    else:
+        k_r, b_r, bk_r = lowrank.compress_product(basis, k_mv, b_mv)
+        hess = (b_r, bk_r) if probe.compress == "product" else b_r
     kq = None
     if probe.query:
         kq_mv = ntk.ntk_matvec(
@@ -73,14 +88,22 @@ def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
         )
         kq = lowrank.compress_cross(basis, kq_mv)
     lr = step_size(probe, step, p)
-    # λ_max(η B K) = λ_max(η B^{1/2} K B^{1/2}) (B PSD), by Lanczos on the whole operator
-    root = losses.out_hessian_root_vp(probe.loss, u)
-    sym = lambda v: root(k_mv(root(v)))
-    top, _ = krylov.lanczos_topk(
-        sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
-    )
-    mu_max = lr * top[0]
-    return basis, k_r, kq, hess, lr, (mu_max, lr * compressed_mu_min(basis, k_r, hess))
+    mu_min = compressed_mu_min(basis, k_r, hessian(hess)[0])
+    return basis, k_r, kq, hess, lr, (lr * top[0], lr * mu_min)
+
+
+def hessian(hess):
+    """``(B, generator)`` of a refreshed Hessian: ``B`` (or ``1/n``), and the compressed product
+    ``Qᵀ B K Q`` to propagate with, or None."""
+    return hess if isinstance(hess, tuple) else (hess, None)
+
+
+def zero_loss_free(probe, u, v):
+    """``v`` (``(N,)`` or ``(N, k)``) with softmax's zero-loss directions projected out when
+    ``probe.modulo_ker_b``: per example, the shift of all logits by one constant (``B 1 = 0``)."""
+    if not (probe.modulo_ker_b and probe.loss == "softmax_ce"):
+        return v
+    return losses.logit_shift_free(v, u.shape[-1])
 
 
 def compressed_mu_min(basis, k_r, hess) -> jax.Array:
