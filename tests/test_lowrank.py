@@ -304,3 +304,38 @@ def test_logit_shift_free_projects_out_softmax_ker_b():
     np.testing.assert_allclose(losses.logit_shift_free(pv, 3), pv, atol=1e-12)  # a projector
     b = losses.softmax_out_hessian(logits)
     np.testing.assert_allclose(b @ pv, b @ v, atol=1e-12)  # only ker B was removed
+
+
+@pytest.mark.parametrize("rank", [N * (P_OUT - 1), 5])
+def test_check_spectrum_reports_the_low_rank_spectrum_against_a_dense_probe(rank):
+    """``check_spectrum=k`` (softmax, Adam): its ``spectrum_rel_err`` is the top-k comparison with
+    a separate dense probe's spectrum (cross-implementation); 0 to round-off with a basis that
+    spans range(Π) (modulo the logit shifts), > 0 and reported when truncated."""
+    lr = 0.005
+    common = dict(
+        lr=lr, preconditioner=optim_state.adam_preconditioner(lr), loss="softmax_ce",
+        query=False, start=3,
+    )  # fmt: skip
+    sched = P.Schedule.every(3)
+    tr = Trainer(
+        TrainConfig(steps=9, fuse=3, probe_size=N),
+        apply_fn=APPLY, init_params=_init, optimizer=optax.adam(lr), data=_data("softmax_ce"),
+        loss="softmax_ce",
+        probes=[
+            P.Dissipation(sched, name="dense", implementation="jacobian", **common),
+            P.Dissipation(sched, name="low", method="lowrank", rank=rank, lanczos_vectors=rank,
+                          check_spectrum=3, **common),
+        ],
+    )  # fmt: skip
+    res = tr.run(progress=False)
+    h = res.history
+    after = _logged(h, "probe/low/before_start") == 0
+    err = _logged(h, "probe/low/spectrum_rel_err")
+    assert len(err) == after.sum() == 2  # NaN (not shown) at and before the start
+    d, lo = res.arrays["dense/w_eigenvalues"][-1][:3], res.arrays["low/w_eigenvalues"][-1][:3]
+    np.testing.assert_allclose(err[-1], np.max(np.abs(lo - d) / d), rtol=1e-6)
+    np.testing.assert_allclose(_logged(h, "probe/low/w_lambda_max_dense")[-1], d[0], rtol=1e-9)
+    if rank == N * (P_OUT - 1):
+        assert err.max() < 1e-6
+    else:
+        assert err.max() > 1e-6
