@@ -198,6 +198,8 @@ def dissipation_summary(cfg: Config, history: dict, n_train: int) -> dict:
         "outputs": n * cfg.p,
         "method": cfg.dissipation_method,
         "rank": cfg.dissipation_rank if cfg.dissipation_method == "lowrank" else n * cfg.p,
+        # the object whose spectrum, split and channel are reported, and its own identity error
+        "split_of": "W_S (THEORY.md §3, momentum-free), modulo the logit shifts (Π W_S Π)",
         "identity_rel_err": at("identity_rel_err"),
         "loss_drop": at("loss_drop"),
         "predicted_loss_drop": at("predicted_loss_drop"),
