@@ -125,6 +125,7 @@ def update(
     out_hessian,
     steps=1,
     k_query_train: jax.Array | None = None,
+    generator: jax.Array | None = None,
 ) -> DissipationState:
     r"""Advance the accumulator by ``steps`` GD steps of size ``lr`` with the kernel held constant.
 
@@ -137,6 +138,10 @@ def update(
         an ``(np, np)`` matrix (softmax: :func:`dyntheory.losses.softmax_out_hessian`).
       steps: number ``k ≥ 0`` of optimizer steps; Python int (static) or traced integer scalar.
       k_query_train: ``(mq, np)`` cross kernel ``K_QS``; required iff the state has query outputs.
+      generator: ``(np, np)`` matrix used for ``B K`` in ``X = I − η B K`` instead of
+        ``out_hessian @ K`` (then ``out_hessian`` is not used): a compression ``Qᵀ B K Q`` of the
+        product, which is not the product ``(Qᵀ B Q)(Qᵀ K Q)`` of the compressed factors
+        (:mod:`dyntheory.lowrank`).
 
     Returns:
       The new state; exact for a kernel constant over the ``k`` steps (see the module docstring).
@@ -164,21 +169,24 @@ def update(
     K = 0.5 * (K + K.T)
     KQ = jnp.zeros((0, n), dtype) if k_query_train is None else jnp.asarray(k_query_train, dtype)
     eta = jnp.asarray(lr, dtype)
-    scalar_b = jnp.ndim(out_hessian) == 0
-    if scalar_b:
+    scalar_b = jnp.ndim(out_hessian) == 0 and generator is None
+    if generator is not None:
+        BK = _check_square(generator, n, "generator").astype(dtype)
+    elif scalar_b:
         c = jnp.asarray(out_hessian, dtype)
         c_value = _concrete(out_hessian)
         if c_value is not None and not c_value >= 0:
             raise ValueError(f"a scalar out_hessian must be non-negative, got {c_value}")
     else:
         B = _check_square(out_hessian, n, "out_hessian").astype(dtype)
+        BK = B @ K
 
     P = state.P
     if static_k == 1:  # one step: no eigendecomposition, no doubling
         KP = K @ P
         W_inc = eta * (P.T @ KP)
         D_inc, G_inc = eta * KP, eta * (KQ @ P)
-        P_new = P - eta * (c * KP if scalar_b else B @ KP)
+        P_new = P - eta * (c * KP if scalar_b else BK @ P)
     elif scalar_b:
         lam, V = jnp.linalg.eigh(K)
         s1, s2, rk = _geometric_sums(eta * c * lam, steps, dtype)
@@ -188,7 +196,7 @@ def update(
         W_inc = VtP.T @ ((eta * lam * s2)[:, None] * VtP)
         G_inc = eta * (KQ @ (V @ (s1[:, None] * VtP)))
     else:
-        X = jnp.eye(n, dtype=dtype) - eta * (B @ K)
+        X = jnp.eye(n, dtype=dtype) - eta * BK
         nbits = _TRACED_STEP_BITS if static_k is None else static_k.bit_length()
         A, S, T = _doubling_sums(X, K, steps, nbits)
         SP = S @ P

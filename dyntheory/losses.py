@@ -125,6 +125,19 @@ def softmax_out_hessian_vp(logits: jax.Array, v: jax.Array) -> jax.Array:
     return ((pi * vi - pi * jnp.sum(pi * vi, axis=-1, keepdims=True)) / n).reshape(-1)
 
 
+def logit_shift_free(v: jax.Array, p: int) -> jax.Array:
+    r"""``Π v``: per example, ``v_i − mean(v_i) 1`` (``v`` flat ``(n p,)`` or ``(n p, k)``).
+
+    Softmax's output Hessian has ``B (c 1) = 0`` per example: shifting all logits of an example by
+    one constant changes no loss. ``Π = I − S Sᵀ`` (``S`` the per-example unit vectors
+    ``1/√p``) projects those zero-loss directions out; the output gradient already lies in its
+    range (``Σ_a g_{ia} = 0``).
+    """
+    shape = v.shape
+    w = v.reshape(-1, p, *shape[1:])
+    return (w - jnp.mean(w, axis=1, keepdims=True)).reshape(shape)
+
+
 def out_hessian_root_vp(name: str, u: jax.Array) -> Callable[[jax.Array], jax.Array]:
     r"""``v -> B^{1/2} v`` for the loss ``name`` at outputs ``u`` (``v`` flat ``(n p,)``).
 

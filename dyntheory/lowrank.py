@@ -103,20 +103,45 @@ def compress(state: LowRankState, matvec: Callable[[jax.Array], jax.Array]) -> j
     return 0.5 * (m + m.T)
 
 
+def compress_product(
+    state: LowRankState,
+    k_mv: Callable[[jax.Array], jax.Array],
+    b_mv: Callable[[jax.Array], jax.Array],
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    r"""``(K_r, B_r, (BK)_r)`` = ``(Qᵀ K Q, Qᵀ B Q, Qᵀ B K Q)`` from one block of ``R``
+    kernel-vector products.
+
+    The propagator's generator ``B K`` is compressed as one operator: ``Qᵀ B K Q = B_r K_r +
+    Qᵀ B (I − QQᵀ) K Q``. The product of the compressed factors drops the second term, the path
+    from the basis through ``K`` out of it and back through ``B``. For squared loss (``B = I/n``)
+    it is 0; for softmax, whose ``B`` mixes the logits of each example, it is not, and dropping it
+    loses W_S's spectrum (tests). On a span that ``B K`` maps into itself ``Qᵀ B K Q`` is exact.
+    """
+    Q = state.Q
+    kq = jax.vmap(k_mv, in_axes=1, out_axes=1)(Q).astype(Q.dtype)
+    bq = jax.vmap(b_mv, in_axes=1, out_axes=1)(Q).astype(Q.dtype)
+    bkq = jax.vmap(b_mv, in_axes=1, out_axes=1)(kq).astype(Q.dtype)
+    sym = lambda m: 0.5 * (m + m.T)
+    return sym(Q.T @ kq), sym(Q.T @ bq), Q.T @ bkq
+
+
 def compress_cross(state: LowRankState, matvec: Callable[[jax.Array], jax.Array]) -> jax.Array:
     """``A Q`` (``mq × R``) for a cross operator ``A`` (e.g. ``K_QS``) given as ``v -> A v``."""
     return jax.vmap(matvec, in_axes=1, out_axes=1)(state.Q).astype(state.Q.dtype)
 
 
 def update(
-    state: LowRankState, k_r: jax.Array, lr, *, out_hessian, steps=1, kq_r=None
+    state: LowRankState, k_r: jax.Array, lr, *, out_hessian, steps=1, kq_r=None, generator=None
 ) -> LowRankState:
     """Advance ``steps`` steps with the compressed kernel ``k_r`` and Hessian ``out_hessian``
     (a scalar ``c`` meaning ``c·I``, or ``B_r``) held constant: the dense recursion of
-    THEORY.md §3 on ``R × R`` matrices (:func:`dyntheory.dissipation.update`)."""
+    THEORY.md §3 on ``R × R`` matrices (:func:`dyntheory.dissipation.update`). ``generator``:
+    the compressed product ``Qᵀ B K Q`` (:func:`compress_product`) to propagate with instead of
+    ``B_r K_r``."""
     acc = dissipation.update(
-        state.acc, k_r, lr, out_hessian=out_hessian, steps=steps, k_query_train=kq_r
-    )
+        state.acc, k_r, lr, out_hessian=out_hessian, steps=steps, k_query_train=kq_r,
+        generator=generator,
+    )  # fmt: skip
     return state._replace(acc=acc)
 
 

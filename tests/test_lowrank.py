@@ -15,6 +15,7 @@ from dyntheory import probes as P
 from dyntheory.engine import TrainConfig, Trainer
 from dyntheory.models import MLP, functional
 from dyntheory.optim import state as optim_state
+from dyntheory.probes.dissipation import PARTS, SUBS
 
 
 def _psd(seed, n, decay=1.0):
@@ -144,8 +145,16 @@ def test_lowrank_equals_dense_on_an_mlp_with_a_complete_basis(loss, optimizer):
     np.testing.assert_allclose(
         h["probe/low/bk_lambda_max"][1:], h["probe/dense/bk_lambda_max"][1:], rtol=1e-4
     )
-    assert np.all(_logged(h, "probe/low/basis_size") == N * P_OUT)
-    assert len(_logged(h, "probe/dense/identity_rel_err")) == STEPS // 3
+    # the compressed step's μ_min (not a fixed 0): the stability of a complete basis is dense's
+    for key in ("stability", "stability_max"):
+        np.testing.assert_allclose(h[f"probe/low/{key}"], h[f"probe/dense/{key}"], rtol=1e-4)
+    if loss == "squared" and optimizer == "gd":  # B = I/n invertible: every μ > 0, stable < 1
+        assert np.all(_logged(h, "probe/dense/stability") < 1)
+    # softmax: the basis lies in range(Π), the complement of the N per-example logit shifts
+    full = N * P_OUT if loss == "squared" else N * (P_OUT - 1)
+    assert np.all(_logged(h, "probe/low/basis_size") == full)
+    err = _logged(h, "probe/dense/identity_rel_err")
+    assert len(err) == STEPS // 3 + 1 and err[0] == 0  # the empty interval at step 0 reads 0
 
 
 def test_lowrank_truncated_on_an_mlp_reports_what_it_tracks():
@@ -212,3 +221,121 @@ def test_dissipation_start_restarts_until_the_start_step():
     np.testing.assert_allclose(t3[:2], t0[:2], atol=1e-12)
     np.testing.assert_allclose(t3[2:], t0[2:] - 0.15, atol=1e-12)
     assert int(res.probe_states["d3"].t) == 9
+    # the rows at or before the start are flagged and show no checks; later rows start at s = 3
+    before = _logged(h, "probe/d3/before_start")
+    np.testing.assert_array_equal(before, [1, 1, 0, 0])
+    err = h["probe/d3/identity_rel_err"][np.isfinite(h["probe/d3/before_start"])]
+    assert np.all(np.isnan(err[:2])) and np.all(np.isfinite(err[2:]))
+    np.testing.assert_array_equal(_logged(h, "probe/d3/start_step")[2:], [3, 3])
+    assert np.all(_logged(h, "probe/d0/before_start") == 0)
+
+
+@pytest.mark.parametrize("rank", [N * P_OUT, 8])
+def test_lowrank_four_cells_equal_dense_with_a_complete_basis_and_add_up_truncated(rank):
+    """``cells=True`` in the low-rank basis: a complete basis gives dense's four cells; a truncated
+    one still splits ``‖g_part‖²`` exactly (the untracked part counts as reservoir)."""
+    data = _data("squared")
+    rng = np.random.RandomState(2)
+    data = dict(data, y_clean=data["y"], y=data["y"] + 0.3 * rng.randn(*data["y"].shape))
+    test = {"x": rng.randn(8, 3), "y": np.zeros((8, P_OUT))}
+    common = dict(lr=0.05, cells=True, mode="dissipated_fraction", threshold=0.5)
+    sched = P.Schedule.every(4)
+    tr = Trainer(
+        TrainConfig(steps=8, fuse=4, probe_size=N),
+        apply_fn=APPLY, init_params=_init, optimizer=optax.sgd(0.05), data=data,
+        eval_sets={"test": test},
+        probes=[
+            P.Dissipation(sched, name="dense", implementation="jacobian", **common),
+            P.Dissipation(
+                sched, name="low", method="lowrank", rank=rank, lanczos_vectors=rank, **common
+            ),
+        ],
+    )  # fmt: skip
+    h = tr.run(progress=False).history
+    cells = [f"{w}_{p}_{s}" for w in ("train", "dissipated", "test") for p in PARTS for s in SUBS]
+    if rank == N * P_OUT:
+        for key in cells:
+            d = _logged(h, f"probe/dense/{key}")
+            np.testing.assert_allclose(
+                _logged(h, f"probe/low/{key}"), d, rtol=1e-6, atol=1e-10 * np.abs(d).max()
+            )
+    for part in PARTS:
+        low = sum(_logged(h, f"probe/low/train_{part}_{s}") for s in SUBS)
+        dense = sum(_logged(h, f"probe/dense/train_{part}_{s}") for s in SUBS)
+        np.testing.assert_allclose(low, dense, rtol=1e-9)
+
+
+def test_compressed_product_is_exact_on_a_span_that_b_k_maps_into_itself():
+    """Softmax-like ``B`` (per-example blocks with ``B 1 = 0``): on ``Q = orth(B^{1/2} V)``, ``V``
+    leading eigenvectors of ``B^{1/2} K B^{1/2}``, the compressed product ``Qᵀ B K Q`` gives
+    ``gᵀ W g`` of the dense recursion for every ``g`` in the span; the product of the compressed
+    factors ``(QᵀBQ)(QᵀKQ)`` does not."""
+    from dyntheory import losses
+
+    n, p, r, lr, steps = 5, 3, 4, 0.5, 7
+    rng = np.random.RandomState(0)
+    logits = rng.randn(n, p)
+    b = np.asarray(losses.softmax_out_hessian(jnp.asarray(logits)))
+    k = _psd(3, n * p)
+    lam_b, v_b = np.linalg.eigh(b)
+    root = (v_b * np.sqrt(np.maximum(lam_b, 0))) @ v_b.T
+    v = np.linalg.eigh(root @ k @ root)[1][:, -r:]
+    q = np.linalg.qr(root @ v)[0]
+    dense = dissipation.update(dissipation.init(n * p), k, lr, out_hessian=b, steps=steps)
+    st = lowrank.extend(lowrank.init(n * p, r), q)
+    k_r, b_r, bk_r = lowrank.compress_product(st, lambda x: k @ x, lambda x: b @ x)
+    np.testing.assert_allclose(bk_r, q.T @ b @ k @ q, atol=1e-12)
+    prod = lowrank.update(st, k_r, lr, out_hessian=b_r, steps=steps, generator=bk_r)
+    fact = lowrank.update(st, k_r, lr, out_hessian=b_r, steps=steps)
+    c = rng.randn(r, 3)
+    g = np.asarray(st.Q) @ c
+    want = np.diag(g.T @ np.asarray(dense.W) @ g)
+    np.testing.assert_allclose(np.diag(c.T @ np.asarray(prod.acc.W) @ c), want, rtol=1e-10)
+    assert np.max(np.abs(np.diag(c.T @ np.asarray(fact.acc.W) @ c) / want - 1)) > 1e-3
+
+
+def test_logit_shift_free_projects_out_softmax_ker_b():
+    from dyntheory import losses
+
+    rng = np.random.RandomState(1)
+    logits, v = jnp.asarray(rng.randn(4, 3)), jnp.asarray(rng.randn(12, 2))
+    pv = losses.logit_shift_free(v, 3)
+    np.testing.assert_allclose(np.asarray(pv).reshape(4, 3, 2).sum(1), 0, atol=1e-12)
+    np.testing.assert_allclose(losses.logit_shift_free(pv, 3), pv, atol=1e-12)  # a projector
+    b = losses.softmax_out_hessian(logits)
+    np.testing.assert_allclose(b @ pv, b @ v, atol=1e-12)  # only ker B was removed
+
+
+@pytest.mark.parametrize("rank", [N * (P_OUT - 1), 5])
+def test_check_spectrum_reports_the_low_rank_spectrum_against_a_dense_probe(rank):
+    """``check_spectrum=k`` (softmax, Adam): its ``spectrum_rel_err`` is the top-k comparison with
+    a separate dense probe's spectrum (cross-implementation); 0 to round-off with a basis that
+    spans range(Π) (modulo the logit shifts), > 0 and reported when truncated."""
+    lr = 0.005
+    common = dict(
+        lr=lr, preconditioner=optim_state.adam_preconditioner(lr), loss="softmax_ce",
+        query=False, start=3,
+    )  # fmt: skip
+    sched = P.Schedule.every(3)
+    tr = Trainer(
+        TrainConfig(steps=9, fuse=3, probe_size=N),
+        apply_fn=APPLY, init_params=_init, optimizer=optax.adam(lr), data=_data("softmax_ce"),
+        loss="softmax_ce",
+        probes=[
+            P.Dissipation(sched, name="dense", implementation="jacobian", **common),
+            P.Dissipation(sched, name="low", method="lowrank", rank=rank, lanczos_vectors=rank,
+                          check_spectrum=3, **common),
+        ],
+    )  # fmt: skip
+    res = tr.run(progress=False)
+    h = res.history
+    after = _logged(h, "probe/low/before_start") == 0
+    err = _logged(h, "probe/low/spectrum_rel_err")
+    assert len(err) == after.sum() == 2  # NaN (not shown) at and before the start
+    d, lo = res.arrays["dense/w_eigenvalues"][-1][:3], res.arrays["low/w_eigenvalues"][-1][:3]
+    np.testing.assert_allclose(err[-1], np.max(np.abs(lo - d) / d), rtol=1e-6)
+    np.testing.assert_allclose(_logged(h, "probe/low/w_lambda_max_dense")[-1], d[0], rtol=1e-9)
+    if rank == N * (P_OUT - 1):
+        assert err.max() < 1e-6
+    else:
+        assert err.max() > 1e-6

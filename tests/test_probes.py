@@ -301,6 +301,37 @@ def test_augmented_identity_is_exact_for_momentum_and_weight_decay_on_a_linear_m
     assert len(aug) == 6 and aug.max() < 1e-9 and plain.max() > 5e-2
 
 
+@pytest.mark.parametrize("method", ["dense", "lowrank"])
+def test_second_order_switch_makes_gd_exact_at_a_large_step(method):
+    """Plain GD on a linear model, squared loss, full batch, with ``λ_max(η B K)`` near 1.5: the
+    momentum-free W_S is first order in η and misses; ``second_order=True`` runs the augmented
+    recursion (β = λ = 0, with ``−½ Δuᵀ B Δu``), exact to round-off."""
+    rng = np.random.RandomState(0)
+    x = rng.randn(N, 3)
+    data = {"x": x, "y": x @ rng.randn(3, 2) + 0.1 * rng.randn(N, 2)}
+    apply = lambda w, x: x @ w["k"] + w["b"][None]
+    init_w = lambda key: {
+        "k": jax.random.normal(key, (3, 2), jnp.float64),
+        "b": jnp.zeros(2, jnp.float64),
+    }
+    lam = np.linalg.eigvalsh(x @ x.T + 1)[-1] / N  # λ_max(B K), B = I/n
+    lr = 1.5 / lam
+    probe = P.Dissipation(
+        P.Schedule.every(4), lr=lr, query=False, method=method, rank=2 * N, second_order=True
+    )
+    tr = Trainer(
+        TrainConfig(steps=12, fuse=4, probe_size=N),
+        apply_fn=apply, init_params=init_w, optimizer=optax.sgd(lr), data=data, probes=[probe],
+    )  # fmt: skip
+    h = tr.run(progress=False).history
+    rows = (h["step"] > 0) & np.isfinite(np.asarray(h["probe/dissipation/time"]).ravel())
+    aug = np.asarray(h["probe/dissipation/identity_rel_err_augmented"]).ravel()[rows]
+    plain = np.asarray(h["probe/dissipation/identity_rel_err"]).ravel()[rows]
+    bk = np.asarray(h["probe/dissipation/bk_lambda_max"]).ravel()[rows]
+    np.testing.assert_allclose(bk, 1.5, rtol=1e-6)
+    assert len(aug) == 3 and aug.max() < 1e-9 and plain.min() > 0.1
+
+
 def test_augmented_identity_bad_inputs():
     with pytest.raises(ValueError, match="needs first_moment"):
         P.Dissipation(momentum=0.9)

@@ -228,3 +228,27 @@ def test_bad_inputs_fail_before_compute(tmp_path):
     assert [line["step"] for line in lines] == [0, 2] and lines[0]["train/loss"] != 1.0
     assert json.loads((rd.path / "metrics.jsonl").read_text().splitlines()[0])["step"] == 0
     assert out.final["train/loss"] == lines[-1]["train/loss"]
+
+
+def test_probes_see_the_whole_training_set_unless_a_subset_is_asked_for_by_name():
+    """``probe_size`` unset: the probe sets are the whole data and first eval set; an integer is a
+    subset by name; a sampler has no whole set, so a probe that reads one needs ``probe_size``."""
+    d, test = data(20), data(12, seed=1)
+    ntk = probes.NTKSpectrum(probes.Schedule.every(2), top_k=4)
+
+    def sets(**kw):
+        cfg = TrainConfig(steps=2, fuse=2, devices=1, **kw)
+        tr = Trainer(cfg, apply_fn=APPLY, init_params=init, optimizer=optax.sgd(0.1), data=d,
+                     eval_sets={"test": test}, probes=[ntk])  # fmt: skip
+        return {k: v["x"].shape[0] for k, v in tr.prober.sets.items()}
+
+    assert sets() == {"train": 20, "test": 12}
+    assert sets(probe_size=8) == {"train": 8, "test": 8}
+    sampler = lambda key, b: {k: v[:b] for k, v in d.items()}
+    cfg = TrainConfig(steps=2, fuse=2, devices=1, batch_size=4)
+    with pytest.raises(ValueError, match="data is a sampler .* set probe_size"):
+        Trainer(cfg, apply_fn=APPLY, init_params=init, optimizer=optax.sgd(0.1), data=sampler,
+                probes=[ntk])  # fmt: skip
+    # a probe that reads no probe set runs on a sampler without one
+    Trainer(cfg, apply_fn=APPLY, init_params=init, optimizer=optax.sgd(0.1), data=sampler,
+            probes=[probes.Norms(probes.Schedule.every(2))])  # fmt: skip

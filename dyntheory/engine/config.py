@@ -59,7 +59,10 @@ class TrainConfig:
       keep_checkpoints: how many recent checkpoints to keep.
       layout: ``"replicated"`` (data parallel) or ``"fsdp"`` (parameters sharded too).
       devices: devices in the mesh; 0 = all.
-      probe_size: examples in the fixed train / test probe subsets.
+      probe_size: ``None`` (default): the probes see the whole training set and the whole first
+        eval set. An integer asks for a subset by name: the first ``probe_size`` examples of each
+        (or one fixed draw of that many from a sampler). A subset's W_S is the Gramian of another
+        run, trained on the subset alone (THEORY.md §10, "Subsets are not the run").
       tensorboard: also write TensorBoard event files into ``RUN_DIR/events/`` (needs the
         ``tensorboard`` extra: ``pip install -e '.[tensorboard]'``).
     """
@@ -76,14 +79,14 @@ class TrainConfig:
     keep_checkpoints: int = 2
     layout: Literal["replicated", "fsdp"] = "replicated"
     devices: int = 0
-    probe_size: int = 64
+    probe_size: int | None = None
     tensorboard: bool = False
 
     def __post_init__(self):
         check_numbers(self)
         positive = ("steps", "seeds", "fuse", "log_every", "keep_checkpoints", "probe_size")
         for name in positive:
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         for name in ("eval_every", "checkpoint_every", "devices"):
             if getattr(self, name) < 0:
@@ -143,6 +146,24 @@ def check_range(cfg, names, low=None, high=None, *, low_open=False, high_open=Fa
             lo = "(-inf" if low is None else ("(" if low_open else "[") + f"{low:g}"
             hi = "inf)" if high is None else f"{high:g}" + (")" if high_open else "]")
             raise ConfigError(f"{name} must lie in {lo}, {hi}, got {v}.")
+
+
+def check_dissipation(cfg, n_outputs: int) -> None:
+    """:class:`ConfigError` unless ``cfg.dissipation_method`` is ``dense`` or ``lowrank`` and, for
+    ``lowrank``, ``1 <= dissipation_rank <= n_outputs`` (the probe set's train outputs ``n·p``)
+    and ``dissipation_vectors >= 1`` (the W_S probe's knobs, shared by every experiment)."""
+    if cfg.dissipation_method not in ("dense", "lowrank"):
+        raise ConfigError(
+            f"dissipation_method must be dense or lowrank, got {cfg.dissipation_method!r}."
+        )
+    for name in ("dissipation_rank", "dissipation_vectors"):
+        if getattr(cfg, name, 1) < 1:
+            raise ConfigError(f"{name} must be >= 1, got {getattr(cfg, name)}.")
+    if cfg.dissipation_method == "lowrank" and cfg.dissipation_rank > n_outputs:
+        raise ConfigError(
+            f"dissipation_rank ({cfg.dissipation_rank}) must be <= the {n_outputs} train outputs "
+            "(n·p) of the probe set (rank = n·p is exact)."
+        )
 
 
 class Preset(NamedTuple):

@@ -27,12 +27,20 @@ class ProbeRunner:
         self.fns = {p.name: self._jit(p) for p in self.probes}
 
     def _sets(self, data, eval_sets, probe_data) -> dict[str, Any]:
-        """``probe_data``, or the first ``probe_size`` examples of the data and first eval set."""
+        """``probe_data``; else the whole data and first eval set, or with ``cfg.probe_size`` set
+        (a subset asked for by name) their first ``probe_size`` examples."""
         tr = self.trainer
         if probe_data is not None:
             sets = dict(probe_data)
+        elif not any(p.needs_probe_set for p in self.probes):
+            sets = {}
         else:
             m = tr.cfg.probe_size
+            if callable(data) and m is None:
+                raise ValueError(
+                    "the probes need a fixed probe set, and the data is a sampler (no whole "
+                    "training set): pass probe_data= or set probe_size (one fixed draw)."
+                )
             if callable(data):  # a sampler: one fixed draw
                 sets = {"train": data(jax.random.fold_in(jax.random.key(tr.cfg.seed), 7), m)}
             else:
@@ -53,7 +61,7 @@ class ProbeRunner:
                 tr.apply_fn,
                 tr.loss_fn,
                 tr.optimizer,
-                sets["train"],
+                sets.get("train"),
                 sets.get("test"),
                 batch,
                 batching.step_key(key, step, 1),

@@ -67,8 +67,9 @@ lines after it are dropped and recomputed, so the run continues exactly (``resum
 over). NaN/Inf in the loss or the params stops the run with :class:`NonFiniteError` naming the
 step and the quantity; the last good checkpoint stays.
 
-**Probes** (:mod:`dyntheory.probes`) run on their own schedules on fixed probe subsets (the first
-``cfg.probe_size`` train examples, and of the first eval set; or ``probe_data=``), outside the fused
+**Probes** (:mod:`dyntheory.probes`) run on their own schedules on fixed probe sets: the whole
+training set and first eval set by default, their first ``cfg.probe_size`` examples when a subset
+is asked for by name, or ``probe_data=``, outside the fused
 loop, each jitted once. Their scalars land in the metrics as ``probe/<name>/...``, their arrays in
 ``probes.npz``; their cost is timed separately: ``time/train_s``, ``time/probe_s`` (and
 ``time/probe/<name>_s``), ``time/checkpoint_s`` and ``time/compile_s`` (ahead-of-time compilation

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import jax
 import optax
@@ -123,6 +123,8 @@ class Probe:
 
     schedule: Schedule = Schedule.every(100)
     name: str = "probe"
+    # whether the probe reads the fixed probe sets ctx.train / ctx.test
+    needs_probe_set: ClassVar[bool] = True
 
     def init(self, ctx: ProbeContext, params, opt_state) -> Any:
         return ()

@@ -21,6 +21,19 @@ from dyntheory.probes import dissipation_kernels as kernels
 from dyntheory.probes.base import Probe, Schedule, f64
 
 METHODS = ("dense", "lowrank")
+BASIS_VECTORS, COMPRESS = ("kernel", "dynamics"), ("product", "factors")
+# the checks that a row before `start` does not show (NaN there, flagged by `before_start`)
+VALIDITY = (
+    "identity_rel_err", "identity_rel_err_augmented", "bk_lambda_max", "stability",
+    "stability_max", "spectrum_rel_err",
+)  # fmt: skip
+
+
+def rel_err(predicted: jax.Array, drop: jax.Array, empty: jax.Array) -> jax.Array:
+    """``|predicted − drop| / |drop|``, defined as 0 on an empty interval (both sides are 0)."""
+    return jnp.where(empty, 0.0, jnp.abs(predicted - drop) / jnp.abs(jnp.where(empty, 1.0, drop)))
+
+
 PARTS, SUBS = kernels.PARTS, kernels.SUBS  # the four cells: clean/noise × channel/reservoir
 
 
@@ -48,6 +61,11 @@ class DissipationProbeState(NamedTuple):
     aug: momentum.MomentumState | None  # (3r, 3r) A, W in the basis' (or output) coordinates
     e0: jax.Array | None  # (np,) J (p ⊙ m): the output image of the momentum at the start
     a0: jax.Array | None  # (np,) J w: the output image of the weights at the start
+    s: jax.Array  # () int32, the start s of W_S(s, T)
+    mu: jax.Array  # (2,) (μ_max, μ_min) of η B K_eff held since t (the next interval's kernel)
+    stab_max: jax.Array  # () the largest stability over the intervals of [s, t] (0 before any)
+    # check_spectrum: the dense reference (W_S, P; K, B, η held since t) next to the low-rank one
+    ref: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -75,16 +93,31 @@ class Dissipation(Probe):
     :func:`dyntheory.split.four_cell`. Arrays: ``w_eigenvalues`` (np,) and, with ``query``,
     ``predicted_displacement`` / ``actual_displacement`` (mq,).
 
-    **Validity** (THEORY.md §10), reported at every probe step: ``identity_rel_err`` =
-    ``|predicted_loss_drop − loss_drop| / |loss_drop|`` on the probe set, and the stability of the
-    propagator refreshed at this step: ``bk_lambda_max`` = ``λ_max(η B K_eff)`` and ``stability``
-    = the largest ``|1 − μ|`` over the eigenvalues ``μ`` of ``η B K_eff`` (``> 1`` exactly when
-    ``λ_max > 2``: the linearized step expands and the accumulator is not to be trusted).
-    With ``momentum`` or ``decay`` the probe also runs the augmented recursion of
-    :mod:`dyntheory.momentum` (EMA momentum with Adam's bias correction, decoupled weight decay;
-    same kernels, same basis) and reports its ``predicted_loss_drop_augmented`` and
-    ``identity_rel_err_augmented`` next to the momentum-free ones (``W_S`` and its split stay
-    the momentum-free Gramian of THEORY.md §3).
+    **Validity** (THEORY.md §10), reported at every probe step ``t`` for the accumulator
+    ``W_S(s, t)`` (``start_step`` = ``s``): ``identity_rel_err`` =
+    ``|predicted_loss_drop − loss_drop| / |loss_drop|`` on the probe set (0 on the empty interval
+    ``t = s``), and the stability of the kernel that was held over the row's last interval
+    ``[t_prev, t)``: ``bk_lambda_max`` = ``λ_max(η B K_eff)`` and ``stability`` = the largest
+    ``|1 − μ|`` over the eigenvalues ``μ`` of ``η B K_eff`` (``> 1`` exactly when ``λ_max > 2``:
+    the linearized step expands and the accumulator is not to be trusted); ``stability_max`` is
+    the largest ``stability`` over every interval of ``[s, t]``. With ``start``, rows at or
+    before it carry ``before_start = 1`` and NaN checks. With ``momentum``, ``decay`` or
+    ``second_order`` the probe also runs the augmented recursion of :mod:`dyntheory.momentum`
+    (EMA momentum with Adam's bias correction, decoupled weight decay, the second-order term
+    ``−½ Δuᵀ B Δu``; same kernels, same basis) and reports its ``predicted_loss_drop_augmented``
+    and ``identity_rel_err_augmented`` next to the momentum-free ones (``W_S`` and its split stay
+    the momentum-free Gramian of THEORY.md §3, whose own ``identity_rel_err`` is reported).
+
+    **Softmax's zero-loss directions** (THEORY.md §10). ``B 1 = 0`` per example: a shift of all
+    logits of one example carries no loss, while ``W_S`` accumulates ``K`` there without any
+    dissipation. With ``modulo_ker_b`` (default) the spectrum, the split and the cells are those
+    of ``Π W_S Π`` (:func:`dyntheory.losses.logit_shift_free`), and the low-rank basis is taken
+    in ``range(Π)``. The identity is unchanged: ``g`` lies in ``range(Π)``.
+
+    **Spectrum check.** ``check_spectrum = k`` (``"lowrank"`` only; it forms the ``(np, np)``
+    kernels, so small probe sets) carries a dense ``W_S`` on the same refreshes and reports
+    ``spectrum_rel_err`` = ``max_{i<k} |λ_i − λ_i^dense| / λ_i^dense`` over the top ``k``
+    eigenvalues of what is split, ``w_lambda_max_dense`` and ``channel_dim_dense``.
 
     **Methods.** ``"dense"`` forms the ``(np, np)`` kernels (exact, ``O((np)³)`` per refresh).
     ``"lowrank"`` never does: kernels are NTK-vector products over the probe set
@@ -106,9 +139,21 @@ class Dissipation(Probe):
       method: ``"dense"`` or ``"lowrank"``; rank: the basis size ``R ≤ n p`` of ``"lowrank"``;
       lanczos_vectors, lanczos_iters: leading eigenvectors added per refresh and the Lanczos
         depth; chunk_size: examples per NTK-vector product (memory), None for all at once.
-      start: the accumulator starts at the first probe step ``s ≥ start`` (``W_S(s, T)``); before
-        it every probe step restarts it (its scalars still describe the interval before the
-        restart). Adam's first steps (tiny ``v̂``) break the linearization
+      momentum, first_moment, bias_correction, decay: the augmented identity's EMA momentum
+        ``β`` (with ``opt_state -> m``), Adam's bias correction, and the decay ``η·wd`` per step.
+      modulo_ker_b: split ``Π W_S Π`` for softmax (above); ignored for squared loss.
+      basis_vectors: what a low-rank refresh adds: ``"kernel"`` (leading eigenvectors of ``K``)
+        or ``"dynamics"`` (``B^{1/2} v`` for the leading eigenvectors ``v`` of
+        ``B^{1/2} K B^{1/2}``: a span that ``B K`` maps into itself).
+      compress: the low-rank propagator's generator: ``"product"`` ``Qᵀ B K Q`` or ``"factors"``
+        ``(Qᵀ B Q)(Qᵀ K Q)`` (:func:`dyntheory.lowrank.compress_product`); equal for squared loss.
+      check_spectrum: see "Spectrum check" (0: off).
+      second_order: run the augmented recursion (with the second-order term) also without
+        momentum and decay, e.g. for plain GD at a large step.
+      start: every probe step ``≤ start`` restarts the accumulator, so ``W_S(s, T)`` starts at
+        the last probe step ``s ≤ start`` (``start_step``; ``s = start`` when ``start`` is a probe
+        step); those rows describe the interval before the restart and are flagged
+        ``before_start``. Adam's first steps (tiny ``v̂``) break the linearization
         (``λ_max(η B K_eff) > 2``); starting after them measures the rest of the run.
     """
 
@@ -132,10 +177,15 @@ class Dissipation(Probe):
     first_moment: Callable | None = None
     bias_correction: bool = True
     decay: float = 0.0
+    second_order: bool = False
+    modulo_ker_b: bool = True
+    basis_vectors: str = "kernel"
+    compress: str = "product"
+    check_spectrum: int = 0
 
     @property
     def augmented(self) -> bool:
-        return self.momentum > 0 or self.decay > 0
+        return self.momentum > 0 or self.decay > 0 or self.second_order
 
     def __post_init__(self):
         losses.get_loss(self.loss)
@@ -148,6 +198,11 @@ class Dissipation(Probe):
                 "Dissipation(momentum=...) needs first_moment (opt_state -> m), e.g. "
                 "dyntheory.optim.state.first_moment."
             )
+        for name, choices in (("basis_vectors", BASIS_VECTORS), ("compress", COMPRESS)):
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"unknown Dissipation {name} {getattr(self, name)!r}; choose one of {choices}."
+                )
         if self.method not in METHODS:
             raise ValueError(
                 f"unknown Dissipation method {self.method!r}; choose one of {METHODS}."
@@ -159,8 +214,12 @@ class Dissipation(Probe):
             raise ValueError(f"Dissipation(lr=...) must be finite and > 0, got {self.lr}.")
         if self.cells and not (self.query and self.loss == "squared"):
             raise ValueError("Dissipation(cells=True) needs query=True and loss='squared'.")
-        if self.method == "lowrank" and self.cells:
-            raise ValueError("Dissipation(cells=True) needs method='dense'.")
+        if self.check_spectrum < 0 or (self.check_spectrum and self.method != "lowrank"):
+            raise ValueError(
+                "Dissipation(check_spectrum=k) compares the top k eigenvalues of a lowrank W_S "
+                f"with a dense reference: needs method='lowrank' and k >= 0, got "
+                f"{self.check_spectrum} with method={self.method!r}."
+            )
         for name in ("rank", "lanczos_vectors"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"Dissipation {name} must be >= 1, got {getattr(self, name)}.")
@@ -213,59 +272,94 @@ class Dissipation(Probe):
             e0, a0 = kernels.images(self, ctx, params, opt_state, step, g)
             tracked += [e0, a0]  # a zero image (no momentum, or no decay) adds no direction
         if basis is not None:
-            basis = lowrank.extend(basis, jnp.stack(tracked, 1).astype(f64()))
-        basis, k, kq, hess, lr, _ = self._refresh(ctx, params, opt_state, step, basis, u)
+            tracked = kernels.zero_loss_free(self, u, jnp.stack(tracked, 1).astype(f64()))
+            basis = lowrank.extend(basis, tracked)
+        basis, k, kq, hess, lr, mu = self._refresh(ctx, params, opt_state, step, basis, u)
         acc = dissipation.init(k.shape[0], n_q) if basis is None else basis
         aug = momentum.init(k.shape[0]) if self.augmented else None
+        step = jnp.asarray(step, jnp.int32)
+        ref = None
+        if self.check_spectrum:
+            ref = (dissipation.init(g.shape[0]), *self._dense_ref(ctx, params, opt_state, step, u))
         return DissipationProbeState(
-            kernels.drop_g(acc, self.query), k, kq, hess, lr, jnp.asarray(step, jnp.int32),
+            kernels.drop_g(acc, self.query), k, kq, hess, lr, step,
             g, noise, phi, u.reshape(-1), uq, aug, e0, a0,
+            step, jnp.stack(mu).astype(f64()), jnp.zeros((), f64()), ref,
         )  # fmt: skip
+
+    def _dense_ref(self, ctx, params, opt_state, step, u):
+        """``(K, B, η)`` of the dense reference of ``check_spectrum``."""
+        dense = dataclasses.replace(self, method="dense", query=False, check_spectrum=0)
+        _, k, _, hess, lr, _ = kernels.refresh_dense(dense, ctx, params, opt_state, step, None, u)
+        return k, hess, lr
 
     def __call__(self, ctx, state: DissipationProbeState, params, opt_state, step):
         new, s, arrays = self._advance(ctx, state, params, opt_state, step)
         if self.start == 0:
-            return new, s, arrays
+            return new, dict(s, before_start=jnp.zeros((), f64())), arrays
         # Until the first probe step >= start the accumulator restarts there: W_S(s, T), s >= start.
         # A real branch (the step is shared by the vmapped seeds): after the start, no second
         # refresh is computed and thrown away.
         new = jax.lax.cond(
             step <= self.start, lambda: self._start(ctx, params, opt_state, step), lambda: new
         )
+        # a row at or before `start` describes an interval that ends before W_S(s, T) begins:
+        # flagged, and its checks are not shown as if they were the run's
+        before = step <= self.start
+        s = dict(s, before_start=before.astype(f64()))
+        for key in VALIDITY:
+            if key in s:
+                s[key] = jnp.where(before, jnp.nan, s[key])
         return new, s, arrays
 
     def _advance(self, ctx, state: DissipationProbeState, params, opt_state, step):
         low = self.method == "lowrank"
         acc = kernels.with_g(state.acc, self.query, state.k.shape[0])
         step_fn = lowrank.update if low else dissipation.update
+        hess, gen = kernels.hessian(state.hess)
         acc = step_fn(
-            acc, state.k, state.lr, out_hessian=state.hess, steps=step - state.t,
+            acc, state.k, state.lr, out_hessian=hess, steps=step - state.t, generator=gen,
             **({"kq_r": state.kq} if low else {"k_query_train": state.kq}),
         )  # fmt: skip
         aug = state.aug
         if self.augmented:
             aug = momentum.update(
-                aug, state.lr * state.k, self.momentum, out_hessian=state.hess,
+                aug, state.lr * state.k, self.momentum, out_hessian=hess,
                 steps=step - state.t, decay=self.decay,
                 first_step=state.t + 1 if self.bias_correction else None,
             )  # fmt: skip
         u = self._outputs(ctx, params)
         g, _, phi = self._grad_hess_loss(ctx, u)
-        basis, k, kq, hess, lr, (mu_max, mu_min) = self._refresh(
+        basis, k, kq, hess, lr, mu = self._refresh(
             ctx, params, opt_state, step, acc if low else None, u
         )
+        ref = state.ref
+        if ref is not None:
+            w_ref = dissipation.update(
+                ref[0], ref[1], ref[3], out_hessian=ref[2], steps=step - state.t
+            )
+            ref = (w_ref, *self._dense_ref(ctx, params, opt_state, step, u))
         acc = basis if low else acc
+        # the stability of the kernel held over [t_prev, t): the interval this row's identity ends
+        mu_max, mu_min = state.mu[0], state.mu[1]
+        stab = jnp.maximum(jnp.abs(1 - mu_max), jnp.abs(1 - mu_min))
+        stab_max = jnp.where(step > state.t, jnp.maximum(state.stab_max, stab), state.stab_max)
         new = state._replace(
             acc=kernels.drop_g(acc, self.query), k=k, kq=kq, hess=hess, lr=lr,
-            t=step.astype(jnp.int32), aug=aug,
+            t=step.astype(jnp.int32), aug=aug, mu=jnp.stack(mu).astype(f64()), stab_max=stab_max,
+            ref=ref,
         )  # fmt: skip
         ops = acc.acc if low else acc  # the operators in the basis' (or output) coordinates
         to = (lambda v: lowrank.coords(acc, v)) if low else (lambda v: v.astype(ops.W.dtype))
         n = ctx.train["x"].shape[0]
-        sp = split.split(ops.W, self.threshold, self.mode, n_examples=n)
+        modulo = lambda w: kernels.zero_loss_free(self, u, kernels.zero_loss_free(self, u, w).T)
+        # the dense W_S is split modulo softmax's zero-loss directions, Π W Π (THEORY.md §10); a
+        # low-rank basis already lies in range(Π)
+        sp = split.split(ops.W if low else modulo(ops.W), self.threshold, self.mode, n_examples=n)
         lam = sp.eigvals
         c0 = to(state.g0)
         drop, predicted = state.phi0 - phi, c0 @ ops.W @ c0
+        empty = step <= state.s  # W_S(s, s) = 0 and no loss has moved: the identity holds, 0 error
         s = {
             "w_lambda_max": lam[0],
             "w_trace": jnp.sum(lam),
@@ -274,14 +368,16 @@ class Dissipation(Probe):
             "time": ops.time,
             "loss_drop": drop,
             "predicted_loss_drop": predicted,
-            "identity_rel_err": jnp.abs(predicted - drop) / jnp.abs(drop),
+            "identity_rel_err": rel_err(predicted, drop, empty),
+            "start_step": state.s.astype(f64()),
             "bk_lambda_max": mu_max,
-            "stability": jnp.maximum(jnp.abs(1 - mu_max), jnp.abs(1 - mu_min)),
+            "stability": stab,
+            "stability_max": stab_max,
         }
         if self.augmented:
             pred = momentum.predicted_loss_drop(aug, c0, to(state.e0), to(state.a0))
             s["predicted_loss_drop_augmented"] = pred
-            s["identity_rel_err_augmented"] = jnp.abs(pred - drop) / jnp.abs(drop)
+            s["identity_rel_err_augmented"] = rel_err(pred, drop, empty)
         noise_known = "y_clean" in ctx.train and self.loss == "squared"
         for label, v in (("g0", state.g0), ("g", g), ("noise", state.noise0)):
             if label == "noise" and not noise_known:
@@ -289,6 +385,16 @@ class Dissipation(Probe):
             ch, res = split.energies(sp, to(v))
             outside = jnp.sum(jnp.square(v.astype(lam.dtype))) - jnp.sum(jnp.square(to(v)))
             s[f"{label}_channel"], s[f"{label}_reservoir"] = ch, res + jnp.maximum(outside, 0)
+        if ref is not None:  # the low-rank spectrum against the dense reference, top k
+            k_top = min(self.check_spectrum, lam.shape[0])
+            dense_sp = split.split(modulo(ref[0].W), self.threshold, self.mode, n_examples=n)
+            top = dense_sp.eigvals[:k_top]
+            tiny = jnp.finfo(top.dtype).eps * jnp.abs(top[0]) + jnp.finfo(top.dtype).tiny
+            s["spectrum_rel_err"] = jnp.max(
+                jnp.abs(lam[:k_top] - top) / jnp.maximum(jnp.abs(top), tiny)
+            )
+            s["channel_dim_dense"] = jnp.sum(dense_sp.channel)
+            s["w_lambda_max_dense"] = top[0]
         if low:
             s["basis_size"] = acc.size
             s["g0_tracked"] = jnp.sum(c0**2) / jnp.sum(jnp.square(state.g0.astype(c0.dtype)))
@@ -303,5 +409,5 @@ class Dissipation(Probe):
             s["invisibility"] = split.invisibility_residual(sp, ops.G)
             arrays["predicted_displacement"], arrays["actual_displacement"] = pred, actual
         if self.cells:
-            s.update(kernels.cells(sp, ops, state.g0, state.noise0))
+            s.update(kernels.cells(sp, ops, state.g0, state.noise0, to if low else None))
         return new, s, arrays

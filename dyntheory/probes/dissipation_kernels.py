@@ -49,8 +49,12 @@ def refresh_dense(probe, ctx, params, opt_state, step, basis, u):
 
 
 def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
-    """As :func:`refresh_dense` in the low-rank basis (extended by Lanczos vectors): ``K_r``,
-    ``K_QS Q``, ``B_r`` (or ``1/n``), with ``λ_max(η B K)`` by Lanczos on the whole operator."""
+    """As :func:`refresh_dense` in the low-rank basis, extended by ``lanczos_vectors`` leading
+    eigenvectors per refresh: of ``K`` (``basis_vectors="kernel"``) or, mapped by ``B^{1/2}``, of
+    ``B^{1/2} K B^{1/2}`` (``"dynamics"``: a span that ``B K`` maps into itself). Returns ``K_r``,
+    ``K_QS Q``, the Hessian as ``B_r`` or ``(B_r, Qᵀ B K Q)`` (:func:`dyntheory.lowrank.
+    compress_product`, with ``compress="product"``) or ``1/n``, and ``λ_max(η B K)`` by Lanczos
+    on the whole operator."""
     p = precond(probe, opt_state)
     x = ctx.train["x"]
     k_mv = ntk.ntk_matvec(ctx.apply_fn, params, x, precond=p, chunk_size=probe.chunk_size)
@@ -60,12 +64,23 @@ def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
     nvec = min(probe.lanczos_vectors, n_out)
     iters = min(n_out, probe.lanczos_iters or 2 * nvec + 20)
     key = jax.random.fold_in(jax.random.key(0), step)
-    _, vecs = krylov.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
-    basis = lowrank.extend(basis, vecs)
-    k_r = lowrank.compress(basis, k_mv)
-    hess = jnp.asarray(spec.out_hessian(u), f64()) if probe.loss == "squared" else None
-    if hess is None:
-        hess = lowrank.compress(basis, b_mv)
+    # λ_max(η B K) = λ_max(η B^{1/2} K B^{1/2}) (B PSD), by Lanczos on the whole operator
+    root = losses.out_hessian_root_vp(probe.loss, u)
+    sym = lambda v: root(k_mv(root(v)))
+    if probe.basis_vectors == "dynamics":
+        top, vecs = krylov.lanczos_topk(sym, n_out, nvec, key=key, num_iters=iters)
+        vecs = jax.vmap(root, in_axes=1, out_axes=1)(vecs)
+    else:
+        _, vecs = krylov.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
+        top, _ = krylov.lanczos_topk(
+            sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
+        )
+    basis = lowrank.extend(basis, zero_loss_free(probe, u, vecs))
+    if probe.loss == "squared":
+        k_r, hess = lowrank.compress(basis, k_mv), jnp.asarray(spec.out_hessian(u), f64())
+    else:
+        k_r, b_r, bk_r = lowrank.compress_product(basis, k_mv, b_mv)
+        hess = (b_r, bk_r) if probe.compress == "product" else b_r
     kq = None
     if probe.query:
         kq_mv = ntk.ntk_matvec(
@@ -73,14 +88,39 @@ def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
         )
         kq = lowrank.compress_cross(basis, kq_mv)
     lr = step_size(probe, step, p)
-    # λ_max(η B K) = λ_max(η B^{1/2} K B^{1/2}) (B PSD), by Lanczos on the whole operator
-    root = losses.out_hessian_root_vp(probe.loss, u)
-    sym = lambda v: root(k_mv(root(v)))
-    top, _ = krylov.lanczos_topk(
-        sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
-    )
-    mu_max = lr * top[0]
-    return basis, k_r, kq, hess, lr, (mu_max, jnp.zeros((), f64()))
+    mu_min = compressed_mu_min(basis, k_r, hessian(hess)[0])
+    return basis, k_r, kq, hess, lr, (lr * top[0], lr * mu_min)
+
+
+def hessian(hess):
+    """``(B, generator)`` of a refreshed Hessian: ``B`` (or ``1/n``), and the compressed product
+    ``Qᵀ B K Q`` to propagate with, or None."""
+    return hess if isinstance(hess, tuple) else (hess, None)
+
+
+def zero_loss_free(probe, u, v):
+    """``v`` (``(N,)`` or ``(N, k)``) with softmax's zero-loss directions projected out when
+    ``probe.modulo_ker_b``: per example, the shift of all logits by one constant (``B 1 = 0``)."""
+    if not (probe.modulo_ker_b and probe.loss == "softmax_ce"):
+        return v
+    return losses.logit_shift_free(v, u.shape[-1])
+
+
+def compressed_mu_min(basis, k_r, hess) -> jax.Array:
+    """The smallest eigenvalue of ``B_r K_r`` over the basis columns in use: the compressed step
+    ``I − η B_r K_r`` is what the low-rank recursion advances, so its ``|1 − μ_min|`` enters the
+    stability; ``B_r K_r`` is similar to the PSD ``B_r^{1/2} K_r B_r^{1/2}``. Unused columns are
+    zero rows and columns: they are shifted out of the minimum."""
+    unused = jnp.arange(k_r.shape[0]) >= basis.size
+    if jnp.ndim(hess) == 0:
+        sym = hess * k_r
+    else:
+        lam_b, v_b = jnp.linalg.eigh(hess)
+        root = (v_b * jnp.sqrt(jnp.maximum(lam_b, 0))[None]) @ v_b.T
+        sym = root @ k_r @ root
+    sym = jnp.where(unused[:, None] | unused[None, :], 0.0, sym)
+    big = jnp.max(jnp.abs(sym)) * 4 + 1.0
+    return jnp.linalg.eigvalsh(sym + jnp.diag(jnp.where(unused, big, 0.0)))[0]
 
 
 def images(probe, ctx, params, opt_state, step, g):
@@ -119,15 +159,23 @@ def with_g(acc, query: bool, n: int):
     return acc._replace(G=jnp.zeros((0, n), acc.W.dtype))
 
 
-def cells(sp: split.Split, acc: dissipation.DissipationState, g0, noise0) -> dict:
-    """The split's cutoff and the four-cell energies (clean/noise × channel/reservoir)."""
+def cells(sp: split.Split, acc: dissipation.DissipationState, g0, noise0, to=None) -> dict:
+    """The split's cutoff and the four-cell energies (clean/noise × channel/reservoir).
+
+    ``to``: ``v -> Qᵀ v`` for an accumulator in a low-rank basis (:func:`dyntheory.lowrank.coords`);
+    the part of a train vector outside the basis is reservoir (``P = I``, no dissipation, no test
+    displacement there), so it adds to the reservoir's train energy only."""
     dtype = sp.eigvecs.dtype
-    g_noise = noise0.astype(dtype)
-    cells = split.four_cell(sp, acc.W, g0.astype(dtype) - g_noise, g_noise, acc.G.astype(dtype))
+    to = (lambda v: v.astype(dtype)) if to is None else to
+    clean, noise = g0.astype(dtype) - noise0.astype(dtype), noise0.astype(dtype)
+    c_clean, c_noise = to(clean).astype(dtype), to(noise).astype(dtype)
+    cells = split.four_cell(sp, acc.W, c_clean, c_noise, acc.G.astype(dtype))
+    outside = [jnp.maximum(v @ v - c @ c, 0.0) for v, c in ((clean, c_clean), (noise, c_noise))]
+    train = cells.train_energy.at[:, 1].add(jnp.stack(outside))
     out = {"cutoff": sp.threshold}
     for i, part in enumerate(PARTS):
         for j, sub in enumerate(SUBS):
-            out[f"train_{part}_{sub}"] = cells.train_energy[i, j]
+            out[f"train_{part}_{sub}"] = train[i, j]
             out[f"dissipated_{part}_{sub}"] = cells.dissipated[i, j]
             out[f"test_{part}_{sub}"] = cells.test_energy[i, j]
     return out

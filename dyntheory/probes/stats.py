@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +33,7 @@ class GateStats(Probe):
     to keep PRM's update elementwise); otherwise it raises when the run is compiled.
     """
 
+    needs_probe_set: ClassVar[bool] = False
     schedule: Schedule = Schedule.every(100)
     name: str = "gate"
 
@@ -58,6 +60,7 @@ class PopulationRisk(Probe):
     over its probe interval), and the open fraction of the hard gate ``1[μ² > Σ_B/(b − 1)]``.
     """
 
+    needs_probe_set: ClassVar[bool] = False
     schedule: Schedule = Schedule.every(100)
     name: str = "poprisk"
     lr: float | Callable = 1e-3
@@ -92,6 +95,7 @@ class PopulationRisk(Probe):
 class Norms(Probe):
     """Per-layer (per-leaf) gradient and parameter norms, on the step's training batch."""
 
+    needs_probe_set: ClassVar[bool] = False
     schedule: Schedule = Schedule.every(100)
     name: str = "norms"
 

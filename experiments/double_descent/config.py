@@ -5,7 +5,14 @@ from __future__ import annotations
 import dataclasses
 from typing import ClassVar, Literal
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
+from dyntheory.engine.config import (
+    ConfigError,
+    Preset,
+    TrainConfig,
+    check_dissipation,
+    check_numbers,
+    replace,
+)
 from dyntheory.randfeat import FEATURE_MAPS
 from experiments.double_descent.data import TASKS
 
@@ -99,6 +106,10 @@ class Config:
         evaluation at or before it: for a fine comparison, probe and evaluate on one grid
         (``probe_schedule=every:N``, ``eval_every=N``).
       interp_tol: train MSE below which a width counts as interpolating.
+      dissipation_method, dissipation_rank, dissipation_vectors: the W_S accumulator of the
+        trained part (:class:`dyntheory.probes.Dissipation`): ``"dense"`` or ``"lowrank"`` with a
+        basis of ``dissipation_rank`` directions, ``dissipation_vectors`` kernel eigenvectors
+        added per probe step (rank = mlp_n_train with as many vectors is exact).
     """
 
     exact: ExactConfig = dataclasses.field(default_factory=ExactConfig)
@@ -118,6 +129,9 @@ class Config:
     split_threshold: float = 0.5
     poprisk: bool = False
     interp_tol: float = 1e-2
+    dissipation_method: Literal["dense", "lowrank"] = "dense"
+    dissipation_rank: int = 128
+    dissipation_vectors: int = 128
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=40_000,
@@ -150,6 +164,8 @@ class Config:
                 "poprisk=true compares the probe's predicted change with the test loss's change "
                 f"step by step: set eval_every=1 (got {self.train.eval_every})."
             )
+        if self.run_trained:
+            check_dissipation(self, self.mlp_n_train)
         if not (self.run_exact or self.run_trained):
             raise ConfigError("run_exact and run_trained are both false: nothing to do.")
 

@@ -103,6 +103,9 @@ def run_one(cfg, data: dict, width: int, run_dir) -> dict:
         threshold=cfg.split_threshold,
         mode="dissipated_fraction",
         cells=True,
+        method=cfg.dissipation_method,
+        rank=cfg.dissipation_rank,
+        lanczos_vectors=cfg.dissipation_vectors,
     )
     noisy = bool(np.any(train["y"] != train["y_clean"]))
     every_step = probes.Schedule.every(1)

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar
+from typing import ClassVar, Literal
 
-from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
+from dyntheory.engine.config import (
+    ConfigError,
+    Preset,
+    TrainConfig,
+    check_dissipation,
+    check_numbers,
+    replace,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +52,10 @@ class Config:
         the residual from the start Σ is nearly stationary, as THEORY §5's ``√(ηt/b)`` assumes
         (with a small σ the noise injected early, while the model error is large, dominates).
       directions: number ``r`` of top NTK eigendirections the drift and noise are projected on.
+      dissipation_method, dissipation_rank, dissipation_vectors: the GD phase's W_S accumulator
+        (:class:`dyntheory.probes.Dissipation`): ``"dense"`` or ``"lowrank"`` with a basis of
+        ``dissipation_rank`` directions, ``dissipation_vectors`` kernel eigenvectors added per
+        probe step (rank = n_train with as many vectors is exact).
     """
 
     d_in: int = 8
@@ -66,10 +77,12 @@ class Config:
     sgd_eval_every: int = 200
     sgd_noise: float = 1.0
     directions: int = 4
+    dissipation_method: Literal["dense", "lowrank"] = "dense"
+    dissipation_rank: int = 64
+    dissipation_vectors: int = 64
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=2000,
-        probe_size=64,
         eval_every=20,
         log_every=20,
         checkpoint_every=0,
@@ -114,9 +127,11 @@ class Config:
                 f"directions ({self.directions}) must be <= n_train ({self.n_train}): they are "
                 "eigenvectors of the n_train × n_train NTK."
             )
-        if self.train.probe_size != self.n_train:
+        check_dissipation(self, self.n_train)
+        if self.train.probe_size not in (None, self.n_train):
             raise ConfigError(
-                f"probe_size ({self.train.probe_size}) must equal n_train ({self.n_train}): the "
+                f"probe_size ({self.train.probe_size}) must be unset (the whole training set) "
+                f"or n_train ({self.n_train}): the "
                 "dissipation accumulator is exact only on the whole training set."
             )
 
@@ -127,7 +142,6 @@ PRESETS = {
             Config(),
             n_train=16,
             n_test=16,
-            probe_size=16,
             width=16,
             depth=1,
             lr=0.3,
@@ -155,7 +169,6 @@ PRESETS = {
             Config(),
             n_train=256,
             n_test=256,
-            probe_size=256,
             width=512,
             depth=3,
             lr=0.02,

@@ -165,6 +165,9 @@ def run(cfg: Config, run_dir) -> dict:
                 threshold=cfg.split_threshold,
                 mode="dissipated_fraction",
                 cells=True,
+                method=cfg.dissipation_method,
+                rank=cfg.dissipation_rank,
+                lanczos_vectors=cfg.dissipation_vectors,
             ),
         ],
         run_dir=subrun_dir(out.file("gd"), {}, config=cfg),
@@ -176,6 +179,7 @@ def run(cfg: Config, run_dir) -> dict:
         batch_size=cfg.sgd_batch,
         seeds=cfg.sgd_seeds,
         fuse=1,
+        probe_size=cfg.n_train,  # one fixed draw of n_train samples for the drift directions
         eval_every=cfg.sgd_eval_every,
         log_every=1,
         checkpoint_every=0,
@@ -192,6 +196,6 @@ def run(cfg: Config, run_dir) -> dict:
         "params": n_params,
         "n_train": cfg.n_train,
         "n_test": cfg.n_test,
-        "gd": summarize_gd(gd.history, min(cfg.n_test, cfg.train.probe_size)),
+        "gd": summarize_gd(gd.history, cfg.n_test),
         "sgd": summarize_sgd(sgd.history, cfg),
     }

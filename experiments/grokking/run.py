@@ -196,13 +196,15 @@ def dissipation_summary(cfg: Config, history: dict, n_train: int) -> dict:
     logged = np.isfinite(probes.seed_columns(history[f"{pre}loss_drop"])).any(axis=1)
     at = lambda key: [float(x) for x in probes.seed_columns(history[f"{pre}{key}"])[logged][-1]]
     over = lambda key: [float(np.nanmax(c)) for c in probes.seed_columns(history[f"{pre}{key}"]).T]
-    n = n_train if cfg.probe_set == "train" else min(cfg.train.probe_size, n_train)
+    n = n_train if cfg.probe_set == "train" else min(cfg.train.probe_size or n_train, n_train)
     return {
         "step": int(history["step"][logged][-1]),
         "n_examples": n,
         "outputs": n * cfg.p,
         "method": cfg.dissipation_method,
         "rank": cfg.dissipation_rank if cfg.dissipation_method == "lowrank" else n * cfg.p,
+        # the object whose spectrum, split and channel are reported, and its own identity error
+        "split_of": "W_S (THEORY.md §3, momentum-free), modulo the logit shifts (Π W_S Π)",
         "identity_rel_err": at("identity_rel_err"),
         "loss_drop": at("loss_drop"),
         "predicted_loss_drop": at("predicted_loss_drop"),

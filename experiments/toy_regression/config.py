@@ -9,6 +9,7 @@ from dyntheory.engine.config import (
     ConfigError,
     Preset,
     TrainConfig,
+    check_dissipation,
     check_numbers,
     check_range,
     replace,
@@ -45,6 +46,11 @@ class Config:
       split_mode, split_threshold: the channel/reservoir split of W_S
         (:func:`dyntheory.split.split`); by default a direction is in the channel once training
         has dissipated half of its loss.
+      dissipation_method, dissipation_rank, dissipation_vectors: the W_S accumulator
+        (:class:`dyntheory.probes.Dissipation`): ``"dense"`` forms (n·p)² kernels; ``"lowrank"``
+        tracks ``dissipation_rank`` directions, adding ``dissipation_vectors`` kernel
+        eigenvectors per probe step (as many as the rank fill the basis at the first probe step;
+        rank = n·p is then exact).
     """
 
     d_in: int = 8
@@ -64,10 +70,12 @@ class Config:
     probe_schedule: str = "every:50"
     split_mode: Literal["relative", "dissipated_fraction", "absolute"] = "dissipated_fraction"
     split_threshold: float = 0.5
+    dissipation_method: Literal["dense", "lowrank"] = "dense"
+    dissipation_rank: int = 64
+    dissipation_vectors: int = 64
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
     train: TrainConfig = TrainConfig(
         steps=2000,
-        probe_size=64,
         eval_every=50,
         log_every=50,
         checkpoint_every=1000,
@@ -93,6 +101,8 @@ class Config:
         check_range(self, "noise", 0.0)
         check_range(self, "lr", 0.0, low_open=True)
         check_range(self, "split_threshold", 0.0, low_open=True)
+        if "dissipation" in self.probes:
+            check_dissipation(self, min(self.n_train, self.train.probe_size or self.n_train))
 
 
 PRESETS = {
@@ -105,7 +115,6 @@ PRESETS = {
             depth=1,
             lr=0.3,
             steps=60,
-            probe_size=16,
             fuse=20,
             log_every=10,
             eval_every=20,
@@ -141,7 +150,6 @@ PRESETS = {
             Config(),
             n_train=256,
             n_test=256,
-            probe_size=256,
             width=512,
             depth=3,
             lr=0.02,
