@@ -25,6 +25,9 @@ probe                     name          scalars (arrays)
 :class:`Norms`            ``norms``     ``grad/<layer path>``, ``param/<layer path>``, global norms
 :class:`DriftDiffusion`   ``drift``     accumulated drift and noise norms on the top / bottom
                                         NTK directions
+:class:`StepwiseDissipati ``stepwise``  the loss identity of W_S with the propagator advanced
+  on`` (in-scan)                        at every step inside the fused scan (the reference
+                                        integrator), norm ratio, Ritz spectrum of W_S
 ========================  ============  =====================================================
 
 Modules: :mod:`~dyntheory.probes.base` (the protocol), :mod:`~dyntheory.probes.kernel`,
@@ -46,7 +49,14 @@ Example::
               Norms(Schedule.every(100))]
 """
 
-from dyntheory.probes.base import Probe, ProbeContext, Schedule, batch_grads, path_name
+from dyntheory.probes.base import (
+    InScanProbe,
+    Probe,
+    ProbeContext,
+    Schedule,
+    batch_grads,
+    path_name,
+)
 from dyntheory.probes.dissipation import Dissipation, DissipationProbeState
 from dyntheory.probes.history import (
     last_finite,
@@ -59,6 +69,7 @@ from dyntheory.probes.history import (
 )
 from dyntheory.probes.kernel import NTKSpectrum
 from dyntheory.probes.stats import DriftDiffusion, GateStats, Norms, PopulationRisk
+from dyntheory.probes.stepwise import StepwiseDissipation, StepwiseState
 
 
 def default_probes(probe_every: int = 500, norms_every: int = 100) -> list[Probe]:
@@ -71,12 +82,15 @@ __all__ = [
     "DissipationProbeState",
     "DriftDiffusion",
     "GateStats",
+    "InScanProbe",
     "NTKSpectrum",
     "Norms",
     "PopulationRisk",
     "Probe",
     "ProbeContext",
     "Schedule",
+    "StepwiseDissipation",
+    "StepwiseState",
     "batch_grads",
     "default_probes",
     "last_finite",

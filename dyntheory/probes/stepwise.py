@@ -1,0 +1,248 @@
+r"""W_S's propagator advanced at every training step, inside the fused scan: the reference.
+
+THEORY.md §10 ("The refresh schedule is an integrator"). Along the realized path, step ``t``
+(``w_t → w_{t+1}``) moves the outputs through its own linearized map: the kernel
+``K_t = J(w_t) diag(p_{t+1}) J(w_t)ᵀ`` with the preconditioner of the step as taken (``p_{t+1}``
+read from the optimizer state *after* the update; ``p = η`` for plain GD), the output Hessian
+``B_t`` at ``w_t``, Adam's bias correction ``c_t = 1 − β^{t+1}`` and the decoupled decay ``λ``.
+The augmented state ``z = (g, e, a)`` of :mod:`dyntheory.momentum` advances by that step's
+``A_t`` and the loss identity accumulates ``z_tᵀ S_t z_t``, matrix-free: with ``k = K_t z_g``
+
+.. math::
+
+    e' = (1-β) k + β z_e,\quad r = e'/c_t + λ z_a\ (= −Δu),\quad
+    z' = (z_g − B_t r,\; e',\; z_a − r),\quad z_tᵀ S_t z_t = z_gᵀ r − ½\, rᵀ B_t r ,
+
+so ``Φ(s) − Φ(T) ≈ Σ_{s ≤ t < T} z_tᵀ S_t z_t = z(s)ᵀ W(s, T) z(s)`` with ``z(s) = (g(s),
+J(w_s)(p_{s+1} ⊙ m_s), J(w_s) w_s)``. This is :func:`dyntheory.momentum.update` with a kernel
+refreshed at every step (``steps=1``), without forming any ``N × N`` matrix: per step one
+NTK-vector product for ``z`` plus one per tracked direction, vmapped into one call
+(:func:`dyntheory.ntk.ntk_matvec`). Its error is the linearization of each step: ``O(‖Δw‖²)``
+per step, so ``O(η)`` over a fixed horizon ``ηT`` (first order; ``tests/test_stepwise.py`` fits
+the slope).
+
+Tracked directions (``rank`` ``r``): an orthonormal ``Q`` (``N × r``) at the start (``g(s)`` and
+the leading eigenvectors of ``K_s``) is propagated as ``Z = (Q, 0, 0)``; ``Qᵀ W_gg Q = Σ Z_tᵀ
+S_t Z_t`` is the g-block of the augmented Gramian compressed to ``span Q`` (its spectrum is what
+``w_eigenvalues`` reports: the Rayleigh–Ritz values of the same object whose identity is checked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from dyntheory import krylov, losses, ntk, spectrum
+from dyntheory.probes import dissipation_kernels as kernels
+from dyntheory.probes.base import InScanProbe, Schedule, f64
+
+
+class StepwiseState(NamedTuple):
+    """The per-step accumulator (``N`` train outputs of the probe set, ``r`` tracked directions)."""
+
+    z: jax.Array  # (3N,) z(s) propagated to the current step: (g, e, a)
+    tracked: jax.Array | None  # (3N, r) (Q, 0, 0) propagated; None when rank = 0
+    w: jax.Array | None  # (r, r) Σ Z_tᵀ S_t Z_t = Qᵀ W_gg Q; None when rank = 0
+    pred: jax.Array  # () Σ z_tᵀ S_t z_t (with the second-order term)
+    pred1: jax.Array  # () its first-order part Σ z_gᵀ r
+    phi_s: jax.Array  # () probe-set loss at the start s (NaN before it)
+    s: jax.Array  # () int32 start step, −1 before it
+    gain: jax.Array  # () the largest one-step growth ‖z_g(t+1)‖/‖z_g(t)‖ since s
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StepwiseDissipation(InScanProbe):
+    r"""The loss identity of ``W_S(s, T)`` with the propagator advanced every step (module doc).
+
+    Scalars (``probe/<name>/...``) at each probe step ``T``: ``loss_drop`` ``Φ(s) − Φ(T)``,
+    ``predicted_loss_drop`` ``z(s)ᵀ W z(s)``, ``identity_rel_err`` and ``valid``
+    (``identity_rel_err ≤ tolerance``, finite); the first-order parts ``*_first_order``;
+    ``norm_ratio`` ``‖z_g(T)‖/‖g(T)‖`` (the propagated against the realized residual: ≫ 1 when
+    the linearized steps expand where the real ones do not) and ``max_gain``; ``start`` ``s``
+    and ``before_start`` (1 on rows before ``s``, whose identity is NaN). With ``rank``:
+    ``w_lambda_max``, ``w_trace``, ``w_effective_rank``, ``channel_dim`` (eigenvalues above
+    ``threshold · w_lambda_max``); array ``w_eigenvalues`` (r,).
+
+    Args:
+      lr: GD step size η (float or ``step -> η``), used without a preconditioner.
+      preconditioner: ``opt_state -> p`` (:mod:`dyntheory.optim.state`), read after the update.
+      momentum, first_moment, bias_correction, decay: the step's EMA momentum ``β`` (with
+        ``first_moment: opt_state -> m``), Adam's bias correction and ``λ = η·wd`` (THEORY §10).
+      loss: ``"squared"`` or ``"softmax_ce"``.
+      start: ``s`` of ``W_S(s, T)``: the accumulator starts at training step ``start``.
+      rank: tracked directions ``r`` (0: the identity only, one NTK-vector product per step).
+      lanczos_iters: Lanczos depth for the tracked directions; chunk_size: see ``ntk_matvec``.
+      threshold: relative cutoff of ``channel_dim``; tolerance: of ``valid``.
+    """
+
+    schedule: Schedule = Schedule.log(2)
+    name: str = "stepwise"
+    lr: float | Callable = 1e-3
+    preconditioner: Callable | None = None
+    momentum: float = 0.0
+    first_moment: Callable | None = None
+    bias_correction: bool = True
+    decay: float = 0.0
+    loss: str = "squared"
+    start: int = 0
+    rank: int = 0
+    lanczos_iters: int | None = None
+    chunk_size: int | None = None
+    threshold: float = 1e-3
+    tolerance: float = 0.1
+
+    def __post_init__(self):
+        losses.get_loss(self.loss)
+        for name in ("momentum", "decay"):
+            if not 0 <= float(getattr(self, name)) < 1:
+                raise ValueError(f"StepwiseDissipation {name} must lie in [0, 1).")
+        if self.momentum > 0 and self.first_moment is None:
+            raise ValueError(
+                "StepwiseDissipation(momentum=...) needs first_moment (opt_state -> m)."
+            )
+        if int(self.rank) < 0 or int(self.start) < 0:
+            raise ValueError("StepwiseDissipation rank and start must be >= 0.")
+
+    # -- pieces
+
+    def _outputs(self, ctx, params):
+        u = ctx.apply_fn(params, ctx.train["x"])
+        return u.reshape(u.shape[0], -1) if self.loss == "squared" else u
+
+    def _g_phi(self, ctx, u):
+        spec = losses.get_loss(self.loss)
+        y = ctx.train["y"].reshape(u.shape) if self.loss == "squared" else ctx.train["y"]
+        return spec.out_grad(u, y).astype(f64()), spec.value(u, y).astype(f64())
+
+    def _kernel(self, ctx, params, opt_after, t):
+        """``v -> K_t v`` (``η`` inside) with the step's preconditioner, in float64."""
+        p = kernels.precond(self, opt_after)
+        mv = ntk.ntk_matvec(
+            ctx.apply_fn, params, ctx.train["x"], precond=p, chunk_size=self.chunk_size
+        )
+        eta = kernels.step_size(self, t, p)
+        return lambda v: eta * mv(v.astype(f64())).astype(f64())
+
+    # -- the probe protocol
+
+    def init(self, ctx, params, opt_state):
+        n = jax.eval_shape(lambda: self._outputs(ctx, params)).size
+        zeros = lambda *s: jnp.zeros(s, f64())
+        r = int(self.rank)
+        if r > n:
+            raise ValueError(f"StepwiseDissipation rank {r} exceeds the {n} train outputs.")
+        nan = jnp.full((), jnp.nan, f64())
+        return StepwiseState(
+            zeros(3 * n), zeros(3 * n, r) if r else None, zeros(r, r) if r else None,
+            zeros(), zeros(), nan, jnp.full((), -1, jnp.int32), zeros(),
+        )  # fmt: skip
+
+    def _restart(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
+        """``z(s) = (g(s), J(p_{s+1} ⊙ m_s), J w_s)`` and ``Q`` at ``s = t``."""
+        params, opt_state = before
+        u = self._outputs(ctx, params)
+        g, phi = self._g_phi(ctx, u)
+        g = g.reshape(-1)
+        jvp = lambda tan: ntk.output_jvp(
+            ctx.apply_fn, params, ctx.train["x"], tan, chunk_size=self.chunk_size
+        ).astype(f64())
+        e = jnp.zeros_like(g)
+        if self.momentum > 0:
+            m, p = self.first_moment(opt_state), kernels.precond(self, after[1])
+            e = jvp(m if p is None else jax.tree.map(jnp.multiply, m, p))
+            e = e * (kernels.step_size(self, t, None) if p is None else 1.0)
+        a = jvp(params) if self.decay > 0 else jnp.zeros_like(g)
+        tracked = None
+        if self.rank:
+            q = g[:, None] / jnp.linalg.norm(g)
+            if self.rank > 1:
+                n, k = g.shape[0], self.rank - 1
+                iters = min(n, self.lanczos_iters or 2 * k + 20)
+                key = jax.random.fold_in(jax.random.key(0), t)
+                k_mv = self._kernel(ctx, params, after[1], t)
+                _, vecs = krylov.lanczos_topk(k_mv, n, k, key=key, num_iters=iters)
+                q, _ = jnp.linalg.qr(jnp.concatenate([q, vecs.astype(f64())], axis=1))
+            tracked = jnp.concatenate([q, jnp.zeros((2 * g.shape[0], self.rank), f64())])
+        zero = jnp.zeros((), f64())
+        w = None if state.w is None else jnp.zeros_like(state.w)
+        z, start = jnp.concatenate([g, e, a]), jnp.asarray(t, jnp.int32)
+        return StepwiseState(z, tracked, w, zero, zero, phi, start, zero)
+
+    def _advance(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
+        params, _ = before
+        u = self._outputs(ctx, params)
+        k_mv = self._kernel(ctx, params, after[1], t)
+        spec = losses.get_loss(self.loss)
+        b_mv = lambda v: spec.out_hessian_vp(u, v.astype(u.dtype)).astype(f64())
+        n = state.z.shape[0] // 3
+        cols = state.z[:, None] if state.tracked is None else jnp.concatenate(
+            [state.z[:, None], state.tracked], axis=1
+        )  # fmt: skip
+        zg, ze, za = cols[:n], cols[n : 2 * n], cols[2 * n :]
+        k = jax.vmap(k_mv, in_axes=1, out_axes=1)(zg)
+        beta, lam = jnp.asarray(self.momentum, f64()), jnp.asarray(self.decay, f64())
+        c = 1 - beta ** (t + 1).astype(f64()) if self.bias_correction and self.momentum else 1.0
+        e = (1 - beta) * k + beta * ze
+        r = e / c + lam * za
+        br = jax.vmap(b_mv, in_axes=1, out_axes=1)(r)
+        new = jnp.concatenate([zg - br, e, za - r])
+        first = zg.T @ r  # (1+r, 1+r): z_gᵀ r and the tracked block
+        second = first - 0.5 * r.T @ br
+        gain = jnp.linalg.norm(new[:n, 0]) / jnp.linalg.norm(zg[:, 0])
+        w = state.w
+        if w is not None:
+            w = w + 0.5 * (second[1:, 1:] + second[1:, 1:].T)
+        return state._replace(
+            z=new[:, 0], tracked=None if w is None else new[:, 1:], w=w,
+            pred=state.pred + second[0, 0], pred1=state.pred1 + first[0, 0],
+            gain=jnp.maximum(state.gain, gain),
+        )  # fmt: skip
+
+    def step(self, ctx, state: StepwiseState, before, after, t):
+        t = jnp.asarray(t, jnp.int32)
+
+        def run(st):
+            st = lax.cond(
+                t == self.start, lambda: self._restart(ctx, st, before, after, t), lambda: st
+            )
+            return self._advance(ctx, st, before, after, t)
+
+        return lax.cond(t < self.start, lambda: state, lambda: run(state))
+
+    def __call__(self, ctx, state: StepwiseState, params, opt_state, step):
+        u = self._outputs(ctx, params)
+        g, phi = self._g_phi(ctx, u)
+        g, n = g.reshape(-1), g.size
+        drop = state.phi_s - phi
+        rel = lambda pred: jnp.abs(pred - drop) / jnp.abs(drop)
+        err = rel(state.pred)
+        s = {
+            "start": state.s,
+            "before_start": (state.s < 0).astype(f64()),
+            "loss_drop": drop,
+            "predicted_loss_drop": state.pred,
+            "identity_rel_err": err,
+            "predicted_loss_drop_first_order": state.pred1,
+            "identity_rel_err_first_order": rel(state.pred1),
+            "valid": (jnp.isfinite(err) & (err <= self.tolerance)).astype(f64()),
+            "norm_ratio": jnp.linalg.norm(state.z[:n]) / jnp.linalg.norm(g),
+            "max_gain": state.gain,
+        }
+        before = state.s < 0
+        s = {
+            k: jnp.where(before & (k not in ("start", "before_start")), jnp.nan, v)
+            for k, v in s.items()
+        }
+        arrays = {}
+        if state.w is not None:
+            lam = jnp.linalg.eigvalsh(0.5 * (state.w + state.w.T))[::-1]
+            s["w_lambda_max"], s["w_trace"] = lam[0], jnp.sum(lam)
+            s["w_effective_rank"] = spectrum.participation_ratio(jnp.maximum(lam, 0))
+            s["channel_dim"] = jnp.sum(lam > self.threshold * lam[0]).astype(f64())
+            arrays["w_eigenvalues"] = lam
+        return state, s, arrays
