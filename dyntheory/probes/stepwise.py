@@ -120,13 +120,25 @@ class StepwiseDissipation(InScanProbe):
         return spec.out_grad(u, y).astype(f64()), spec.value(u, y).astype(f64())
 
     def _kernel(self, ctx, params, opt_after, t):
-        """``v -> K_t v`` (``η`` inside) with the step's preconditioner, in float64."""
+        """``(u, v -> K_t v)``: the outputs at ``params`` and the step's kernel (``η`` and the
+        preconditioner inside) in float64. Without ``chunk_size`` one ``jax.linearize`` serves
+        the outputs and every product (no forward pass repeated per product)."""
         p = kernels.precond(self, opt_after)
-        mv = ntk.ntk_matvec(
-            ctx.apply_fn, params, ctx.train["x"], precond=p, chunk_size=self.chunk_size
-        )
         eta = kernels.step_size(self, t, p)
-        return lambda v: eta * mv(v.astype(f64())).astype(f64())
+        x = ctx.train["x"]
+        if self.chunk_size is not None:
+            mv = ntk.ntk_matvec(ctx.apply_fn, params, x, precond=p, chunk_size=self.chunk_size)
+            return self._outputs(ctx, params), lambda v: eta * mv(v.astype(f64())).astype(f64())
+        out, jvp = jax.linearize(lambda w: ctx.apply_fn(w, x), params)
+        vjp = jax.linear_transpose(jvp, params)
+        scale = (lambda ct: ct) if p is None else (lambda ct: jax.tree.map(jnp.multiply, ct, p))
+
+        def mv(v):
+            (ct,) = vjp(v.reshape(out.shape).astype(out.dtype))
+            return eta * jvp(scale(ct)).reshape(-1).astype(f64())
+
+        u = out.reshape(out.shape[0], -1) if self.loss == "squared" else out
+        return u, mv
 
     # -- the probe protocol
 
@@ -164,7 +176,7 @@ class StepwiseDissipation(InScanProbe):
                 n, k = g.shape[0], self.rank - 1
                 iters = min(n, self.lanczos_iters or 2 * k + 20)
                 key = jax.random.fold_in(jax.random.key(0), t)
-                k_mv = self._kernel(ctx, params, after[1], t)
+                k_mv = self._kernel(ctx, params, after[1], t)[1]
                 _, vecs = krylov.lanczos_topk(k_mv, n, k, key=key, num_iters=iters)
                 q, _ = jnp.linalg.qr(jnp.concatenate([q, vecs.astype(f64())], axis=1))
             tracked = jnp.concatenate([q, jnp.zeros((2 * g.shape[0], self.rank), f64())])
@@ -174,9 +186,7 @@ class StepwiseDissipation(InScanProbe):
         return StepwiseState(z, tracked, w, zero, zero, phi, start, zero)
 
     def _advance(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
-        params, _ = before
-        u = self._outputs(ctx, params)
-        k_mv = self._kernel(ctx, params, after[1], t)
+        u, k_mv = self._kernel(ctx, before[0], after[1], t)
         spec = losses.get_loss(self.loss)
         b_mv = lambda v: spec.out_hessian_vp(u, v.astype(u.dtype)).astype(f64())
         n = state.z.shape[0] // 3

@@ -98,9 +98,28 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
         sched = probes.Schedule.log(cfg.probes_per_decade, final=True)
         whole = cfg.probe_set == "train"
         spectrum_kw = dict(method="lanczos", trace_probes=4, slq_probes=4, slq_iters=12)
-        out.append(
-            probes.NTKSpectrum(sched, top_k=8 if whole else 32, **(spectrum_kw if whole else {}))
-        )
+        if cfg.ntk_spectrum:
+            out.append(
+                probes.NTKSpectrum(
+                    sched, top_k=8 if whole else 32, **(spectrum_kw if whole else {})
+                )
+            )
+        decay = cfg.lr * optimizers.decoupled_weight_decay(cfg, name)
+        if cfg.dissipation_integrator in ("stepwise", "both"):
+            out.append(
+                probes.StepwiseDissipation(
+                    sched,
+                    preconditioner=precond,
+                    momentum=cfg.b1,
+                    first_moment=optim_state.first_moment,
+                    decay=decay,
+                    loss="softmax_ce",
+                    start=cfg.dissipation_start,
+                    rank=cfg.stepwise_rank,
+                )
+            )
+        if cfg.dissipation_integrator == "stepwise":
+            return out
         # The preconditioned kernel J diag(p) Jᵀ has no structured form; NTK-vector products cost
         # O(n p · forward) where the Jacobian contraction costs O((n p)² P).
         out.append(
@@ -118,7 +137,7 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
                 momentum=cfg.b1,
                 first_moment=optim_state.first_moment,
                 # the probes do not model an L2 decay inside Adam (Grokfast's l2 mode)
-                decay=cfg.lr * optimizers.decoupled_weight_decay(cfg, name),
+                decay=decay,
             )
         )
     return out
