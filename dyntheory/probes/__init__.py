@@ -25,10 +25,12 @@ probe                     name          scalars (arrays)
 :class:`Norms`            ``norms``     ``grad/<layer path>``, ``param/<layer path>``, global norms
 :class:`DriftDiffusion`   ``drift``     accumulated drift and noise norms on the top / bottom
                                         NTK directions
-:class:`StepwiseDissipati ``stepwise``  the loss identity of W_S with the propagator advanced
-  on`` (in-scan)                        at every step inside the fused scan (the reference
-                                        integrator), norm ratio, Ritz spectrum of W_S
 ========================  ============  =====================================================
+
+An in-scan probe (:class:`InScanProbe`) also advances inside the fused training scan after every
+step: :class:`StepwiseDissipation` (``stepwise``) is the loss identity of ``W_S`` with the
+propagator advanced at every step by that step's own linearized map (the reference integrator of
+THEORY.md §10), with the propagated-to-realized residual ratio and the Ritz spectrum of ``W_S``.
 
 Modules: :mod:`~dyntheory.probes.base` (the protocol), :mod:`~dyntheory.probes.kernel`,
 :mod:`~dyntheory.probes.dissipation`, :mod:`~dyntheory.probes.stats`; reading a run's history
