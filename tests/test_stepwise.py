@@ -38,9 +38,28 @@ def data(loss):
     return {"x": x, "y": (x[:, 0] > 0).astype(np.int32)}
 
 
+def dense_step(big_a, w, k, b, beta, decay, c):
+    """One step of the dense ``4N`` recursion of :mod:`dyntheory.probes.stepwise` on the
+    propagator ``big_a`` of ``z = (g, h, a, e)`` and the Gramian ``w``, with explicit matrices."""
+    n = k.shape[0]
+    eye, zero = np.eye(n), np.zeros((n, n))
+    rr = np.block([[(1 - beta) * k / c, beta * k / c, decay * eye, beta * eye / c]])
+    step = np.block(
+        [
+            [np.eye(n, 4 * n) - b @ rr],
+            [(1 - beta) * eye, beta * eye, zero, zero],
+            [np.hstack([zero, zero, eye, zero]) - rr],
+            [zero, zero, zero, beta * eye],
+        ]
+    )
+    s = np.vstack([rr, np.zeros((3 * n, 4 * n))])
+    s = 0.5 * (s + s.T) - 0.5 * rr.T @ b @ rr
+    return step @ big_a, w + big_a.T @ s @ big_a
+
+
 def dense_reference(loss, opt, precond, beta, decay, start, steps, train):
-    """Train by hand; from ``start`` on, advance :func:`dyntheory.momentum.update` one step at a
-    time with the dense ``K_t = J_t diag(p_{t+1}) J_tᵀ`` of each step (explicit Jacobians)."""
+    """Train by hand; from ``start`` on, advance the dense recursion one step at a time with
+    ``K_t = J_t diag(p_{t+1}) J_tᵀ`` of each step from explicit Jacobians."""
     spec = losses.get_loss(loss)
     w = init(jax.random.split(jax.random.key(0))[0])
     o = opt.init(w)
@@ -48,26 +67,44 @@ def dense_reference(loss, opt, precond, beta, decay, start, steps, train):
     flat, unravel = ravel_pytree(w)
     f = lambda v: apply(unravel(v), x).reshape(-1)
     grad = jax.grad(lambda w: spec.value(apply(w, x), y))
-    acc, z0, phi_s = momentum.init(N * OUT), None, None
+    big_a, acc, z0, phi_s = np.eye(4 * N * OUT), np.zeros((4 * N * OUT,) * 2), None, None
     for t in range(steps):
         upd, o_new = opt.update(grad(w), o, w)
         w_new = optax.apply_updates(w, upd)
         if t >= start:
             flat = ravel_pytree(w)[0]
-            jac = jax.jacfwd(f)(flat)
-            p = ravel_pytree(precond(o_new))[0]
+            jac = np.asarray(jax.jacfwd(f)(flat))
+            p = np.asarray(ravel_pytree(precond(o_new))[0])
             u = apply(w, x)
             if t == start:
-                m = ravel_pytree(optim_state.first_moment(o))[0]
-                g = spec.out_grad(u, y).reshape(-1)
-                z0, phi_s = (g, jac @ (p * m), jac @ flat), spec.value(u, y)
-            acc = momentum.update(
-                acc, (jac * p[None]) @ jac.T, beta, out_hessian=spec.out_hessian(u), steps=1,
-                decay=decay, first_step=t + 1,
-            )  # fmt: skip
+                m = np.asarray(ravel_pytree(optim_state.first_moment(o))[0])
+                g = np.asarray(spec.out_grad(u, y)).reshape(-1)
+                z0, phi_s = np.concatenate([g, 0 * g, jac @ flat, jac @ (p * m)]), spec.value(u, y)
+            b = spec.out_hessian(u)
+            b = np.asarray(b) if np.ndim(b) else float(b) * np.eye(N * OUT)
+            c = 1 - beta ** (t + 1)
+            big_a, acc = dense_step(big_a, acc, (jac * p[None]) @ jac.T, b, beta, decay, c)
         w, o = w_new, o_new
     drop = phi_s - spec.value(apply(w, x), y)
-    return momentum.predicted_loss_drop(acc, *z0), drop, np.asarray(acc.W[: N * OUT, : N * OUT])
+    return z0 @ acc @ z0, drop, acc[: N * OUT, : N * OUT]
+
+
+def test_dense_step_is_the_momentum_recursion_for_a_constant_kernel():
+    """With a constant kernel the (g, h, a, e) recursion equals dyntheory.momentum's (g, e, a)."""
+    rng = np.random.RandomState(1)
+    n, beta, decay = 4, 0.8, 0.05
+    j = rng.randn(n, 6)
+    k, b = j @ j.T / 6, np.eye(n) / n
+    big_a, w = np.eye(4 * n), np.zeros((4 * n, 4 * n))
+    ref = momentum.init(n)
+    for t in range(5):
+        c = 1 - beta ** (t + 1)
+        big_a, w = dense_step(big_a, w, k, b, beta, decay, c)
+        ref = momentum.update(ref, k, beta, out_hessian=1.0 / n, steps=1, decay=decay,
+                              first_step=t + 1)  # fmt: skip
+    g, e, a = rng.randn(3, n)
+    z4 = np.concatenate([g, 0 * g, a, e])
+    np.testing.assert_allclose(z4 @ w @ z4, momentum.predicted_loss_drop(ref, g, e, a), rtol=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["squared", "softmax_ce"])

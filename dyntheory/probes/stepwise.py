@@ -5,24 +5,31 @@ THEORY.md §10 ("The refresh schedule is an integrator"). Along the realized pat
 ``K_t = J(w_t) diag(p_{t+1}) J(w_t)ᵀ`` with the preconditioner of the step as taken (``p_{t+1}``
 read from the optimizer state *after* the update; ``p = η`` for plain GD), the output Hessian
 ``B_t`` at ``w_t``, Adam's bias correction ``c_t = 1 − β^{t+1}`` and the decoupled decay ``λ``.
-The augmented state ``z = (g, e, a)`` of :mod:`dyntheory.momentum` advances by that step's
-``A_t`` and the loss identity accumulates ``z_tᵀ S_t z_t``, matrix-free: with ``k = K_t z_g``
+
+The step is ``Δw_t = −p_{t+1} ⊙ m_{t+1}/c_t − λ w_t`` with ``m_{t+1} = β^{t+1−s} m_s +
+Σ_{s≤j≤t} β^{t−j}(1 − β) J_jᵀ g_j``. The momentum gathered since ``s`` is carried in output space,
+``h_t = Σ_j β^{t−j}(1 − β) g_j`` (``m = Jᵀh`` in the row space of the current ``J``), so every step
+applies its *own* kernel to it: ``J_t (p_{t+1} ⊙ m_{t+1}) = K_t h_t + β^{t+1−s} e_s`` with
+``e_s = J(w_s)(p_{s+1} ⊙ m_s)`` the image of the momentum present at ``s`` (it fades like
+``β^k``). An Adam step's ``p`` can grow by orders of magnitude as the gradients vanish after
+memorization; a momentum image frozen in an old ``p`` (the ``e`` of :mod:`dyntheory.momentum`)
+then under-states every later step. With ``z = (g, h, a, e)`` and ``k = K_t((1 − β) z_g + β z_h)``
 
 .. math::
 
-    e' = (1-β) k + β z_e,\quad r = e'/c_t + λ z_a\ (= −Δu),\quad
-    z' = (z_g − B_t r,\; e',\; z_a − r),\quad z_tᵀ S_t z_t = z_gᵀ r − ½\, rᵀ B_t r ,
+    r = (k + β z_e)/c_t + λ z_a\ (= −Δu),\quad
+    z' = (z_g − B_t r,\; (1-β) z_g + β z_h,\; z_a − r,\; β z_e),\quad
+    z_tᵀ S_t z_t = z_gᵀ r − ½\, rᵀ B_t r ,
 
-so ``Φ(s) − Φ(T) ≈ Σ_{s ≤ t < T} z_tᵀ S_t z_t = z(s)ᵀ W(s, T) z(s)`` with ``z(s) = (g(s),
-J(w_s)(p_{s+1} ⊙ m_s), J(w_s) w_s)``. This is :func:`dyntheory.momentum.update` with a kernel
-refreshed at every step (``steps=1``), without forming any ``N × N`` matrix: per step one
-NTK-vector product for ``z`` plus one per tracked direction, vmapped into one call
-(:func:`dyntheory.ntk.ntk_matvec`). Its error is the linearization of each step: ``O(‖Δw‖²)``
-per step, so ``O(η)`` over a fixed horizon ``ηT`` (first order; ``tests/test_stepwise.py`` fits
-the slope).
+and ``Φ(s) − Φ(T) ≈ Σ_{s ≤ t < T} z_tᵀ S_t z_t = z(s)ᵀ W(s, T) z(s)`` with ``z(s) = (g(s), 0,
+J(w_s) w_s, e_s)``. For a constant kernel this is :func:`dyntheory.momentum.update` (``e =
+K h + β^k e_s``). Nothing ``N × N`` is formed: per step one NTK-vector product for ``z`` plus one
+per tracked direction, vmapped into one call over one ``jax.linearize``. Its error is each
+step's linearization, ``O(‖Δw‖²)`` per step, so ``O(η)`` over a fixed horizon ``ηT`` (first
+order; ``tests/test_stepwise.py`` fits the slope).
 
 Tracked directions (``rank`` ``r``): an orthonormal ``Q`` (``N × r``) at the start (``g(s)`` and
-the leading eigenvectors of ``K_s``) is propagated as ``Z = (Q, 0, 0)``; ``Qᵀ W_gg Q = Σ Z_tᵀ
+the leading eigenvectors of ``K_s``) is propagated as ``Z = (Q, 0, 0, 0)``; ``Qᵀ W_gg Q = Σ Z_tᵀ
 S_t Z_t`` is the g-block of the augmented Gramian compressed to ``span Q`` (its spectrum is what
 ``w_eigenvalues`` reports: the Rayleigh–Ritz values of the same object whose identity is checked).
 """
@@ -45,8 +52,8 @@ from dyntheory.probes.base import InScanProbe, Schedule, f64
 class StepwiseState(NamedTuple):
     """The per-step accumulator (``N`` train outputs of the probe set, ``r`` tracked directions)."""
 
-    z: jax.Array  # (3N,) z(s) propagated to the current step: (g, e, a)
-    tracked: jax.Array | None  # (3N, r) (Q, 0, 0) propagated; None when rank = 0
+    z: jax.Array  # (4N,) z(s) propagated to the current step: (g, h, a, e)
+    tracked: jax.Array | None  # (4N, r) (Q, 0, 0, 0) propagated; None when rank = 0
     w: jax.Array | None  # (r, r) Σ Z_tᵀ S_t Z_t = Qᵀ W_gg Q; None when rank = 0
     pred: jax.Array  # () Σ z_tᵀ S_t z_t (with the second-order term)
     pred1: jax.Array  # () its first-order part Σ z_gᵀ r
@@ -150,12 +157,12 @@ class StepwiseDissipation(InScanProbe):
             raise ValueError(f"StepwiseDissipation rank {r} exceeds the {n} train outputs.")
         nan = jnp.full((), jnp.nan, f64())
         return StepwiseState(
-            zeros(3 * n), zeros(3 * n, r) if r else None, zeros(r, r) if r else None,
+            zeros(4 * n), zeros(4 * n, r) if r else None, zeros(r, r) if r else None,
             zeros(), zeros(), nan, jnp.full((), -1, jnp.int32), zeros(),
         )  # fmt: skip
 
     def _restart(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
-        """``z(s) = (g(s), J(p_{s+1} ⊙ m_s), J w_s)`` and ``Q`` at ``s = t``."""
+        """``z(s) = (g(s), 0, J w_s, J(p_{s+1} ⊙ m_s))`` and ``Q`` at ``s = t``."""
         params, opt_state = before
         u = self._outputs(ctx, params)
         g, phi = self._g_phi(ctx, u)
@@ -179,28 +186,28 @@ class StepwiseDissipation(InScanProbe):
                 k_mv = self._kernel(ctx, params, after[1], t)[1]
                 _, vecs = krylov.lanczos_topk(k_mv, n, k, key=key, num_iters=iters)
                 q, _ = jnp.linalg.qr(jnp.concatenate([q, vecs.astype(f64())], axis=1))
-            tracked = jnp.concatenate([q, jnp.zeros((2 * g.shape[0], self.rank), f64())])
+            tracked = jnp.concatenate([q, jnp.zeros((3 * g.shape[0], self.rank), f64())])
         zero = jnp.zeros((), f64())
         w = None if state.w is None else jnp.zeros_like(state.w)
-        z, start = jnp.concatenate([g, e, a]), jnp.asarray(t, jnp.int32)
+        z, start = jnp.concatenate([g, jnp.zeros_like(g), a, e]), jnp.asarray(t, jnp.int32)
         return StepwiseState(z, tracked, w, zero, zero, phi, start, zero)
 
     def _advance(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
         u, k_mv = self._kernel(ctx, before[0], after[1], t)
         spec = losses.get_loss(self.loss)
         b_mv = lambda v: spec.out_hessian_vp(u, v.astype(u.dtype)).astype(f64())
-        n = state.z.shape[0] // 3
+        n = state.z.shape[0] // 4
         cols = state.z[:, None] if state.tracked is None else jnp.concatenate(
             [state.z[:, None], state.tracked], axis=1
         )  # fmt: skip
-        zg, ze, za = cols[:n], cols[n : 2 * n], cols[2 * n :]
-        k = jax.vmap(k_mv, in_axes=1, out_axes=1)(zg)
+        zg, zh, za, ze = (cols[i * n : (i + 1) * n] for i in range(4))
         beta, lam = jnp.asarray(self.momentum, f64()), jnp.asarray(self.decay, f64())
         c = 1 - beta ** (t + 1).astype(f64()) if self.bias_correction and self.momentum else 1.0
-        e = (1 - beta) * k + beta * ze
-        r = e / c + lam * za
+        h = (1 - beta) * zg + beta * zh
+        k = jax.vmap(k_mv, in_axes=1, out_axes=1)(h)
+        r = (k + beta * ze) / c + lam * za
         br = jax.vmap(b_mv, in_axes=1, out_axes=1)(r)
-        new = jnp.concatenate([zg - br, e, za - r])
+        new = jnp.concatenate([zg - br, h, za - r, beta * ze])
         first = zg.T @ r  # (1+r, 1+r): z_gᵀ r and the tracked block
         second = first - 0.5 * r.T @ br
         gain = jnp.linalg.norm(new[:n, 0]) / jnp.linalg.norm(zg[:, 0])

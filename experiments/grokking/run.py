@@ -188,6 +188,18 @@ def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict
     for key in ("lambda_max", "trace", "effective_rank_participation", "drift"):
         if f"probe/ntk/{key}" in history:  # "lanczos" (whole training set) has no rank/drift
             out[f"ntk/{key}_final"] = last(f"probe/ntk/{key}")
+    if "probe/stepwise/identity_rel_err" in history:
+        # the per-step reference: its identity error at every probe step from the start on
+        err = probes.seed_columns(history["probe/stepwise/identity_rel_err"])
+        finite = np.isfinite(err)
+        out["stepwise/max_identity_rel_err"] = [
+            float(np.max(c[f])) if f.any() else None for c, f in zip(err.T, finite.T, strict=True)
+        ]
+        out["stepwise/argmax_step"] = [
+            int(steps[f][np.argmax(c[f])]) if f.any() else None
+            for c, f in zip(err.T, finite.T, strict=True)
+        ]
+        out["stepwise/identity_rel_err_final"] = last("probe/stepwise/identity_rel_err")
     if "probe/dissipation/w_effective_rank" in history:
         # W_S advances with the preconditioned kernel held fixed between probe steps; once Adam's
         # step outgrows that linearization (η‖B K_eff‖ > 2) the accumulator overflows, so report
