@@ -35,6 +35,15 @@ INTEGRATORS = {
         ["probes_per_decade=4", "dissipation_integrator=stepwise", "ntk_spectrum=false"],
         "probe/stepwise/identity_rel_err",
     ),
+    "stepwise-midpoint": (
+        [
+            "probes_per_decade=4",
+            "dissipation_integrator=stepwise",
+            "stepwise_rule=midpoint",
+            "ntk_spectrum=false",
+        ],
+        "probe/stepwise/identity_rel_err",
+    ),
     "stepwise-r4": (
         [
             "probes_per_decade=4",

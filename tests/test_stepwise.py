@@ -133,20 +133,22 @@ def test_stepwise_equals_the_dense_per_step_accumulation(loss):
     np.testing.assert_allclose(res.arrays["stepwise/w_eigenvalues"][-1], lam, atol=1e-10)
 
 
-def test_stepwise_identity_error_is_first_order_in_the_step_size():
-    """Plain GD over a fixed horizon η·T: the per-step linearization errs by O(η²) per step, so
-    the identity error falls like η (slope of log error over halving η ≈ 1)."""
+@pytest.mark.parametrize("rule, order", [("left", 1), ("midpoint", 2)])
+def test_stepwise_identity_error_order_in_the_step_size(rule, order):
+    """Plain GD over a fixed horizon η·T: the left rule's per-step linearization errs by O(η²)
+    per step, so the identity error falls like η; the midpoint rule's by O(η³), so like η²
+    (slope of log error over halving η)."""
     errs, etas = [], [0.1, 0.05, 0.025]
     for eta in etas:
         steps = int(round(4.0 / eta))
         tr = Trainer(
             TrainConfig(steps=steps, fuse=20, probe_size=N),
             apply_fn=apply, init_params=init, optimizer=optax.sgd(eta), data=data("squared"),
-            probes=[P.StepwiseDissipation(P.Schedule.at(steps), lr=eta)],
+            probes=[P.StepwiseDissipation(P.Schedule.at(steps), lr=eta, rule=rule)],
         )  # fmt: skip
         errs.append(tr.run(progress=False).history["probe/stepwise/identity_rel_err"][-1])
     slope = np.polyfit(np.log(etas), np.log(errs), 1)[0]
-    assert 0.8 < slope < 1.3, (errs, slope)
+    assert order - 0.2 < slope < order + 0.35, (errs, slope)
 
 
 def test_stepwise_checkpoints_resumes_exactly_and_vmaps_over_seeds(tmp_path):

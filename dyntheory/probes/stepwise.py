@@ -85,6 +85,10 @@ class StepwiseDissipation(InScanProbe):
       rank: tracked directions ``r`` (0: the identity only, one NTK-vector product per step).
       lanczos_iters: Lanczos depth for the tracked directions; chunk_size: see ``ntk_matvec``.
       threshold: relative cutoff of ``channel_dim``; tolerance: of ``valid``.
+      rule: ``"left"`` (``J``, ``B`` at ``w_t``: first order, module docstring) or
+        ``"midpoint"`` (the gradient's ``J`` at ``w_t``, the motion's ``J̄`` and ``B̄`` at
+        ``w_t + Δw_t/2``, read from the params after the step: the secant ``g_{t+1} − g_t =
+        B̄ J̄ Δw`` to ``O(‖Δw‖³)`` per step, second order; one more linearization per step).
     """
 
     schedule: Schedule = Schedule.log(2)
@@ -102,6 +106,7 @@ class StepwiseDissipation(InScanProbe):
     chunk_size: int | None = None
     threshold: float = 1e-3
     tolerance: float = 0.1
+    rule: str = "left"
 
     def __post_init__(self):
         losses.get_loss(self.loss)
@@ -111,6 +116,10 @@ class StepwiseDissipation(InScanProbe):
         if self.momentum > 0 and self.first_moment is None:
             raise ValueError(
                 "StepwiseDissipation(momentum=...) needs first_moment (opt_state -> m)."
+            )
+        if self.rule not in ("left", "midpoint"):
+            raise ValueError(
+                f"StepwiseDissipation rule must be 'left' or 'midpoint', got {self.rule!r}."
             )
         if int(self.rank) < 0 or int(self.start) < 0:
             raise ValueError("StepwiseDissipation rank and start must be >= 0.")
@@ -126,18 +135,21 @@ class StepwiseDissipation(InScanProbe):
         y = ctx.train["y"].reshape(u.shape) if self.loss == "squared" else ctx.train["y"]
         return spec.out_grad(u, y).astype(f64()), spec.value(u, y).astype(f64())
 
-    def _kernel(self, ctx, params, opt_after, t):
-        """``(u, v -> K_t v)``: the outputs at ``params`` and the step's kernel (``η`` and the
-        preconditioner inside) in float64. Without ``chunk_size`` one ``jax.linearize`` serves
-        the outputs and every product (no forward pass repeated per product)."""
+    def _kernel(self, ctx, params, opt_after, t, moved=None):
+        """``(u, v -> K_t v)``: the outputs and the step's kernel ``J' diag(p) Jᵀ`` (``η`` and the
+        preconditioner inside) in float64, ``J`` at ``params`` (the gradient's) and ``J'`` and
+        ``u`` at ``moved`` (default ``params``). Without ``chunk_size`` one ``jax.linearize`` per
+        point serves the outputs and every product (no forward pass repeated per product)."""
         p = kernels.precond(self, opt_after)
         eta = kernels.step_size(self, t, p)
         x = ctx.train["x"]
-        if self.chunk_size is not None:
+        if self.chunk_size is not None and moved is None:
             mv = ntk.ntk_matvec(ctx.apply_fn, params, x, precond=p, chunk_size=self.chunk_size)
             return self._outputs(ctx, params), lambda v: eta * mv(v.astype(f64())).astype(f64())
         out, jvp = jax.linearize(lambda w: ctx.apply_fn(w, x), params)
         vjp = jax.linear_transpose(jvp, params)
+        if moved is not None:
+            out, jvp = jax.linearize(lambda w: ctx.apply_fn(w, x), moved)
         scale = (lambda ct: ct) if p is None else (lambda ct: jax.tree.map(jnp.multiply, ct, p))
 
         def mv(v):
@@ -193,7 +205,10 @@ class StepwiseDissipation(InScanProbe):
         return StepwiseState(z, tracked, w, zero, zero, phi, start, zero)
 
     def _advance(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
-        u, k_mv = self._kernel(ctx, before[0], after[1], t)
+        mid = None
+        if self.rule == "midpoint":  # the motion's J' and B at w_t + Δw/2: O(‖Δw‖³) per step
+            mid = jax.tree.map(lambda a, b: a + 0.5 * (b - a), before[0], after[0])
+        u, k_mv = self._kernel(ctx, before[0], after[1], t, mid)
         spec = losses.get_loss(self.loss)
         b_mv = lambda v: spec.out_hessian_vp(u, v.astype(u.dtype)).astype(f64())
         n = state.z.shape[0] // 4

@@ -107,7 +107,8 @@ class Config:
         Dissipation`), ``"stepwise"`` (advanced at every training step inside the fused scan,
         :class:`dyntheory.probes.StepwiseDissipation`: the reference, one NTK-vector product
         over the training set per step and per tracked direction) or ``"both"``;
-        ``stepwise_rank``: its tracked directions (0: the loss identity only).
+        ``stepwise_rank``: its tracked directions (0: the loss identity only);
+        ``stepwise_rule``: ``"left"`` (first order) or ``"midpoint"`` (second order).
       ntk_spectrum: run the NTK spectrum probe at the probe steps.
       poprisk: run :class:`dyntheory.probes.PopulationRisk` every step (needs ``eval_every=1``);
         results.json's ``poprisk_check`` correlates its predicted change with the test loss's
@@ -158,6 +159,7 @@ class Config:
     dissipation_start: int = 10
     dissipation_integrator: Literal["refresh", "stepwise", "both"] = "refresh"
     stepwise_rank: int = 0
+    stepwise_rule: Literal["left", "midpoint"] = "left"
     ntk_spectrum: bool = True
     poprisk: bool = False
     norms: bool = False

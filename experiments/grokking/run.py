@@ -116,6 +116,7 @@ def make_probes(cfg: Config, name: str, n_train: int) -> list[probes.Probe]:
                     loss="softmax_ce",
                     start=cfg.dissipation_start,
                     rank=cfg.stepwise_rank,
+                    rule=cfg.stepwise_rule,
                 )
             )
         if cfg.dissipation_integrator == "stepwise":
