@@ -38,28 +38,24 @@ def data(loss):
     return {"x": x, "y": (x[:, 0] > 0).astype(np.int32)}
 
 
-def dense_step(big_a, w, k, b, beta, decay, c):
-    """One step of the dense ``4N`` recursion of :mod:`dyntheory.probes.stepwise` on the
-    propagator ``big_a`` of ``z = (g, h, a, e)`` and the Gramian ``w``, with explicit matrices."""
-    n = k.shape[0]
-    eye, zero = np.eye(n), np.zeros((n, n))
-    rr = np.block([[(1 - beta) * k / c, beta * k / c, decay * eye, beta * eye / c]])
-    step = np.block(
-        [
-            [np.eye(n, 4 * n) - b @ rr],
-            [(1 - beta) * eye, beta * eye, zero, zero],
-            [np.hstack([zero, zero, eye, zero]) - rr],
-            [zero, zero, zero, beta * eye],
-        ]
-    )
-    s = np.vstack([rr, np.zeros((3 * n, 4 * n))])
+def dense_step(big_a, w, jac, p, b, beta, decay, c):
+    """One step of the dense recursion of :mod:`dyntheory.probes.stepwise` on the propagator
+    ``big_a`` of ``z = (g, μ, ω)`` and the Gramian ``w``, with explicit matrices."""
+    n, q = jac.shape
+    size = n + 2 * q
+    mu = np.hstack([(1 - beta) * jac.T, beta * np.eye(q), np.zeros((q, q))])
+    d = (p[:, None] / c) * mu + np.hstack([np.zeros((q, n + q)), decay * np.eye(q)])
+    rr = jac @ d
+    e_g, e_w = np.eye(n, size), np.eye(size)[n + q :]
+    step = np.vstack([e_g - b @ rr, mu, e_w - d])
+    s = np.vstack([rr, np.zeros((2 * q, size))])
     s = 0.5 * (s + s.T) - 0.5 * rr.T @ b @ rr
     return step @ big_a, w + big_a.T @ s @ big_a
 
 
 def dense_reference(loss, opt, precond, beta, decay, start, steps, train):
     """Train by hand; from ``start`` on, advance the dense recursion one step at a time with
-    ``K_t = J_t diag(p_{t+1}) J_tᵀ`` of each step from explicit Jacobians."""
+    each step's explicit Jacobian ``J_t`` and preconditioner ``p_{t+1}``."""
     spec = losses.get_loss(loss)
     w = init(jax.random.split(jax.random.key(0))[0])
     o = opt.init(w)
@@ -67,44 +63,46 @@ def dense_reference(loss, opt, precond, beta, decay, start, steps, train):
     flat, unravel = ravel_pytree(w)
     f = lambda v: apply(unravel(v), x).reshape(-1)
     grad = jax.grad(lambda w: spec.value(apply(w, x), y))
-    big_a, acc, z0, phi_s = np.eye(4 * N * OUT), np.zeros((4 * N * OUT,) * 2), None, None
+    size = N * OUT + 2 * flat.size
+    big_a, acc, z0, phi_s = np.eye(size), np.zeros((size, size)), None, None
     for t in range(steps):
         upd, o_new = opt.update(grad(w), o, w)
         w_new = optax.apply_updates(w, upd)
         if t >= start:
-            flat = ravel_pytree(w)[0]
-            jac = np.asarray(jax.jacfwd(f)(flat))
+            flat = np.asarray(ravel_pytree(w)[0])
+            jac = np.asarray(jax.jacfwd(f)(jnp.asarray(flat)))
             p = np.asarray(ravel_pytree(precond(o_new))[0])
             u = apply(w, x)
             if t == start:
                 m = np.asarray(ravel_pytree(optim_state.first_moment(o))[0])
                 g = np.asarray(spec.out_grad(u, y)).reshape(-1)
-                z0, phi_s = np.concatenate([g, 0 * g, jac @ flat, jac @ (p * m)]), spec.value(u, y)
+                z0, phi_s = np.concatenate([g, m, flat]), spec.value(u, y)
             b = spec.out_hessian(u)
             b = np.asarray(b) if np.ndim(b) else float(b) * np.eye(N * OUT)
             c = 1 - beta ** (t + 1)
-            big_a, acc = dense_step(big_a, acc, (jac * p[None]) @ jac.T, b, beta, decay, c)
+            big_a, acc = dense_step(big_a, acc, jac, p, b, beta, decay, c)
         w, o = w_new, o_new
     drop = phi_s - spec.value(apply(w, x), y)
     return z0 @ acc @ z0, drop, acc[: N * OUT, : N * OUT]
 
 
 def test_dense_step_is_the_momentum_recursion_for_a_constant_kernel():
-    """With a constant kernel the (g, h, a, e) recursion equals dyntheory.momentum's (g, e, a)."""
+    """With constant J and p the (g, μ, ω) recursion equals dyntheory.momentum's (g, e, a) with
+    e = J (p ⊙ μ), a = J ω."""
     rng = np.random.RandomState(1)
-    n, beta, decay = 4, 0.8, 0.05
-    j = rng.randn(n, 6)
-    k, b = j @ j.T / 6, np.eye(n) / n
-    big_a, w = np.eye(4 * n), np.zeros((4 * n, 4 * n))
+    n, q, beta, decay = 4, 6, 0.8, 0.05
+    jac, p = rng.randn(n, q), rng.rand(q)
+    big_a, w = np.eye(n + 2 * q), np.zeros((n + 2 * q,) * 2)
     ref = momentum.init(n)
     for t in range(5):
         c = 1 - beta ** (t + 1)
-        big_a, w = dense_step(big_a, w, k, b, beta, decay, c)
-        ref = momentum.update(ref, k, beta, out_hessian=1.0 / n, steps=1, decay=decay,
-                              first_step=t + 1)  # fmt: skip
-    g, e, a = rng.randn(3, n)
-    z4 = np.concatenate([g, 0 * g, a, e])
-    np.testing.assert_allclose(z4 @ w @ z4, momentum.predicted_loss_drop(ref, g, e, a), rtol=1e-12)
+        big_a, w = dense_step(big_a, w, jac, p, np.eye(n) / n, beta, decay, c)
+        ref = momentum.update(ref, (jac * p[None]) @ jac.T, beta, out_hessian=1.0 / n, steps=1,
+                              decay=decay, first_step=t + 1)  # fmt: skip
+    g, mu, om = rng.randn(n), rng.randn(q), rng.randn(q)
+    z = np.concatenate([g, mu, om])
+    want = momentum.predicted_loss_drop(ref, g, jac @ (p * mu), jac @ om)
+    np.testing.assert_allclose(z @ w @ z, want, rtol=1e-12)
 
 
 @pytest.mark.parametrize("loss", ["squared", "softmax_ce"])

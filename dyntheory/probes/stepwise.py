@@ -6,30 +6,30 @@ THEORY.md §10 ("The refresh schedule is an integrator"). Along the realized pat
 read from the optimizer state *after* the update; ``p = η`` for plain GD), the output Hessian
 ``B_t`` at ``w_t``, Adam's bias correction ``c_t = 1 − β^{t+1}`` and the decoupled decay ``λ``.
 
-The step is ``Δw_t = −p_{t+1} ⊙ m_{t+1}/c_t − λ w_t`` with ``m_{t+1} = β^{t+1−s} m_s +
-Σ_{s≤j≤t} β^{t−j}(1 − β) J_jᵀ g_j``. The momentum gathered since ``s`` is carried in output space,
-``h_t = Σ_j β^{t−j}(1 − β) g_j`` (``m = Jᵀh`` in the row space of the current ``J``), so every step
-applies its *own* kernel to it: ``J_t (p_{t+1} ⊙ m_{t+1}) = K_t h_t + β^{t+1−s} e_s`` with
-``e_s = J(w_s)(p_{s+1} ⊙ m_s)`` the image of the momentum present at ``s`` (it fades like
-``β^k``). An Adam step's ``p`` can grow by orders of magnitude as the gradients vanish after
-memorization; a momentum image frozen in an old ``p`` (the ``e`` of :mod:`dyntheory.momentum`)
-then under-states every later step. With ``z = (g, h, a, e)`` and ``k = K_t((1 − β) z_g + β z_h)``
+The step is ``Δw_t = −p_{t+1} ⊙ m_{t+1}/c_t − λ w_t`` with ``m_{t+1} = β m_t + (1 − β) ∇L_t``.
+Linearized at ``w_t`` (``∇L = J_tᵀ g``, ``Δu = J_t Δw``), it maps ``z = (g, μ, ω)`` (the output
+gradient and a parameter-space momentum and weight vector; ``N + 2P`` numbers) linearly:
 
 .. math::
 
-    r = (k + β z_e)/c_t + λ z_a\ (= −Δu),\quad
-    z' = (z_g − B_t r,\; (1-β) z_g + β z_h,\; z_a − r,\; β z_e),\quad
+    μ' = β μ + (1-β) J_tᵀ z_g,\quad d = p_{t+1} ⊙ μ'/c_t + λ ω\ (= −Δω),\quad
+    r = J_t d\ (= −Δu),\quad z' = (z_g − B_t r,\; μ',\; ω − d),\quad
     z_tᵀ S_t z_t = z_gᵀ r − ½\, rᵀ B_t r ,
 
-and ``Φ(s) − Φ(T) ≈ Σ_{s ≤ t < T} z_tᵀ S_t z_t = z(s)ᵀ W(s, T) z(s)`` with ``z(s) = (g(s), 0,
-J(w_s) w_s, e_s)``. For a constant kernel this is :func:`dyntheory.momentum.update` (``e =
-K h + β^k e_s``). Nothing ``N × N`` is formed: per step one NTK-vector product for ``z`` plus one
-per tracked direction, vmapped into one call over one ``jax.linearize``. Its error is each
-step's linearization, ``O(‖Δw‖²)`` per step, so ``O(η)`` over a fixed horizon ``ηT`` (first
-order; ``tests/test_stepwise.py`` fits the slope).
+and ``Φ(s) − Φ(T) ≈ Σ_{s ≤ t < T} z_tᵀ S_t z_t = z(s)ᵀ W(s, T) z(s)`` with ``z(s) = (g(s), m_s,
+w_s)``: along the realized full-batch path ``z_t = (g_t, m_t, w_t)`` up to the linearization, so
+every step applies its own ``J_t`` and ``p_{t+1}`` to the momentum as the optimizer does (the
+output-space images of :mod:`dyntheory.momentum` freeze the momentum in an old kernel and
+preconditioner; for a constant ``J`` and ``p`` the two agree, with ``e = J (p ⊙ μ)`` and
+``a = J ω``). Per step: one vjp and one jvp over the probe set for ``z`` and one each per
+tracked direction, vmapped, over one ``jax.linearize``; nothing ``N × N`` is formed. Its error is
+each step's linearization, ``O(‖Δw‖²)`` per step, so ``O(η)`` over a fixed horizon ``ηT`` (first
+order); ``rule="midpoint"`` takes ``J`` of the motion and ``B`` at ``w_t + Δw_t/2`` (the secant
+``g_{t+1} − g_t = B̄ J̄ Δw`` to ``O(‖Δw‖³)``): second order (``tests/test_stepwise.py`` fits both
+slopes).
 
 Tracked directions (``rank`` ``r``): an orthonormal ``Q`` (``N × r``) at the start (``g(s)`` and
-the leading eigenvectors of ``K_s``) is propagated as ``Z = (Q, 0, 0, 0)``; ``Qᵀ W_gg Q = Σ Z_tᵀ
+the leading eigenvectors of ``K_s``) is propagated as ``Z = (Q, 0, 0)``; ``Qᵀ W_gg Q = Σ Z_tᵀ
 S_t Z_t`` is the g-block of the augmented Gramian compressed to ``span Q`` (its spectrum is what
 ``w_eigenvalues`` reports: the Rayleigh–Ritz values of the same object whose identity is checked).
 """
@@ -43,6 +43,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.flatten_util import ravel_pytree
 
 from dyntheory import krylov, losses, ntk, spectrum
 from dyntheory.probes import dissipation_kernels as kernels
@@ -52,8 +53,8 @@ from dyntheory.probes.base import InScanProbe, Schedule, f64
 class StepwiseState(NamedTuple):
     """The per-step accumulator (``N`` train outputs of the probe set, ``r`` tracked directions)."""
 
-    z: jax.Array  # (4N,) z(s) propagated to the current step: (g, h, a, e)
-    tracked: jax.Array | None  # (4N, r) (Q, 0, 0, 0) propagated; None when rank = 0
+    z: jax.Array  # (N + 2P,) z(s) = (g, μ, ω) propagated to the current step
+    tracked: jax.Array | None  # (N + 2P, r) (Q, 0, 0) propagated; None when rank = 0
     w: jax.Array | None  # (r, r) Σ Z_tᵀ S_t Z_t = Qᵀ W_gg Q; None when rank = 0
     pred: jax.Array  # () Σ z_tᵀ S_t z_t (with the second-order term)
     pred1: jax.Array  # () its first-order part Σ z_gᵀ r
@@ -136,10 +137,9 @@ class StepwiseDissipation(InScanProbe):
         return spec.out_grad(u, y).astype(f64()), spec.value(u, y).astype(f64())
 
     def _kernel(self, ctx, params, opt_after, t, moved=None):
-        """``(u, v -> K_t v)``: the outputs and the step's kernel ``J' diag(p) Jᵀ`` (``η`` and the
-        preconditioner inside) in float64, ``J`` at ``params`` (the gradient's) and ``J'`` and
-        ``u`` at ``moved`` (default ``params``). Without ``chunk_size`` one ``jax.linearize`` per
-        point serves the outputs and every product (no forward pass repeated per product)."""
+        """``(u, v -> K v)``: the outputs and the kernel ``J' diag(p) Jᵀ`` (``η`` and the
+        preconditioner inside) in float64, ``J`` at ``params`` and ``J'`` and ``u`` at ``moved``
+        (default ``params``); for the tracked directions' Lanczos."""
         p = kernels.precond(self, opt_after)
         eta = kernels.step_size(self, t, p)
         x = ctx.train["x"]
@@ -163,31 +163,26 @@ class StepwiseDissipation(InScanProbe):
 
     def init(self, ctx, params, opt_state):
         n = jax.eval_shape(lambda: self._outputs(ctx, params)).size
+        size = n + 2 * ravel_pytree(params)[0].size
         zeros = lambda *s: jnp.zeros(s, f64())
         r = int(self.rank)
         if r > n:
             raise ValueError(f"StepwiseDissipation rank {r} exceeds the {n} train outputs.")
         nan = jnp.full((), jnp.nan, f64())
         return StepwiseState(
-            zeros(4 * n), zeros(4 * n, r) if r else None, zeros(r, r) if r else None,
+            zeros(size), zeros(size, r) if r else None, zeros(r, r) if r else None,
             zeros(), zeros(), nan, jnp.full((), -1, jnp.int32), zeros(),
         )  # fmt: skip
 
     def _restart(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
-        """``z(s) = (g(s), 0, J w_s, J(p_{s+1} ⊙ m_s))`` and ``Q`` at ``s = t``."""
+        """``z(s) = (g(s), m_s, w_s)`` and ``Q`` at ``s = t``."""
         params, opt_state = before
         u = self._outputs(ctx, params)
         g, phi = self._g_phi(ctx, u)
         g = g.reshape(-1)
-        jvp = lambda tan: ntk.output_jvp(
-            ctx.apply_fn, params, ctx.train["x"], tan, chunk_size=self.chunk_size
-        ).astype(f64())
-        e = jnp.zeros_like(g)
-        if self.momentum > 0:
-            m, p = self.first_moment(opt_state), kernels.precond(self, after[1])
-            e = jvp(m if p is None else jax.tree.map(jnp.multiply, m, p))
-            e = e * (kernels.step_size(self, t, None) if p is None else 1.0)
-        a = jvp(params) if self.decay > 0 else jnp.zeros_like(g)
+        flat = lambda tree: ravel_pytree(tree)[0].astype(f64())
+        w = flat(params)
+        m = flat(self.first_moment(opt_state)) if self.momentum > 0 else jnp.zeros_like(w)
         tracked = None
         if self.rank:
             q = g[:, None] / jnp.linalg.norm(g)
@@ -198,31 +193,43 @@ class StepwiseDissipation(InScanProbe):
                 k_mv = self._kernel(ctx, params, after[1], t)[1]
                 _, vecs = krylov.lanczos_topk(k_mv, n, k, key=key, num_iters=iters)
                 q, _ = jnp.linalg.qr(jnp.concatenate([q, vecs.astype(f64())], axis=1))
-            tracked = jnp.concatenate([q, jnp.zeros((3 * g.shape[0], self.rank), f64())])
+            tracked = jnp.concatenate([q, jnp.zeros((2 * w.shape[0], self.rank), f64())])
         zero = jnp.zeros((), f64())
-        w = None if state.w is None else jnp.zeros_like(state.w)
-        z, start = jnp.concatenate([g, jnp.zeros_like(g), a, e]), jnp.asarray(t, jnp.int32)
-        return StepwiseState(z, tracked, w, zero, zero, phi, start, zero)
+        gram = None if state.w is None else jnp.zeros_like(state.w)
+        z, start = jnp.concatenate([g, m, w]), jnp.asarray(t, jnp.int32)
+        return StepwiseState(z, tracked, gram, zero, zero, phi, start, zero)
 
     def _advance(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
-        mid = None
-        if self.rule == "midpoint":  # the motion's J' and B at w_t + Δw/2: O(‖Δw‖³) per step
-            mid = jax.tree.map(lambda a, b: a + 0.5 * (b - a), before[0], after[0])
-        u, k_mv = self._kernel(ctx, before[0], after[1], t, mid)
+        params, x = before[0], ctx.train["x"]
+        fn = lambda w: ctx.apply_fn(w, x)
+        out, jvp = jax.linearize(fn, params)
+        vjp = jax.linear_transpose(jvp, params)
+        if self.rule == "midpoint":  # the motion's J̄ and B̄ at w_t + Δw/2: O(‖Δw‖³) per step
+            mid = jax.tree.map(lambda a, b: a + 0.5 * (b - a), params, after[0])
+            out, jvp = jax.linearize(fn, mid)
+        u = out.reshape(out.shape[0], -1) if self.loss == "squared" else out
+        flat, unravel = ravel_pytree(params)
+        p = kernels.precond(self, after[1])
+        p = kernels.step_size(self, t, p) * (1.0 if p is None else ravel_pytree(p)[0].astype(f64()))
         spec = losses.get_loss(self.loss)
-        b_mv = lambda v: spec.out_hessian_vp(u, v.astype(u.dtype)).astype(f64())
-        n = state.z.shape[0] // 4
+        n, size = u.size, flat.size
+        beta, lam = jnp.asarray(self.momentum, f64()), jnp.asarray(self.decay, f64())
+        c = 1 - beta ** (t + 1).astype(f64()) if self.bias_correction and self.momentum else 1.0
+
+        def one(col):  # one column (g, μ, ω) through the step
+            zg, mu, om = col[:n], col[n : n + size], col[n + size :]
+            (grad,) = vjp(zg.reshape(out.shape).astype(out.dtype))
+            mu = beta * mu + (1 - beta) * ravel_pytree(grad)[0].astype(f64())
+            d = p * mu / c + lam * om  # −Δω
+            r = jvp(unravel(d.astype(flat.dtype))).reshape(-1).astype(f64())  # −Δu
+            br = spec.out_hessian_vp(u, r.astype(u.dtype)).astype(f64())
+            return jnp.concatenate([zg - br, mu, om - d]), r, br
+
         cols = state.z[:, None] if state.tracked is None else jnp.concatenate(
             [state.z[:, None], state.tracked], axis=1
         )  # fmt: skip
-        zg, zh, za, ze = (cols[i * n : (i + 1) * n] for i in range(4))
-        beta, lam = jnp.asarray(self.momentum, f64()), jnp.asarray(self.decay, f64())
-        c = 1 - beta ** (t + 1).astype(f64()) if self.bias_correction and self.momentum else 1.0
-        h = (1 - beta) * zg + beta * zh
-        k = jax.vmap(k_mv, in_axes=1, out_axes=1)(h)
-        r = (k + beta * ze) / c + lam * za
-        br = jax.vmap(b_mv, in_axes=1, out_axes=1)(r)
-        new = jnp.concatenate([zg - br, h, za - r, beta * ze])
+        new, r, br = jax.vmap(one, in_axes=1, out_axes=1)(cols)
+        zg = cols[:n]
         first = zg.T @ r  # (1+r, 1+r): z_gᵀ r and the tracked block
         second = first - 0.5 * r.T @ br
         gain = jnp.linalg.norm(new[:n, 0]) / jnp.linalg.norm(zg[:, 0])
