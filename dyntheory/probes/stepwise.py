@@ -84,7 +84,8 @@ class StepwiseDissipation(InScanProbe):
       loss: ``"squared"`` or ``"softmax_ce"``.
       start: ``s`` of ``W_S(s, T)``: the accumulator starts at training step ``start``.
       rank: tracked directions ``r`` (0: the identity only, one NTK-vector product per step).
-      lanczos_iters: Lanczos depth for the tracked directions; chunk_size: see ``ntk_matvec``.
+      lanczos_iters, chunk_size: Lanczos depth and examples per product (``ntk_matvec``) of the
+        tracked directions' start; the per-step products run over the whole probe set at once.
       threshold: relative cutoff of ``channel_dim``; tolerance: of ``valid``.
       rule: ``"left"`` (``J``, ``B`` at ``w_t``: first order, module docstring) or
         ``"midpoint"`` (the gradient's ``J`` at ``w_t``, the motion's ``J̄`` and ``B̄`` at
