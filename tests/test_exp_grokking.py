@@ -321,6 +321,17 @@ def test_tiny_run_with_gated_weight_decay(tmp_path):
     assert results["optimizers"]["prm"]["gate_mean_final"] is not None
 
 
+def test_stepwise_integrator_smoke(tmp_path):
+    """The per-step W_S reference in place of the refresh integrator: its identity error is
+    reported per seed from the start on."""
+    overrides = ["optimizers=prm", "steps=20", "dissipation_integrator=stepwise"]
+    overrides += ["stepwise_rank=2", "ntk_spectrum=false", "dissipation_start=3"]
+    _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
+    r = results["optimizers"]["prm"]
+    assert "dissipation" not in r and len(r["stepwise/max_identity_rel_err"]) == 2
+    assert all(np.isfinite(e) for e in r["stepwise/max_identity_rel_err"])
+
+
 def test_norms_option_logs_parameter_norms_at_every_eval_step(tmp_path):
     overrides = ["optimizers=adamw", "norms=true", "steps=20", "seeds=1", "probes_per_decade=0"]
     _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")

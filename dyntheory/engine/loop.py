@@ -262,7 +262,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
                 )
             )
             n = min(cfg.fuse, stop - t)
-            state, metrics = tr.chunk(state, tr.data, tr.eval_sets, np.int32(n), np.bool_(False))
+            state, pstates, metrics = tr.advance(state, pstates, n)
             if pending is not None:
                 process(pending)
             pending = (t, n, metrics)
@@ -270,7 +270,7 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         if pending is not None:
             process(pending)
         pstates = run_probes(total, state, pstates)
-        state, final = tr.chunk(state, tr.data, tr.eval_sets, np.int32(0), np.bool_(True))
+        state, pstates, final = tr.advance(state, pstates, 0, measure=True)
         final = {k: v[0] for k, v in sharding.to_host(final).items() if k != "_params_finite"}
         emit(total, final)
         bar.update(total, {k: np.mean(v) for k, v in final.items()})

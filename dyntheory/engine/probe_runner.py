@@ -50,22 +50,25 @@ class ProbeRunner:
                 sets["test"] = {k: np.asarray(v)[:m] for k, v in first.items()}
         return {k: sharding.put_tree(dict(v), tr.replicated) for k, v in sets.items()}
 
+    def context(self, key, step, data, sets) -> ProbeContext:
+        """The :class:`ProbeContext` of one seed at ``step`` (inside a jitted function)."""
+        tr = self.trainer
+        batch = lambda: jax.lax.with_sharding_constraint(
+            tr.batcher.at(data, key, step), tr.batch_sharding
+        )
+        return ProbeContext(
+            tr.apply_fn,
+            tr.loss_fn,
+            tr.optimizer,
+            sets.get("train"),
+            sets.get("test"),
+            batch,
+            batching.step_key(key, step, 1),
+        )
+
     def _jit(self, probe):
         tr = self.trainer
-
-        def ctx(key, step, data, sets):
-            batch = lambda: jax.lax.with_sharding_constraint(
-                tr.batcher.at(data, key, step), tr.batch_sharding
-            )
-            return ProbeContext(
-                tr.apply_fn,
-                tr.loss_fn,
-                tr.optimizer,
-                sets.get("train"),
-                sets.get("test"),
-                batch,
-                batching.step_key(key, step, 1),
-            )
+        ctx = self.context
 
         def init_one(params, opt_state, key, data, sets):
             return probe.init(ctx(key, jnp.zeros((), jnp.int32), data, sets), params, opt_state)

@@ -94,6 +94,7 @@ from dyntheory.engine.loop import run_loop
 from dyntheory.engine.probe_runner import ProbeRunner
 from dyntheory.engine.state import FitResult, TrainState, all_finite
 from dyntheory.optim import state as optim_state
+from dyntheory.probes.base import InScanProbe
 
 Params = Any
 Batch = dict[str, jax.Array]
@@ -161,6 +162,8 @@ class Trainer:
             )
             for name, s in (eval_sets or {}).items()
         }
+        # in-scan probes (e.g. probes.StepwiseDissipation) advance inside the fused scan
+        self.inscan = tuple(i for i, p in enumerate(self.probes) if isinstance(p, InScanProbe))
         self._build()
         self.prober = ProbeRunner(self, data, eval_sets or {}, probe_data)
 
@@ -223,11 +226,12 @@ class Trainer:
 
         data_sh = jax.tree.map(lambda x: x.sharding, self.data)
         eval_sh = jax.tree.map(lambda x: x.sharding, self.eval_sets)
+        rep = self.replicated
         self.chunk = jax.jit(
             self._chunk_fn,
-            in_shardings=(self.state_shardings, data_sh, eval_sh, self.replicated, self.replicated),
-            out_shardings=(self.state_shardings, self.replicated),
-            donate_argnums=0,
+            in_shardings=(self.state_shardings, data_sh, eval_sh, rep, rep, rep, rep),
+            out_shardings=(self.state_shardings, rep, rep),
+            donate_argnums=(0, 5),
         )
 
     # ------------------------------------------------------------------ pure functions
@@ -259,11 +263,21 @@ class Trainer:
             out.update({f"{name}/{k}": v for k, v in aux.items()})
         return out
 
-    def _chunk_fn(self, state: TrainState, data, eval_sets, n_active, measure):
+    def _inscan_one(self, pstates, before, after, key, step, data, sets):
+        """Advance every in-scan probe of one seed over the step ``before → after``."""
+        ctx = self.prober.context(key, step, data, sets)
+        return tuple(
+            self.probes[i].step(ctx, ps, before, after, step)
+            for i, ps in zip(self.inscan, pstates, strict=True)
+        )
+
+    def _chunk_fn(self, state: TrainState, data, eval_sets, n_active, measure, istates, sets):
         """``cfg.fuse`` scan iterations: the first ``n_active`` are train steps; if ``measure``,
         iteration ``n_active`` only measures (batch loss and every eval set) at the current params
-        (the final metrics line); the rest are no-ops."""
+        (the final metrics line); the rest are no-ops. ``istates``: the in-scan probes' states,
+        advanced after every train step (on ``sets``, the probe sets)."""
         train = self.vmap_seeds(self._train_one, (0, 0, 0, None, 0, None))
+        inscan = self.vmap_seeds(self._inscan_one, (0, 0, 0, 0, None, None, None))
         grad_metrics = self.vmap_seeds(lambda *a: self._loss_grad(*a)[2], (0, 0, None, 0, None))
         evaluate = self.vmap_seeds(self._eval_one, (0, 0, None))
         every = self.cfg.eval_every
@@ -276,15 +290,18 @@ class Trainer:
             return lax.cond(due, lambda: evaluate(st.params, st.key, eval_sets), lambda: nan)
 
         def active(carry):
-            st, bcarry = carry
+            st, bcarry, ist = carry
             params, opt_state, bcarry, m = train(
                 st.params, st.opt_state, st.key, st.step, bcarry, data
             )
             m.update(evals(st, (st.step % every == 0) if every else jnp.array(False)))
-            return (TrainState(params, opt_state, st.step + 1, st.key), bcarry), m
+            if ist:
+                before, after = (st.params, st.opt_state), (params, opt_state)
+                ist = inscan(ist, before, after, st.key, st.step, data, sets)
+            return (TrainState(params, opt_state, st.step + 1, st.key), bcarry, ist), m
 
         def measure_only(carry):
-            st, bcarry = carry
+            st, bcarry, _ = carry
             m = grad_metrics(st.params, st.key, st.step, bcarry, data)
             m["_params_finite"] = self.vmap_seeds(all_finite, 0)(st.params)
             return carry, {**m, **evals(st, jnp.array(True))}
@@ -296,8 +313,9 @@ class Trainer:
             return lax.switch(branch, [lambda: active(carry), lambda: measure_only(carry), idle])
 
         start = self.vmap_seeds(self.batcher.start, (0, None))(state.key, state.step)
-        (state, _), metrics = lax.scan(body, (state, start), jnp.arange(self.cfg.fuse))
-        return state, metrics
+        carry = (state, start, tuple(istates))
+        (state, _, istates), metrics = lax.scan(body, carry, jnp.arange(self.cfg.fuse))
+        return state, istates, metrics
 
     # ------------------------------------------------------------------ host side
 
@@ -314,10 +332,22 @@ class Trainer:
         fresh = self.init_state().opt_state.hyperparams
         return state._replace(opt_state=state.opt_state._replace(hyperparams=fresh))
 
+    def advance(self, state: TrainState, pstates: tuple, n: int, measure: bool = False):
+        """One dispatch: ``n`` fused train steps (the in-scan probes advancing with them), or
+        with ``measure`` (and ``n = 0``) the final measurement; ``(state, pstates, metrics)``."""
+        ist = tuple(pstates[i] for i in self.inscan)
+        args = (self.data, self.eval_sets, np.int32(n), np.bool_(measure))
+        state, ist, metrics = self.chunk(state, *args, ist, self.prober.sets)
+        pstates = list(pstates)
+        for i, ps in zip(self.inscan, ist, strict=True):
+            pstates[i] = ps
+        return state, tuple(pstates), metrics
+
     def compile(self, state: TrainState, pstates: tuple) -> None:
         """Compile the fused step and the probes ahead of time (``jit`` then reuses them)."""
         n, flag = np.int32(0), np.bool_(False)
-        self.chunk.lower(state, self.data, self.eval_sets, n, flag).compile()
+        ist = tuple(pstates[i] for i in self.inscan)
+        self.chunk.lower(state, self.data, self.eval_sets, n, flag, ist, self.prober.sets).compile()
         self.prober.compile(state, pstates)
 
     def run(

@@ -22,6 +22,11 @@ accumulators are float64 when ``jax_enable_x64`` is on (the CLI turns it on).
 - :class:`DriftDiffusion` (``drift``): accumulated drift and noise norms on the top / bottom NTK
   directions.
 
+An in-scan probe (:class:`InScanProbe`) also advances inside the fused training scan after every
+step: :class:`StepwiseDissipation` (``stepwise``) is the loss identity of ``W_S`` with the
+propagator advanced at every step by that step's own linearized map (the reference integrator of
+THEORY.md §10), with the propagated-to-realized residual ratio and the Ritz spectrum of ``W_S``.
+
 Modules: :mod:`~dyntheory.probes.base` (the protocol), :mod:`~dyntheory.probes.kernel`,
 :mod:`~dyntheory.probes.dissipation`, :mod:`~dyntheory.probes.stats`; reading a run's history
 (seed columns, the population-risk check, stopping rules): :mod:`~dyntheory.probes.history`.
@@ -41,7 +46,14 @@ Example::
               Norms(Schedule.every(100))]
 """
 
-from dyntheory.probes.base import Probe, ProbeContext, Schedule, batch_grads, path_name
+from dyntheory.probes.base import (
+    InScanProbe,
+    Probe,
+    ProbeContext,
+    Schedule,
+    batch_grads,
+    path_name,
+)
 from dyntheory.probes.dissipation import Dissipation, DissipationProbeState
 from dyntheory.probes.history import (
     last_finite,
@@ -56,6 +68,7 @@ from dyntheory.probes.history import (
 )
 from dyntheory.probes.kernel import NTKSpectrum
 from dyntheory.probes.stats import DriftDiffusion, GateStats, Norms, PopulationRisk
+from dyntheory.probes.stepwise import StepwiseDissipation, StepwiseState
 from dyntheory.probes.stopping import stopping_probes
 
 
@@ -69,12 +82,15 @@ __all__ = [
     "DissipationProbeState",
     "DriftDiffusion",
     "GateStats",
+    "InScanProbe",
     "NTKSpectrum",
     "Norms",
     "PopulationRisk",
     "Probe",
     "ProbeContext",
     "Schedule",
+    "StepwiseDissipation",
+    "StepwiseState",
     "batch_grads",
     "default_probes",
     "last_finite",

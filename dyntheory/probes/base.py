@@ -133,6 +133,22 @@ class Probe:
         raise TypeError(f"{type(self).__name__} must define __call__ (see dyntheory.probes).")
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class InScanProbe(Probe):
+    """A probe whose state rides in the fused training scan and advances at every step.
+
+    Besides :class:`Probe`'s ``init`` and ``__call__`` (which reports, on the probe's schedule,
+    from the state as the steps left it), it implements ``step(ctx, state, before, after, t) ->
+    state``: called inside the engine's ``lax.scan`` after training step ``t`` (``t`` updates
+    done before it, a traced int32 shared by the seeds), with ``before = (params, opt_state)``
+    at ``w_t`` and ``after`` those of ``w_{t+1}``. Pure and jit-able; the state keeps its shapes
+    and dtypes (it is checkpointed with the run and vmapped over seeds like any probe state).
+    """
+
+    def step(self, ctx: ProbeContext, state, before, after, t):
+        raise TypeError(f"{type(self).__name__} must define step (see dyntheory.probes.base).")
+
+
 def path_name(path) -> str:
     """``('layers', 0, 'kernel')``-like key paths as ``layers/0/kernel``."""
     parts = []

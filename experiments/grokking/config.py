@@ -92,6 +92,14 @@ class Config:
         ``dissipation_vectors``: kernel eigenvectors added to the basis per probe step;
         ``dissipation_start``: W_S(s, T) starts at the first probe step ``s ≥`` this (Adam's
         first steps, with a tiny ``v̂``, leave the linearized step's stable region).
+      dissipation_integrator: how W_S's propagator is integrated: ``"refresh"`` (the kernel
+        refreshed at the probe steps and held fixed between them, :class:`dyntheory.probes.
+        Dissipation`), ``"stepwise"`` (advanced at every training step inside the fused scan,
+        :class:`dyntheory.probes.StepwiseDissipation`: the reference, one NTK-vector product
+        over the training set per step and per tracked direction) or ``"both"``;
+        ``stepwise_rank``: its tracked directions (0: the loss identity only);
+        ``stepwise_rule``: ``"left"`` (first order) or ``"midpoint"`` (second order).
+      ntk_spectrum: run the NTK spectrum probe at the probe steps.
       poprisk: run :class:`dyntheory.probes.PopulationRisk` every step (needs ``eval_every=1``);
         results.json's ``poprisk_check`` correlates its predicted change with the test loss's
         change per step and over windows of 10, 100 and 1,000 steps.
@@ -125,6 +133,10 @@ class Config:
     dissipation_rank: int = 64
     dissipation_vectors: int = 8
     dissipation_start: int = 10
+    dissipation_integrator: Literal["refresh", "stepwise", "both"] = "refresh"
+    stepwise_rank: int = 0
+    stepwise_rule: Literal["left", "midpoint"] = "left"
+    ntk_spectrum: bool = True
     poprisk: bool = False
     norms: bool = False
     # the engine's knobs: --set steps=... (or train.steps=...) reaches them
@@ -159,6 +171,8 @@ class Config:
         for name in ("dissipation_rank", "dissipation_vectors"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.stepwise_rank < 0:
+            raise ConfigError(f"stepwise_rank must be >= 0, got {self.stepwise_rank}.")
         if self.poprisk and self.train.eval_every != 1:
             raise ConfigError(
                 "poprisk=true compares the probe's predicted change with the test loss's change "

@@ -107,9 +107,25 @@ def make_probes(cfg: Config, optim: OptimizerConfig, n_train: int) -> list[probe
         sched = probes.Schedule.log(cfg.probes_per_decade, final=True)
         whole = cfg.probe_set == "train"
         spectrum_kw = dict(method="lanczos", trace_probes=4, slq_probes=4, slq_iters=12)
-        out.append(
-            probes.NTKSpectrum(sched, top_k=8 if whole else 32, **(spectrum_kw if whole else {}))
-        )
+        if cfg.ntk_spectrum:
+            out.append(
+                probes.NTKSpectrum(
+                    sched, top_k=8 if whole else 32, **(spectrum_kw if whole else {})
+                )
+            )
+        if cfg.dissipation_integrator in ("stepwise", "both"):
+            out.append(
+                probes.StepwiseDissipation(
+                    sched,
+                    **step,
+                    loss="softmax_ce",
+                    start=cfg.dissipation_start,
+                    rank=cfg.stepwise_rank,
+                    rule=cfg.stepwise_rule,
+                )
+            )
+        if cfg.dissipation_integrator == "stepwise":
+            return out
         # The preconditioned kernel J diag(p) Jᵀ has no structured form; NTK-vector products cost
         # O(n p · forward) where the Jacobian contraction costs O((n p)² P). The augmented
         # identity (momentum, decoupled decay) sits next to the momentum-free one (THEORY §10).
@@ -174,6 +190,18 @@ def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict
     for key in ("lambda_max", "trace", "effective_rank_participation", "drift"):
         if f"probe/ntk/{key}" in history:  # "lanczos" (whole training set) has no rank/drift
             out[f"ntk/{key}_final"] = last(f"probe/ntk/{key}")
+    if "probe/stepwise/identity_rel_err" in history:
+        # the per-step reference: its identity error at every probe step from the start on
+        err = probes.seed_columns(history["probe/stepwise/identity_rel_err"])
+        finite = np.isfinite(err)
+        out["stepwise/max_identity_rel_err"] = [
+            float(np.max(c[f])) if f.any() else None for c, f in zip(err.T, finite.T, strict=True)
+        ]
+        out["stepwise/argmax_step"] = [
+            int(steps[f][np.argmax(c[f])]) if f.any() else None
+            for c, f in zip(err.T, finite.T, strict=True)
+        ]
+        out["stepwise/identity_rel_err_final"] = last("probe/stepwise/identity_rel_err")
     if "probe/dissipation/w_effective_rank" in history:
         # W_S advances with the preconditioned kernel held fixed between probe steps; once Adam's
         # step outgrows that linearization (η‖B K_eff‖ > 2) the accumulator overflows, so report

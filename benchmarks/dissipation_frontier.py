@@ -1,0 +1,127 @@
+"""W_S integrators on grokking quick: the largest loss-identity error over the whole run against
+the probes' cost, side by side (THEORY.md §10: "The refresh schedule is an integrator").
+
+    .venv/bin/python benchmarks/dissipation_frontier.py --out runs/frontier            # all
+    .venv/bin/python benchmarks/dissipation_frontier.py --out runs/frontier --only stepwise-r0
+
+Each integrator is one run of ``dyntheory run grokking --preset quick --set seeds=1 --set
+optimizers=<opt>`` (5,000 steps, ÷ mod 59, W_S over all 1,711 training examples from step 10)
+with the ``--set`` overrides of :data:`INTEGRATORS`, plus a baseline without probes; an existing
+run directory is read, not rerun. Printed per integrator: the largest identity error over the
+probe steps from the start to the end (and where it is), the largest before memorization
+(99 % train), between memorization and grokking (95 % test) and after, and the cost: probe time
+over the baseline's training time. An in-scan integrator's work is inside the fused training
+steps, so its cost is ``(train_s + probe_s − baseline train_s) / baseline train_s``. Timings
+are wall time on a shared machine: compare rows of one invocation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from dyntheory.engine.rundir import load_metrics
+
+COMMON = ["--preset", "quick", "--set", "seeds=1"]
+# name -> (--set overrides, metrics key of the identity error that integrator reports)
+INTEGRATORS = {
+    "baseline": (["probes_per_decade=0"], None),
+    "stepwise-r0": (
+        ["probes_per_decade=4", "dissipation_integrator=stepwise", "ntk_spectrum=false"],
+        "probe/stepwise/identity_rel_err",
+    ),
+    "stepwise-midpoint": (
+        [
+            "probes_per_decade=4",
+            "dissipation_integrator=stepwise",
+            "stepwise_rule=midpoint",
+            "ntk_spectrum=false",
+        ],
+        "probe/stepwise/identity_rel_err",
+    ),
+    "stepwise-r4": (
+        [
+            "probes_per_decade=4",
+            "dissipation_integrator=stepwise",
+            "stepwise_rank=4",
+            "ntk_spectrum=false",
+        ],
+        "probe/stepwise/identity_rel_err",
+    ),
+    "refresh-1/decade": (
+        ["probes_per_decade=1", "ntk_spectrum=false"],
+        "probe/dissipation/identity_rel_err_augmented",
+    ),
+    "refresh-4/decade": (
+        ["probes_per_decade=4", "ntk_spectrum=false"],
+        "probe/dissipation/identity_rel_err_augmented",
+    ),
+}
+
+
+def run(out: Path, name: str, optimizer: str) -> Path:
+    where = out / f"{name.replace('/', '-')}-{optimizer}"
+    if not (where / optimizer / "metrics.jsonl").exists():
+        sets = [a for s in INTEGRATORS[name][0] for a in ("--set", s)]
+        cmd = [sys.executable, "-m", "dyntheory.cli.app", "run", "grokking", *COMMON]
+        cmd += ["--set", f"optimizers={optimizer}", *sets, "--out", str(where), "--force"]
+        print("$", " ".join(cmd[1:]), flush=True)
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return where
+
+
+def summary(where: Path, optimizer: str, key: str | None, base_train: float | None) -> dict:
+    h = load_metrics(where / optimizer)
+    res = json.loads((where / "results.json").read_text())["optimizers"][optimizer]
+    mem = res["steps_to_train_target"]["median"]
+    grok = res["steps_to_test_target"]["median"]
+    train_s, probe_s = float(h["time/train_s"][-1]), float(h["time/probe_s"][-1])
+    out = {"train_s": train_s, "probe_s": probe_s, "memorized": mem, "grokked": grok}
+    if base_train is not None:
+        out["cost"] = (train_s + probe_s - base_train) / base_train
+    if key is None or key not in h:
+        return out
+    steps, err = np.asarray(h["step"]), np.asarray(h[key], float).ravel()
+    ok = np.isfinite(err) & (steps >= 10)
+    steps, err = steps[ok], err[ok]
+    i = int(np.argmax(err))
+    out.update(max_err=float(err[i]), at=int(steps[i]), probes=int(ok.sum()))
+    edges = [10, mem or 10**9, grok or 10**9, 10**9]
+    phases = ("before_mem", "mem_to_grok", "after_grok")
+    for label, lo, hi in zip(phases, edges, edges[1:], strict=False):
+        sel = (steps >= lo) & (steps < hi)
+        out[label] = float(err[sel].max()) if sel.any() else None
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="folder of the run directories")
+    ap.add_argument("--optimizer", default="adamw", choices=("adamw", "prm"))
+    ap.add_argument("--only", nargs="*", default=None, help="integrators to run (and baseline)")
+    args = ap.parse_args()
+    names = [n for n in INTEGRATORS if args.only is None or n in args.only or n == "baseline"]
+    rows = {n: summary(run(args.out, n, args.optimizer), args.optimizer, None, None)
+            if n == "baseline" else None for n in names}  # fmt: skip
+    base = rows["baseline"]["train_s"]
+    for n in names[1:]:
+        rows[n] = summary(run(args.out, n, args.optimizer), args.optimizer, INTEGRATORS[n][1], base)
+    fmt = lambda v, f: "—" if v is None else format(v, f)
+    print(f"\ngrokking quick, {args.optimizer}, 1 seed; baseline training {base:.0f} s")
+    head = "| integrator | max identity error (step) | before 99 % train | to 95 % test | after |"
+    print(head + " probe time / train time |")
+    print("|---|---|---|---|---|---|")
+    for n in names[1:]:
+        r = rows[n]
+        err = f"{fmt(r.get('max_err'), '.3g')} ({r.get('at', '—')})"
+        cells = [fmt(r.get(k), ".3g") for k in ("before_mem", "mem_to_grok", "after_grok")]
+        print(f"| {n} | {err} | {' | '.join(cells)} | {fmt(r.get('cost'), '.2f')} |")
+
+
+if __name__ == "__main__":
+    main()

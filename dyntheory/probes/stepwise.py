@@ -1,0 +1,288 @@
+r"""W_S's propagator advanced at every training step, inside the fused scan: the reference.
+
+THEORY.md §10 ("The refresh schedule is an integrator"). Along the realized path, step ``t``
+(``w_t → w_{t+1}``) moves the outputs through its own linearized map: the kernel
+``K_t = J(w_t) diag(p_{t+1}) J(w_t)ᵀ`` with the preconditioner of the step as taken (``p_{t+1}``
+read from the optimizer state *after* the update; ``p = η`` for plain GD), the output Hessian
+``B_t`` at ``w_t``, Adam's bias correction ``c_t = 1 − β^{t+1}`` and the decoupled decay ``λ``.
+
+The step is ``Δw_t = −p_{t+1} ⊙ m_{t+1}/c_t − λ w_t`` with ``m_{t+1} = β m_t + (1 − β) ∇L_t``.
+Linearized at ``w_t`` (``∇L = J_tᵀ g``, ``Δu = J_t Δw``), it maps ``z = (g, μ, ω)`` (the output
+gradient and a parameter-space momentum and weight vector; ``N + 2P`` numbers) linearly:
+
+.. math::
+
+    μ' = β μ + (1-β) J_tᵀ z_g,\quad d = p_{t+1} ⊙ μ'/c_t + λ ω\ (= −Δω),\quad
+    r = J_t d\ (= −Δu),\quad z' = (z_g − B_t r,\; μ',\; ω − d),\quad
+    z_tᵀ S_t z_t = z_gᵀ r − ½\, rᵀ B_t r ,
+
+and ``Φ(s) − Φ(T) ≈ Σ_{s ≤ t < T} z_tᵀ S_t z_t = z(s)ᵀ W(s, T) z(s)`` with ``z(s) = (g(s), m_s,
+w_s)``: along the realized full-batch path ``z_t = (g_t, m_t, w_t)`` up to the linearization, so
+every step applies its own ``J_t`` and ``p_{t+1}`` to the momentum as the optimizer does (the
+output-space images of :mod:`dyntheory.momentum` freeze the momentum in an old kernel and
+preconditioner; for a constant ``J`` and ``p`` the two agree, with ``e = J (p ⊙ μ)`` and
+``a = J ω``). Per step: one vjp and one jvp over the probe set for ``z`` and one each per
+tracked direction, vmapped, over one ``jax.linearize``; nothing ``N × N`` is formed. Its error is
+each step's linearization, ``O(‖Δw‖²)`` per step, so ``O(η)`` over a fixed horizon ``ηT`` (first
+order); ``rule="midpoint"`` takes ``J`` of the motion and ``B`` at ``w_t + Δw_t/2`` (the secant
+``g_{t+1} − g_t = B̄ J̄ Δw`` to ``O(‖Δw‖³)``): second order (``tests/test_stepwise.py`` fits both
+slopes).
+
+Tracked directions (``rank`` ``r``): an orthonormal ``Q`` (``N × r``) at the start (``g(s)`` and
+the leading eigenvectors of ``K_s``) is propagated as ``Z = (Q, 0, 0)``; ``Qᵀ W_gg Q = Σ Z_tᵀ
+S_t Z_t`` is the g-block of the augmented Gramian compressed to ``span Q`` (its spectrum is what
+``w_eigenvalues`` reports: the Rayleigh–Ritz values of the same object whose identity is checked).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from dyntheory import krylov, losses, ntk, spectrum
+from dyntheory.probes import dissipation_kernels as kernels
+from dyntheory.probes.base import InScanProbe, Schedule, f64
+
+
+class StepwiseState(NamedTuple):
+    """The per-step accumulator (``N`` train outputs of the probe set, ``r`` tracked directions)."""
+
+    z: jax.Array  # (N + 2P,) z(s) = (g, μ, ω) propagated to the current step
+    tracked: jax.Array | None  # (N + 2P, r) (Q, 0, 0) propagated; None when rank = 0
+    w: jax.Array | None  # (r, r) Σ Z_tᵀ S_t Z_t = Qᵀ W_gg Q; None when rank = 0
+    pred: jax.Array  # () Σ z_tᵀ S_t z_t (with the second-order term)
+    pred1: jax.Array  # () its first-order part Σ z_gᵀ r
+    phi_s: jax.Array  # () probe-set loss at the start s (NaN before it)
+    s: jax.Array  # () int32 start step, −1 before it
+    gain: jax.Array  # () the largest one-step growth ‖z_g(t+1)‖/‖z_g(t)‖ since s
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class StepwiseDissipation(InScanProbe):
+    r"""The loss identity of ``W_S(s, T)`` with the propagator advanced every step (module doc).
+
+    Scalars (``probe/<name>/...``) at each probe step ``T``: ``loss_drop`` ``Φ(s) − Φ(T)``,
+    ``predicted_loss_drop`` ``z(s)ᵀ W z(s)``, ``identity_rel_err`` and ``valid``
+    (``identity_rel_err ≤ tolerance``, finite); the first-order parts ``*_first_order``;
+    ``norm_ratio`` ``‖z_g(T)‖/‖g(T)‖`` (the propagated against the realized residual: ≫ 1 when
+    the linearized steps expand where the real ones do not) and ``max_gain``; ``start`` ``s``
+    and ``before_start`` (1 on rows before ``s``, whose identity is NaN). With ``rank``:
+    ``w_lambda_max``, ``w_trace``, ``w_effective_rank``, ``channel_dim`` (eigenvalues above
+    ``threshold · w_lambda_max``); array ``w_eigenvalues`` (r,).
+
+    Args:
+      lr: GD step size η (float or ``step -> η``), used without a preconditioner.
+      preconditioner: ``opt_state -> p`` (:mod:`dyntheory.optim.state`), read after the update.
+      momentum, first_moment, bias_correction, decay: the step's EMA momentum ``β`` (with
+        ``first_moment: opt_state -> m``), Adam's bias correction and ``λ = η·wd`` (THEORY §10).
+      loss: ``"squared"`` or ``"softmax_ce"``.
+      start: ``s`` of ``W_S(s, T)``: the accumulator starts at training step ``start``.
+      rank: tracked directions ``r`` (0: the identity only, one NTK-vector product per step).
+      lanczos_iters, chunk_size: Lanczos depth and examples per product (``ntk_matvec``) of the
+        tracked directions' start; the per-step products run over the whole probe set at once.
+      threshold: relative cutoff of ``channel_dim``; tolerance: of ``valid``.
+      rule: ``"left"`` (``J``, ``B`` at ``w_t``: first order, module docstring) or
+        ``"midpoint"`` (the gradient's ``J`` at ``w_t``, the motion's ``J̄`` and ``B̄`` at
+        ``w_t + Δw_t/2``, read from the params after the step: the secant ``g_{t+1} − g_t =
+        B̄ J̄ Δw`` to ``O(‖Δw‖³)`` per step, second order; one more linearization per step).
+    """
+
+    schedule: Schedule = Schedule.log(2)
+    name: str = "stepwise"
+    lr: float | Callable = 1e-3
+    preconditioner: Callable | None = None
+    momentum: float = 0.0
+    first_moment: Callable | None = None
+    bias_correction: bool = True
+    decay: float = 0.0
+    loss: str = "squared"
+    start: int = 0
+    rank: int = 0
+    lanczos_iters: int | None = None
+    chunk_size: int | None = None
+    threshold: float = 1e-3
+    tolerance: float = 0.1
+    rule: str = "left"
+
+    def __post_init__(self):
+        losses.get_loss(self.loss)
+        for name in ("momentum", "decay"):
+            if not 0 <= float(getattr(self, name)) < 1:
+                raise ValueError(f"StepwiseDissipation {name} must lie in [0, 1).")
+        if self.momentum > 0 and self.first_moment is None:
+            raise ValueError(
+                "StepwiseDissipation(momentum=...) needs first_moment (opt_state -> m)."
+            )
+        if self.rule not in ("left", "midpoint"):
+            raise ValueError(
+                f"StepwiseDissipation rule must be 'left' or 'midpoint', got {self.rule!r}."
+            )
+        if int(self.rank) < 0 or int(self.start) < 0:
+            raise ValueError("StepwiseDissipation rank and start must be >= 0.")
+
+    # -- pieces
+
+    def _outputs(self, ctx, params):
+        u = ctx.apply_fn(params, ctx.train["x"])
+        return u.reshape(u.shape[0], -1) if self.loss == "squared" else u
+
+    def _g_phi(self, ctx, u):
+        spec = losses.get_loss(self.loss)
+        y = ctx.train["y"].reshape(u.shape) if self.loss == "squared" else ctx.train["y"]
+        return spec.out_grad(u, y).astype(f64()), spec.value(u, y).astype(f64())
+
+    def _kernel(self, ctx, params, opt_after, t, moved=None):
+        """``(u, v -> K v)``: the outputs and the kernel ``J' diag(p) Jᵀ`` (``η`` and the
+        preconditioner inside) in float64, ``J`` at ``params`` and ``J'`` and ``u`` at ``moved``
+        (default ``params``); for the tracked directions' Lanczos."""
+        p = kernels.precond(self, opt_after)
+        eta = kernels.step_size(self, t, p)
+        x = ctx.train["x"]
+        if self.chunk_size is not None and moved is None:
+            mv = ntk.ntk_matvec(ctx.apply_fn, params, x, precond=p, chunk_size=self.chunk_size)
+            return self._outputs(ctx, params), lambda v: eta * mv(v.astype(f64())).astype(f64())
+        out, jvp = jax.linearize(lambda w: ctx.apply_fn(w, x), params)
+        vjp = jax.linear_transpose(jvp, params)
+        if moved is not None:
+            out, jvp = jax.linearize(lambda w: ctx.apply_fn(w, x), moved)
+        scale = (lambda ct: ct) if p is None else (lambda ct: jax.tree.map(jnp.multiply, ct, p))
+
+        def mv(v):
+            (ct,) = vjp(v.reshape(out.shape).astype(out.dtype))
+            return eta * jvp(scale(ct)).reshape(-1).astype(f64())
+
+        u = out.reshape(out.shape[0], -1) if self.loss == "squared" else out
+        return u, mv
+
+    # -- the probe protocol
+
+    def init(self, ctx, params, opt_state):
+        n = jax.eval_shape(lambda: self._outputs(ctx, params)).size
+        size = n + 2 * ravel_pytree(params)[0].size
+        zeros = lambda *s: jnp.zeros(s, f64())
+        r = int(self.rank)
+        if r > n:
+            raise ValueError(f"StepwiseDissipation rank {r} exceeds the {n} train outputs.")
+        nan = jnp.full((), jnp.nan, f64())
+        return StepwiseState(
+            zeros(size), zeros(size, r) if r else None, zeros(r, r) if r else None,
+            zeros(), zeros(), nan, jnp.full((), -1, jnp.int32), zeros(),
+        )  # fmt: skip
+
+    def _restart(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
+        """``z(s) = (g(s), m_s, w_s)`` and ``Q`` at ``s = t``."""
+        params, opt_state = before
+        u = self._outputs(ctx, params)
+        g, phi = self._g_phi(ctx, u)
+        g = g.reshape(-1)
+        flat = lambda tree: ravel_pytree(tree)[0].astype(f64())
+        w = flat(params)
+        m = flat(self.first_moment(opt_state)) if self.momentum > 0 else jnp.zeros_like(w)
+        tracked = None
+        if self.rank:
+            q = g[:, None] / jnp.linalg.norm(g)
+            if self.rank > 1:
+                n, k = g.shape[0], self.rank - 1
+                iters = min(n, self.lanczos_iters or 2 * k + 20)
+                key = jax.random.fold_in(jax.random.key(0), t)
+                k_mv = self._kernel(ctx, params, after[1], t)[1]
+                _, vecs = krylov.lanczos_topk(k_mv, n, k, key=key, num_iters=iters)
+                q, _ = jnp.linalg.qr(jnp.concatenate([q, vecs.astype(f64())], axis=1))
+            tracked = jnp.concatenate([q, jnp.zeros((2 * w.shape[0], self.rank), f64())])
+        zero = jnp.zeros((), f64())
+        gram = None if state.w is None else jnp.zeros_like(state.w)
+        z, start = jnp.concatenate([g, m, w]), jnp.asarray(t, jnp.int32)
+        return StepwiseState(z, tracked, gram, zero, zero, phi, start, zero)
+
+    def _advance(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
+        params, x = before[0], ctx.train["x"]
+        fn = lambda w: ctx.apply_fn(w, x)
+        out, jvp = jax.linearize(fn, params)
+        vjp = jax.linear_transpose(jvp, params)
+        if self.rule == "midpoint":  # the motion's J̄ and B̄ at w_t + Δw/2: O(‖Δw‖³) per step
+            mid = jax.tree.map(lambda a, b: a + 0.5 * (b - a), params, after[0])
+            out, jvp = jax.linearize(fn, mid)
+        u = out.reshape(out.shape[0], -1) if self.loss == "squared" else out
+        flat, unravel = ravel_pytree(params)
+        p = kernels.precond(self, after[1])
+        p = kernels.step_size(self, t, p) * (1.0 if p is None else ravel_pytree(p)[0].astype(f64()))
+        spec = losses.get_loss(self.loss)
+        n, size = u.size, flat.size
+        beta, lam = jnp.asarray(self.momentum, f64()), jnp.asarray(self.decay, f64())
+        c = 1 - beta ** (t + 1).astype(f64()) if self.bias_correction and self.momentum else 1.0
+
+        def one(col):  # one column (g, μ, ω) through the step
+            zg, mu, om = col[:n], col[n : n + size], col[n + size :]
+            (grad,) = vjp(zg.reshape(out.shape).astype(out.dtype))
+            mu = beta * mu + (1 - beta) * ravel_pytree(grad)[0].astype(f64())
+            d = p * mu / c + lam * om  # −Δω
+            r = jvp(unravel(d.astype(flat.dtype))).reshape(-1).astype(f64())  # −Δu
+            br = spec.out_hessian_vp(u, r.astype(u.dtype)).astype(f64())
+            return jnp.concatenate([zg - br, mu, om - d]), r, br
+
+        cols = state.z[:, None] if state.tracked is None else jnp.concatenate(
+            [state.z[:, None], state.tracked], axis=1
+        )  # fmt: skip
+        new, r, br = jax.vmap(one, in_axes=1, out_axes=1)(cols)
+        zg = cols[:n]
+        first = zg.T @ r  # (1+r, 1+r): z_gᵀ r and the tracked block
+        second = first - 0.5 * r.T @ br
+        gain = jnp.linalg.norm(new[:n, 0]) / jnp.linalg.norm(zg[:, 0])
+        w = state.w
+        if w is not None:
+            w = w + 0.5 * (second[1:, 1:] + second[1:, 1:].T)
+        return state._replace(
+            z=new[:, 0], tracked=None if w is None else new[:, 1:], w=w,
+            pred=state.pred + second[0, 0], pred1=state.pred1 + first[0, 0],
+            gain=jnp.maximum(state.gain, gain),
+        )  # fmt: skip
+
+    def step(self, ctx, state: StepwiseState, before, after, t):
+        t = jnp.asarray(t, jnp.int32)
+
+        def run(st):
+            st = lax.cond(
+                t == self.start, lambda: self._restart(ctx, st, before, after, t), lambda: st
+            )
+            return self._advance(ctx, st, before, after, t)
+
+        return lax.cond(t < self.start, lambda: state, lambda: run(state))
+
+    def __call__(self, ctx, state: StepwiseState, params, opt_state, step):
+        u = self._outputs(ctx, params)
+        g, phi = self._g_phi(ctx, u)
+        g, n = g.reshape(-1), g.size
+        drop = state.phi_s - phi
+        rel = lambda pred: jnp.abs(pred - drop) / jnp.abs(drop)
+        err = rel(state.pred)
+        s = {
+            "start": state.s,
+            "before_start": (state.s < 0).astype(f64()),
+            "loss_drop": drop,
+            "predicted_loss_drop": state.pred,
+            "identity_rel_err": err,
+            "predicted_loss_drop_first_order": state.pred1,
+            "identity_rel_err_first_order": rel(state.pred1),
+            "valid": (jnp.isfinite(err) & (err <= self.tolerance)).astype(f64()),
+            "norm_ratio": jnp.linalg.norm(state.z[:n]) / jnp.linalg.norm(g),
+            "max_gain": state.gain,
+        }
+        before = state.s < 0
+        s = {
+            k: jnp.where(before & (k not in ("start", "before_start")), jnp.nan, v)
+            for k, v in s.items()
+        }
+        arrays = {}
+        if state.w is not None:
+            lam = jnp.linalg.eigvalsh(0.5 * (state.w + state.w.T))[::-1]
+            s["w_lambda_max"], s["w_trace"] = lam[0], jnp.sum(lam)
+            s["w_effective_rank"] = spectrum.participation_ratio(jnp.maximum(lam, 0))
+            s["channel_dim"] = jnp.sum(lam > self.threshold * lam[0]).astype(f64())
+            arrays["w_eigenvalues"] = lam
+        return state, s, arrays
