@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from dyntheory.cli import app as cli
+from dyntheory.engine import rundir
 from dyntheory.engine.config import ConfigError, apply_overrides
 from dyntheory.engine.rundir import subrun_dir
 from experiments.grokking import PRESETS, Config
@@ -174,7 +175,7 @@ def test_sub_runs_resume_only_while_their_spec_is_unchanged(tmp_path):
     cfg = PRESETS["tiny"].config
     sub = tmp_path / "prm"
     subrun_dir(sub, {"optimizer": "prm"}, config=cfg)
-    (sub / "metrics.jsonl").write_text("{}\n")  # what a started engine run leaves
+    rundir.RunDir(sub).append_metrics([{"step": 0}])  # what a started engine run leaves
     # `resume --set steps=N` continues, and so does a changed optimizer hyperparameter
     for changed in (["steps=80"], ["steps=80", "lr=0.0005"]):
         subrun_dir(sub, {"optimizer": "prm"}, config=apply_overrides(cfg, changed))

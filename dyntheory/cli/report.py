@@ -19,8 +19,6 @@ import shlex
 from pathlib import Path
 from typing import Any
 
-from dyntheory.engine import rundir
-
 MAX_LIST = 12  # longer lists are summarized by their length
 
 
@@ -72,6 +70,8 @@ def command(config: dict, path: Path) -> str:
 
 
 def render(run_dir: str | Path, name: str | None = None) -> str:
+    from dyntheory.engine import rundir  # loads JAX: not when the parser is built
+
     """The Markdown results block of ``run_dir``."""
     path = Path(run_dir)
     try:
@@ -102,6 +102,8 @@ def render(run_dir: str | Path, name: str | None = None) -> str:
 
 def write(page: str | Path, block: str, name: str) -> Path:
     """Put ``block`` into ``page`` in place of the block called ``name`` (or append it)."""
+    from dyntheory.engine import rundir
+
     page = Path(page)
     start, end = f"<!-- results: {name} -->", f"<!-- /results: {name} -->"
     text = page.read_text() if page.exists() else f"# {page.stem.replace('_', ' ')}\n"
