@@ -117,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not COMMANDS[args.command].jax:
         return _main(args)
+    if compile_cache.wanted(args.compile_cache):
+        compile_cache.quiet_hits()  # before JAX's C++ loads
     import jax
 
     # Probes use float64; models and data are float32 by explicit dtypes.

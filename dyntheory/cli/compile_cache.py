@@ -44,6 +44,14 @@ def wanted(flag: bool = True, env: Mapping[str, str] | None = None) -> bool:
     return flag and env.get(ENV_SWITCH, "1").strip().lower() not in OFF_VALUES
 
 
+def quiet_hits() -> None:
+    """Every cache hit logs a C++ warning ("Assume version compatibility"), one per program: with
+    the cache on, XLA's C++ log shows errors only, unless the user set its level. Takes effect
+    only before JAX is first imported."""
+    if "jax" not in sys.modules:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def enable(path: str | Path | None = None) -> Path | None:
     """Point JAX's persistent compilation cache at ``path`` (default :func:`cache_dir`) and cache
     every compiled program, whatever its compile time. Call it before the first compilation.
@@ -52,6 +60,7 @@ def enable(path: str | Path | None = None) -> Path | None:
     Returns the directory in use, or None (with a one-line note on stderr) when it cannot be
     created: the run then goes on without a cache.
     """
+    quiet_hits()
     import jax
 
     if jax.config.jax_compilation_cache_dir:

@@ -133,9 +133,9 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
                 f"set steps >= {start} to resume."
             )
         log = rd.file(rundir.LOG)
+        if main:
+            owned.claim(log)  # before a failed restore can write it
         start, tree, meta = ckpt.restore_first((start, *candidates), _abstract_ckpt(tr), log)
-        if main and log.exists():
-            owned.claim(log)
         if main:
             ckpt.drop_after(start)  # --truncate went back past them: this run rewrites them
         state = TrainState(

@@ -89,9 +89,9 @@ def _atomic_write(path: Path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        owned.claim(path)  # first: a kill after the rename must not leave it unclaimed
         faults.point(f"write:{path.name}:before-rename")
         os.replace(tmp, path)
-        owned.claim(path)
         faults.point(f"write:{path.name}:after-rename")
     except BaseException:
         if os.path.exists(tmp):
@@ -177,13 +177,14 @@ class RunDir:
         self.path = Path(path)
         if create and sharding.is_main_process():
             existed = self.path.is_dir()
+            if not existed and self.path.parent.is_dir():
+                owned.claim(self.path)  # a sub-run: claimed before it exists
             try:
                 self.path.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise RunDirError(f"cannot write to the run directory {self.path}: {e}") from None
             if not existed:
                 owned.mark(self.path)
-                owned.claim(self.path)
             if check:
                 self.check_writable()
         elif not self.path.is_dir() and (not create or sharding.is_main_process()):
@@ -277,6 +278,7 @@ class RunDir:
     def append_metrics(self, lines: Iterable[Mapping[str, Any]]) -> None:
         text = "".join(json.dumps(_jsonable(line)) + "\n" for line in lines)
         if text:
+            owned.claim(self.file(METRICS))  # before the file can exist unclaimed
             faults.point("append:metrics.jsonl:before")
             with open(self.file(METRICS), "a") as f:
                 if faults.hit("append:metrics.jsonl:half"):  # killed in the middle of it
@@ -285,7 +287,6 @@ class RunDir:
                     os._exit(faults.KILLED)
                 f.write(text)
                 f.flush()
-            owned.claim(self.file(METRICS))
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.file(METRICS)
@@ -339,10 +340,9 @@ class RunDir:
             return {k: z[k] for k in z.files}
 
     def checkpointer(self, keep: int = 2):
-        ckpt = Checkpointer(self.file(CHECKPOINTS), keep=keep)
         if sharding.is_main_process():
-            owned.claim(self.file(CHECKPOINTS))
-        return ckpt
+            owned.claim(self.file(CHECKPOINTS))  # before orbax creates it
+        return Checkpointer(self.file(CHECKPOINTS), keep=keep)
 
     def has_run(self) -> bool:
         """Whether a run was started here: metrics (here or in a sub-run) or a checkpoint."""
