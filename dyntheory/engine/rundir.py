@@ -27,7 +27,6 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,17 @@ import numpy as np
 from dyntheory.engine import config as config_lib
 from dyntheory.engine import faults, owned, records, resume, sharding
 from dyntheory.engine.checkpoint import Checkpointer
+from dyntheory.engine.files import (  # re-exported: the run directory's file operations
+    RunDirError,
+    atomic_write,
+    check_writable_dir,
+    jsonable,
+    parse_lines,
+    read_json,
+    write_bytes,
+    write_json,
+    write_npz,
+)
 from dyntheory.engine.owned import (  # re-exported: the names of a run directory's files
     ARRAYS,
     CHECKPOINTS,
@@ -70,98 +80,6 @@ __all__ = [
     "write_json",
     "write_npz",
 ]
-
-
-class RunDirError(OSError):
-    """The run directory cannot be used (not writable, not a run directory, ...)."""
-
-
-def _atomic_write(path: Path, write) -> None:
-    """Replace ``path`` atomically; a no-op on every process but the main one of a
-    multi-process run (one writer per run, whichever experiment code calls it)."""
-    if not sharding.is_main_process():
-        return
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    # os.open's mode goes through the umask, as open() does (mkstemp would give 0600)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        owned.claim(path)  # first: a kill after the rename must not leave it unclaimed
-        faults.point(f"write:{path.name}:before-rename")
-        os.replace(tmp, path)
-        faults.point(f"write:{path.name}:after-rename")
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _check_writable(directory: Path) -> None:
-    tmp = directory / f".write-test-{secrets.token_hex(4)}"
-    try:
-        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-        os.unlink(tmp)
-    except OSError as e:
-        raise RunDirError(f"cannot write to {directory}: {e.strerror or e}.") from None
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, Mapping):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_jsonable(v) for v in x]
-    if isinstance(x, np.ndarray | np.generic):
-        return x.tolist()
-    if isinstance(x, Path):
-        return str(x)
-    if hasattr(x, "__array__"):
-        return np.asarray(x).tolist()
-    return x
-
-
-def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Replace ``path`` by ``data`` atomically."""
-    _atomic_write(Path(path), lambda f: f.write(data))
-
-
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    text = json.dumps(_jsonable(obj), indent=2, sort_keys=False) + "\n"
-    _atomic_write(Path(path), lambda f: f.write(text.encode()))
-
-
-def write_npz(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    """Replace ``path`` by an ``.npz`` of ``arrays`` atomically (main process only)."""
-    _atomic_write(Path(path), lambda f: np.savez(f, **arrays))
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """The JSON in ``path``; :class:`RunDirError` naming the file if it is not valid JSON."""
-    with open(path) as f:
-        text = f.read()
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise RunDirError(f"{path} is corrupt (not valid JSON: {e}).") from None
-
-
-def _parse_lines(path: Path, text: str) -> list[tuple[str, dict[str, Any]]]:
-    """``(line, parsed)`` of a metrics file; a partial last line (a crash in the middle of an
-    append) is skipped, a corrupt line elsewhere raises :class:`RunDirError` naming it."""
-    lines = text.split("\n")
-    out = []
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            out.append((line + "\n", json.loads(line)))
-        except json.JSONDecodeError as e:
-            if i == len(lines) - 1:  # no newline after it: the append never completed
-                break
-            raise RunDirError(f"{path}, line {i + 1}, is corrupt: {e}.") from None
-    return out
 
 
 _LOCKS: dict[Path, tuple[int, int]] = {}  # run directory -> (fd of its lock file, depth)
@@ -204,7 +122,7 @@ class RunDir:
         dirs = [self.path, *(d for d in found if d.is_dir())]
         for d in dirs:
             try:
-                _check_writable(d)
+                check_writable_dir(d)
             except RunDirError as e:
                 raise RunDirError(f"cannot write to the run directory {self.path}: {e}") from None
 
@@ -276,7 +194,7 @@ class RunDir:
 
     # metrics
     def append_metrics(self, lines: Iterable[Mapping[str, Any]]) -> None:
-        text = "".join(json.dumps(_jsonable(line)) + "\n" for line in lines)
+        text = "".join(json.dumps(jsonable(line)) + "\n" for line in lines)
         if text:
             owned.claim(self.file(METRICS))  # before the file can exist unclaimed
             faults.point("append:metrics.jsonl:before")
@@ -292,7 +210,7 @@ class RunDir:
         path = self.file(METRICS)
         if not path.exists():
             return []
-        return [d for _, d in _parse_lines(path, path.read_text())]
+        return [d for _, d in parse_lines(path, path.read_text())]
 
     def truncate_metrics(self, before_step: int) -> None:
         """Keep only the lines of steps ``< before_step`` (a resume recomputes the rest) and drop
@@ -300,8 +218,8 @@ class RunDir:
         path = self.file(METRICS)
         if not path.exists():
             return
-        keep = [line for line, d in _parse_lines(path, path.read_text()) if d["step"] < before_step]
-        _atomic_write(path, lambda f: f.write("".join(keep).encode()))
+        keep = [line for line, d in parse_lines(path, path.read_text()) if d["step"] < before_step]
+        atomic_write(path, lambda f: f.write("".join(keep).encode()))
 
     def foreign(self) -> Path | None:
         """The first file here (or in a sub-run) that dyntheory did not write, or ``None``."""
@@ -398,7 +316,7 @@ def subrun_dir(
         spec = {**spec, "config": config_lib.to_dict(config)}
         extendable += [f"config.{k}" for k in resume.resumable_keys(config)]
     rd = RunDir(path)
-    spec = json.loads(json.dumps(_jsonable(spec)))  # tuples → lists, as read back
+    spec = json.loads(json.dumps(jsonable(spec)))  # tuples → lists, as read back
     for key in extendable:
         parts = key.split(".")
         node = spec
