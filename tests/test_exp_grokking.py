@@ -324,13 +324,16 @@ def test_tiny_run_with_gated_weight_decay(tmp_path):
 
 def test_stepwise_integrator_smoke(tmp_path):
     """The per-step W_S reference in place of the refresh integrator: its identity error is
-    reported per seed from the start on."""
+    reported per seed from the start on, and the split in results.json is of that Gramian."""
     overrides = ["optimizers=prm", "steps=20", "dissipation_integrator=stepwise"]
     overrides += ["stepwise_rank=2", "ntk_spectrum=false", "dissipation_start=3"]
     _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
-    r = results["optimizers"]["prm"]
-    assert "dissipation" not in r and len(r["stepwise/max_identity_rel_err"]) == 2
-    assert all(np.isfinite(e) for e in r["stepwise/max_identity_rel_err"])
+    d = results["optimizers"]["prm"]["dissipation"]
+    assert d["integrator"] == "stepwise" and "augmented" in d["split_of"]
+    assert len(d["max_identity_rel_err"]) == 2
+    assert all(np.isfinite(e) for e in d["max_identity_rel_err"] + d["identity_rel_err"])
+    for a, b, c in zip(d["g0_channel"], d["g0_reservoir"], d["channel_dim"], strict=True):
+        assert a >= 0 and b >= 0 and 1 <= c <= 2
 
 
 def test_norms_option_logs_parameter_norms_at_every_eval_step(tmp_path):

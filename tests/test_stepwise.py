@@ -83,7 +83,8 @@ def dense_reference(loss, opt, precond, beta, decay, start, steps, train):
             big_a, acc = dense_step(big_a, acc, jac, p, b, beta, decay, c)
         w, o = w_new, o_new
     drop = phi_s - spec.value(apply(w, x), y)
-    return z0 @ acc @ z0, drop, acc[: N * OUT, : N * OUT]
+    g0 = z0[: N * OUT]
+    return z0 @ acc @ z0, drop, acc[: N * OUT, : N * OUT], g0 @ acc[: N * OUT, : N * OUT] @ g0
 
 
 def test_dense_step_is_the_momentum_recursion_for_a_constant_kernel():
@@ -123,8 +124,11 @@ def test_stepwise_equals_the_dense_per_step_accumulation(loss):
         apply_fn=apply, init_params=init, optimizer=opt, data=train, loss=loss, probes=[probe],
     )  # fmt: skip
     res = tr.run(progress=False)
-    pred, drop, w = dense_reference(loss, opt, precond, b1, lr * wd, start, steps, train)
+    pred, drop, w, gwg = dense_reference(loss, opt, precond, b1, lr * wd, start, steps, train)
     got = res.history["probe/stepwise/predicted_loss_drop"][-1]
+    h = lambda key: res.history[f"probe/stepwise/{key}"][-1]
+    # the split of the checked Gramian: its two parts carry g(s)ᵀ W_gg g(s)
+    np.testing.assert_allclose(h("dissipated_channel") + h("dissipated_reservoir"), gwg, rtol=1e-8)
     np.testing.assert_allclose(got, pred, rtol=1e-8)
     np.testing.assert_allclose(res.history["probe/stepwise/loss_drop"][-1], drop, rtol=1e-10)
     lam = np.sort(np.linalg.eigvalsh(0.5 * (w + w.T)))[::-1]
@@ -176,3 +180,72 @@ def test_stepwise_checkpoints_resumes_exactly_and_vmaps_over_seeds(tmp_path):
     assert np.isnan(h["probe/stepwise/identity_rel_err"][rows]).all()
     last = h["probe/stepwise/identity_rel_err"][-1]
     assert last.shape == (2,) and np.isfinite(last).all() and (last < 0.1).all()
+
+
+def test_batch_weights_are_the_steps_rows():
+    """``Batcher.weights``: the rows of the step's batch, each ``n/b`` per draw (epoch and
+    with-replacement sampling), ones for a full batch, None for fresh batches."""
+    from dyntheory.engine import batching
+
+    n, b = 12, 4
+    d = {"x": np.arange(n, dtype=np.float64)[:, None]}
+    key = jax.random.key(3)
+    for sampling in ("epoch", "replacement"):
+        bt = batching.make_batcher(d, b, sampling)
+        for step in range(7):
+            rows = np.asarray(bt.at(d, key, jnp.int32(step))["x"][:, 0]).astype(int)
+            want = np.bincount(rows, minlength=n) * n / b
+            np.testing.assert_array_equal(bt.weights(key, jnp.int32(step), n), want)
+    np.testing.assert_array_equal(batching.make_batcher(d, None, "epoch").weights(key, 0, n), 1)
+    fresh = batching.make_batcher(lambda k, m: {"x": jnp.zeros((m, 1))}, b, "epoch")
+    assert fresh.weights(key, 0, n) is None
+
+
+@pytest.mark.parametrize("gradient", ["batch", "full"])
+def test_minibatch_steps_as_taken(gradient):
+    """A linear model with squared loss under minibatch SGD: each step's linearization is exact,
+    so the propagator of the steps as taken (``gradient="batch"``) predicts the loss drop to
+    round-off, while the full-set gradient's propagator (``"full"``) predicts another run's."""
+    rng = np.random.RandomState(1)
+    n = 32
+    train = {"x": rng.randn(n, D), "y": rng.randn(n, 1)}
+    lin = lambda w, x: x @ w["w"]
+    init_lin = lambda key: {"w": jnp.zeros((D, 1), jnp.float64)}
+    probe = P.StepwiseDissipation(P.Schedule.at(20), lr=0.1, gradient=gradient, start=2)
+    res = Trainer(
+        TrainConfig(steps=20, fuse=5, batch_size=8),
+        apply_fn=lin, init_params=init_lin, optimizer=optax.sgd(0.1), data=train,
+        loss="squared", probes=[probe],
+    ).run(progress=False)  # fmt: skip
+    err = res.history["probe/stepwise/identity_rel_err"][-1]
+    if gradient == "batch":
+        assert err < 1e-10
+    else:
+        assert err > 1e-3
+
+
+def test_batch_gradient_needs_the_training_set_itself():
+    """``gradient="batch"`` with a probe set that is not the training data is refused by name."""
+    train = data("squared")
+    sub = {"train": {k: v[:4] for k, v in train.items()}}
+    with pytest.raises(ValueError, match="training dataset itself"):
+        Trainer(
+            TrainConfig(steps=4, fuse=2, batch_size=8),
+            apply_fn=apply, init_params=init, optimizer=optax.sgd(0.1), data=train,
+            loss="squared", probe_data=sub,
+            probes=[P.StepwiseDissipation(P.Schedule.at(4), lr=0.1)],
+        ).run(progress=False)  # fmt: skip
+
+
+def test_saturated_softmax_gradient_is_taken_in_float64():
+    """Float32 logits with a margin of 20 (``1 − π_y`` ≈ 1e-8, below float32's spacing near 1):
+    the probe's label entry of ``g`` is ``−Σ_{k≠y} π_k`` to 1e-6 (float64 cancellation),
+    where float32's ``π_y − 1`` rounds to 0."""
+    u = jnp.zeros((3, 5), jnp.float32).at[:, 0].set(20.0)
+    y = jnp.zeros(3, jnp.int32)
+    ctx = P.ProbeContext(None, None, None, {"y": y}, None, None, None)
+    g, _ = P.StepwiseDissipation(loss="softmax_ce")._g_phi(ctx, u)
+    g = np.asarray(g).reshape(3, 5)
+    others = 4 * np.exp(-20.0) / (1 + 4 * np.exp(-20.0)) / 3
+    np.testing.assert_allclose(g[:, 0], -others, rtol=1e-6)  # float64 spacing: 1e-16 / 1e-8
+    assert float(jax.nn.softmax(u, axis=-1)[0, 0] - 1.0) == 0.0  # what float32 would give

@@ -48,16 +48,31 @@ def dataset_size(data: Mapping[str, Any]) -> int:
 
 
 class Batcher(NamedTuple):
-    """``start(key, step) -> carry`` and ``get(data, key, step, carry) -> (batch, carry)``."""
+    """``start(key, step) -> carry`` and ``get(data, key, step, carry) -> (batch, carry)``;
+    ``indices(key, step)``: the dataset rows of the step's batch (``None``: every row, or fresh
+    batches that are not rows of a dataset)."""
 
     start: Callable[[jax.Array, jax.Array], Any]
     get: Callable[[Any, jax.Array, jax.Array, Any], tuple[Batch, Any]]
     kind: str
     batch_size: int
+    indices: Callable[[jax.Array, jax.Array], jax.Array] | None = None
 
     def at(self, data: Any, key: jax.Array, step: jax.Array) -> Batch:
         """The batch of ``step`` (what the train step sees), without a carry."""
         return self.get(data, key, step, self.start(key, step))[0]
+
+    def weights(self, key: jax.Array, step: jax.Array, n: int) -> jax.Array | None:
+        """``(n,)`` weights ``c_i · n / b`` of the dataset's rows in the mean loss of ``step``'s
+        batch (``c_i``: how often row ``i`` is drawn): ``∇L_batch = Jᵀ (weights ⊙ g)`` with ``g``
+        the gradient of the whole set's mean loss. Ones for a full batch; ``None`` for fresh
+        batches (no dataset rows)."""
+        if self.kind == "fresh":
+            return None
+        if self.kind == "full":
+            return jnp.ones((n,))
+        counts = jnp.zeros((n,)).at[self.indices(key, step)].add(1.0)
+        return counts * (n / self.batch_size)
 
 
 def make_batcher(
@@ -78,12 +93,9 @@ def make_batcher(
         raise ValueError(f"batch_size={batch_size} exceeds the dataset's {n} examples.")
     take = lambda d, idx: {k: jnp.take(v, idx, axis=0) for k, v in d.items()}
     if sampling == "replacement":
-
-        def get(d, key, step, carry):
-            idx = jax.random.randint(step_key(key, step, 0), (batch_size,), 0, n)
-            return take(d, idx), carry
-
-        return Batcher(lambda key, step: (), get, "replacement", batch_size)
+        idx = lambda key, step: jax.random.randint(step_key(key, step, 0), (batch_size,), 0, n)
+        get = lambda d, key, step, carry: (take(d, idx(key, step)), carry)
+        return Batcher(lambda key, step: (), get, "replacement", batch_size, idx)
     if sampling != "epoch":
         raise ValueError(f"sampling must be 'epoch' or 'replacement', got {sampling!r}.")
     per_epoch = n // batch_size
@@ -96,4 +108,8 @@ def make_batcher(
         carry = lax.cond(j == 0, lambda: perm(key, epoch), lambda: carry)
         return take(d, lax.dynamic_slice_in_dim(carry, j * batch_size, batch_size)), carry
 
-    return Batcher(lambda key, step: perm(key, step // per_epoch), get, "epoch", batch_size)
+    def idx(key, step):
+        epoch, j = jnp.divmod(step, per_epoch)
+        return lax.dynamic_slice_in_dim(perm(key, epoch), j * batch_size, batch_size)
+
+    return Batcher(lambda key, step: perm(key, step // per_epoch), get, "epoch", batch_size, idx)

@@ -24,6 +24,7 @@ class ProbeRunner:
         self.trainer = tr = trainer
         self.probes = tr.probes
         self.sets = self._sets(data, eval_sets, probe_data)
+        self.train_is_data = self._is_data(data, probe_data)
         self.fns = {p.name: self._jit(p) for p in self.probes}
 
     def _sets(self, data, eval_sets, probe_data) -> dict[str, Any]:
@@ -50,12 +51,28 @@ class ProbeRunner:
                 sets["test"] = {k: np.asarray(v)[:m] for k, v in first.items()}
         return {k: sharding.put_tree(dict(v), tr.replicated) for k, v in sets.items()}
 
+    def _is_data(self, data, probe_data) -> bool:
+        """Whether the probe set ``"train"`` is the training dataset itself, row for row (then
+        the probes can weight its rows as the step's batch does: ``ctx.batch_weights``)."""
+        if callable(data) or "train" not in self.sets:
+            return False
+        if probe_data is None:
+            m = self.trainer.cfg.probe_size
+            return m is None or m >= batching.dataset_size(data)
+        train = probe_data["train"]
+        return set(train) == set(data) and all(
+            train[k] is data[k] or np.array_equal(np.asarray(train[k]), np.asarray(data[k]))
+            for k in data
+        )
+
     def context(self, key, step, data, sets) -> ProbeContext:
         """The :class:`ProbeContext` of one seed at ``step`` (inside a jitted function)."""
         tr = self.trainer
         batch = lambda: jax.lax.with_sharding_constraint(
             tr.batcher.at(data, key, step), tr.batch_sharding
         )
+        n = batching.dataset_size(data) if self.train_is_data else 0
+        weights = (lambda: tr.batcher.weights(key, step, n)) if self.train_is_data else None
         return ProbeContext(
             tr.apply_fn,
             tr.loss_fn,
@@ -64,6 +81,7 @@ class ProbeRunner:
             sets.get("test"),
             batch,
             batching.step_key(key, step, 1),
+            weights,
         )
 
     def _jit(self, probe):

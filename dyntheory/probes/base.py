@@ -115,6 +115,9 @@ class ProbeContext(NamedTuple):
     test: dict | None  # fixed probe subset of the first eval set (or None)
     batch: Callable[[], dict]  # the training batch of the current step
     key: jax.Array  # the current step's loss key (what the train step used)
+    # () -> (n,) weights of the probe set's rows in the current step's batch loss
+    # (batching.Batcher.weights), or None when the probe set is not the training set itself
+    batch_weights: Callable[[], jax.Array | None] | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

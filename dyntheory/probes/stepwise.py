@@ -6,18 +6,21 @@ THEORY.md §10 ("The refresh schedule is an integrator"). Along the realized pat
 read from the optimizer state *after* the update; ``p = η`` for plain GD), the output Hessian
 ``B_t`` at ``w_t``, Adam's bias correction ``c_t = 1 − β^{t+1}`` and the decoupled decay ``λ``.
 
-The step is ``Δw_t = −p_{t+1} ⊙ m_{t+1}/c_t − λ w_t`` with ``m_{t+1} = β m_t + (1 − β) ∇L_t``.
-Linearized at ``w_t`` (``∇L = J_tᵀ g``, ``Δu = J_t Δw``), it maps ``z = (g, μ, ω)`` (the output
-gradient and a parameter-space momentum and weight vector; ``N + 2P`` numbers) linearly:
+The step is ``Δw_t = −p_{t+1} ⊙ m_{t+1}/c_t − λ w_t`` with ``m_{t+1} = β m_t + (1 − β) ∇L_t``
+and ``∇L_t`` the gradient of step ``t``'s minibatch loss: ``∇L_t = J_tᵀ (ω_t ⊙ g)`` with ``g``
+the gradient of the whole training set's mean loss and ``ω_t`` the rows' weights in the batch
+(``c_i n/b``, ``c_i`` the draws of row ``i``; all ones for a full batch). Linearized at ``w_t``
+(``Δu = J_t Δw``), it maps ``z = (g, μ, ω)`` (the output gradient and a parameter-space momentum
+and weight vector; ``N + 2P`` numbers) linearly:
 
 .. math::
 
-    μ' = β μ + (1-β) J_tᵀ z_g,\quad d = p_{t+1} ⊙ μ'/c_t + λ ω\ (= −Δω),\quad
+    μ' = β μ + (1-β) J_tᵀ (ω_t ⊙ z_g),\quad d = p_{t+1} ⊙ μ'/c_t + λ ω\ (= −Δω),\quad
     r = J_t d\ (= −Δu),\quad z' = (z_g − B_t r,\; μ',\; ω − d),\quad
     z_tᵀ S_t z_t = z_gᵀ r − ½\, rᵀ B_t r ,
 
 and ``Φ(s) − Φ(T) ≈ Σ_{s ≤ t < T} z_tᵀ S_t z_t = z(s)ᵀ W(s, T) z(s)`` with ``z(s) = (g(s), m_s,
-w_s)``: along the realized full-batch path ``z_t = (g_t, m_t, w_t)`` up to the linearization, so
+w_s)``: along the realized path ``z_t = (g_t, m_t, w_t)`` up to the linearization, so
 every step applies its own ``J_t`` and ``p_{t+1}`` to the momentum as the optimizer does (the
 output-space images of :mod:`dyntheory.momentum` freeze the momentum in an old kernel and
 preconditioner; for a constant ``J`` and ``p`` the two agree, with ``e = J (p ⊙ μ)`` and
@@ -27,6 +30,11 @@ each step's linearization, ``O(‖Δw‖²)`` per step, so ``O(η)`` over a fixe
 order); ``rule="midpoint"`` takes ``J`` of the motion and ``B`` at ``w_t + Δw_t/2`` (the secant
 ``g_{t+1} − g_t = B̄ J̄ Δw`` to ``O(‖Δw‖³)``): second order (``tests/test_stepwise.py`` fits both
 slopes).
+
+``g``, ``Φ`` and ``B`` come from the logits cast to float64: after memorization softmax saturates
+(``1 − π_y`` of order the training loss, 1e-6 and below), and in float32 both ``π_y − 1`` and
+``π ⊙ v − π (πᵀ v)`` cancel to the spacing of floats near 1 (6e-8), which leaves ``B`` with
+errors as large as itself and the propagated residual with nothing to contract it.
 
 Tracked directions (``rank`` ``r``): an orthonormal ``Q`` (``N × r``) at the start (``g(s)`` and
 the leading eigenvectors of ``K_s``) is propagated as ``Z = (Q, 0, 0)``; ``Qᵀ W_gg Q = Σ Z_tᵀ
@@ -45,7 +53,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from dyntheory import krylov, losses, ntk, spectrum
+from dyntheory import krylov, losses, ntk, spectrum, split
 from dyntheory.probes import dissipation_kernels as kernels
 from dyntheory.probes.base import InScanProbe, Schedule, f64
 
@@ -56,6 +64,7 @@ class StepwiseState(NamedTuple):
     z: jax.Array  # (N + 2P,) z(s) = (g, μ, ω) propagated to the current step
     tracked: jax.Array | None  # (N + 2P, r) (Q, 0, 0) propagated; None when rank = 0
     w: jax.Array | None  # (r, r) Σ Z_tᵀ S_t Z_t = Qᵀ W_gg Q; None when rank = 0
+    g0: jax.Array | None  # (r,) Qᵀ g(s): g(s) in the tracked basis; None when rank = 0
     pred: jax.Array  # () Σ z_tᵀ S_t z_t (with the second-order term)
     pred1: jax.Array  # () its first-order part Σ z_gᵀ r
     phi_s: jax.Array  # () probe-set loss at the start s (NaN before it)
@@ -91,6 +100,11 @@ class StepwiseDissipation(InScanProbe):
         ``"midpoint"`` (the gradient's ``J`` at ``w_t``, the motion's ``J̄`` and ``B̄`` at
         ``w_t + Δw_t/2``, read from the params after the step: the secant ``g_{t+1} − g_t =
         B̄ J̄ Δw`` to ``O(‖Δw‖³)`` per step, second order; one more linearization per step).
+      gradient: ``"batch"`` (the step as taken: the momentum gathers ``J_tᵀ (ω_t ⊙ z_g)`` with
+        ``ω_t`` the rows' weights in step ``t``'s minibatch loss, ``ctx.batch_weights``; all ones
+        for a full batch; needs the probe set to be the training set itself) or ``"full"`` (the
+        whole set's gradient at every step: the propagator of full-batch steps with the run's
+        preconditioner).
     """
 
     schedule: Schedule = Schedule.log(2)
@@ -107,8 +121,10 @@ class StepwiseDissipation(InScanProbe):
     lanczos_iters: int | None = None
     chunk_size: int | None = None
     threshold: float = 1e-3
+    mode: str = "relative"
     tolerance: float = 0.1
     rule: str = "left"
+    gradient: str = "batch"
 
     def __post_init__(self):
         losses.get_loss(self.loss)
@@ -123,6 +139,10 @@ class StepwiseDissipation(InScanProbe):
             raise ValueError(
                 f"StepwiseDissipation rule must be 'left' or 'midpoint', got {self.rule!r}."
             )
+        if self.gradient not in ("batch", "full"):
+            raise ValueError(
+                f"StepwiseDissipation gradient must be 'batch' or 'full', got {self.gradient!r}."
+            )
         if int(self.rank) < 0 or int(self.start) < 0:
             raise ValueError("StepwiseDissipation rank and start must be >= 0.")
 
@@ -135,7 +155,8 @@ class StepwiseDissipation(InScanProbe):
     def _g_phi(self, ctx, u):
         spec = losses.get_loss(self.loss)
         y = ctx.train["y"].reshape(u.shape) if self.loss == "squared" else ctx.train["y"]
-        return spec.out_grad(u, y).astype(f64()), spec.value(u, y).astype(f64())
+        u = u.astype(f64())  # saturated softmax: π_y − 1 and B cancel in float32 (below)
+        return spec.out_grad(u, y), spec.value(u, y)
 
     def _kernel(self, ctx, params, opt_after, t, moved=None):
         """``(u, v -> K v)``: the outputs and the kernel ``J' diag(p) Jᵀ`` (``η`` and the
@@ -172,7 +193,7 @@ class StepwiseDissipation(InScanProbe):
         nan = jnp.full((), jnp.nan, f64())
         return StepwiseState(
             zeros(size), zeros(size, r) if r else None, zeros(r, r) if r else None,
-            zeros(), zeros(), nan, jnp.full((), -1, jnp.int32), zeros(),
+            zeros(r) if r else None, zeros(), zeros(), nan, jnp.full((), -1, jnp.int32), zeros(),
         )  # fmt: skip
 
     def _restart(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
@@ -192,13 +213,36 @@ class StepwiseDissipation(InScanProbe):
                 iters = min(n, self.lanczos_iters or 2 * k + 20)
                 key = jax.random.fold_in(jax.random.key(0), t)
                 k_mv = self._kernel(ctx, params, after[1], t)[1]
+                if self.loss == "softmax_ce":  # Π K Π: no logit-shift directions (THEORY §10)
+                    shift_free = lambda v: losses.logit_shift_free(v, u.shape[1])
+                    k_mv = lambda v, mv=k_mv: shift_free(mv(shift_free(v)))
                 _, vecs = krylov.lanczos_topk(k_mv, n, k, key=key, num_iters=iters)
                 q, _ = jnp.linalg.qr(jnp.concatenate([q, vecs.astype(f64())], axis=1))
             tracked = jnp.concatenate([q, jnp.zeros((2 * w.shape[0], self.rank), f64())])
         zero = jnp.zeros((), f64())
         gram = None if state.w is None else jnp.zeros_like(state.w)
+        g0 = None if tracked is None else tracked[: g.shape[0]].T @ g
         z, start = jnp.concatenate([g, m, w]), jnp.asarray(t, jnp.int32)
-        return StepwiseState(z, tracked, gram, zero, zero, phi, start, zero)
+        return StepwiseState(z, tracked, gram, g0, zero, zero, phi, start, zero)
+
+    def _row_weights(self, ctx, n_rows: int):
+        """``(n_rows,)`` weights of the probe set's rows in this step's batch loss, or ``None``
+        (``gradient="full"``: the whole set's gradient)."""
+        if self.gradient == "full":
+            return None
+        weights = None if ctx.batch_weights is None else ctx.batch_weights()
+        if weights is None:
+            raise ValueError(
+                "StepwiseDissipation(gradient='batch') weights the probe set's rows as the "
+                "step's minibatch does, so the probe set must be the training dataset itself "
+                "(row for row, not a sampler, a subset or other probe_data); pass "
+                "gradient='full' for the propagator of full-batch steps."
+            )
+        if weights.shape[0] != n_rows:
+            raise ValueError(
+                f"StepwiseDissipation: {weights.shape[0]} batch weights for {n_rows} probe rows."
+            )
+        return weights.astype(f64())
 
     def _advance(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
         params, x = before[0], ctx.train["x"]
@@ -213,17 +257,23 @@ class StepwiseDissipation(InScanProbe):
         p = kernels.precond(self, after[1])
         p = kernels.step_size(self, t, p) * (1.0 if p is None else ravel_pytree(p)[0].astype(f64()))
         spec = losses.get_loss(self.loss)
+        u64 = u.astype(f64())  # B from float64 logits (below)
         n, size = u.size, flat.size
         beta, lam = jnp.asarray(self.momentum, f64()), jnp.asarray(self.decay, f64())
         c = 1 - beta ** (t + 1).astype(f64()) if self.bias_correction and self.momentum else 1.0
 
+        rows = self._row_weights(ctx, u.shape[0])
+
         def one(col):  # one column (g, μ, ω) through the step
             zg, mu, om = col[:n], col[n : n + size], col[n + size :]
-            (grad,) = vjp(zg.reshape(out.shape).astype(out.dtype))
+            ct = zg.reshape(u.shape[0], -1) if rows is None else rows[:, None] * zg.reshape(
+                u.shape[0], -1
+            )  # fmt: skip
+            (grad,) = vjp(ct.reshape(out.shape).astype(out.dtype))
             mu = beta * mu + (1 - beta) * ravel_pytree(grad)[0].astype(f64())
             d = p * mu / c + lam * om  # −Δω
             r = jvp(unravel(d.astype(flat.dtype))).reshape(-1).astype(f64())  # −Δu
-            br = spec.out_hessian_vp(u, r.astype(u.dtype)).astype(f64())
+            br = spec.out_hessian_vp(u64, r)
             return jnp.concatenate([zg - br, mu, om - d]), r, br
 
         cols = state.z[:, None] if state.tracked is None else jnp.concatenate(
@@ -279,10 +329,17 @@ class StepwiseDissipation(InScanProbe):
             for k, v in s.items()
         }
         arrays = {}
-        if state.w is not None:
-            lam = jnp.linalg.eigvalsh(0.5 * (state.w + state.w.T))[::-1]
+        if state.w is not None:  # the split of the checked Gramian, in the tracked basis
+            sp = split.split(state.w, self.threshold, self.mode, n_examples=u.shape[0])
+            lam = sp.eigvals
             s["w_lambda_max"], s["w_trace"] = lam[0], jnp.sum(lam)
             s["w_effective_rank"] = spectrum.participation_ratio(jnp.maximum(lam, 0))
-            s["channel_dim"] = jnp.sum(lam > self.threshold * lam[0]).astype(f64())
+            s["channel_dim"] = jnp.sum(sp.channel).astype(f64())
+            s["cutoff"] = sp.threshold
+            s["g0_channel"], s["g0_reservoir"] = split.energies(sp, state.g0)
+            coef2 = jnp.square(sp.eigvecs.T @ state.g0)
+            ch = sp.channel.astype(coef2.dtype)
+            s["dissipated_channel"] = jnp.sum(ch * lam * coef2)
+            s["dissipated_reservoir"] = jnp.sum((1 - ch) * lam * coef2)
             arrays["w_eigenvalues"] = lam
         return state, s, arrays

@@ -98,7 +98,9 @@ class Config:
         :class:`dyntheory.probes.StepwiseDissipation`: the reference, one NTK-vector product
         over the training set per step and per tracked direction) or ``"both"``;
         ``stepwise_rank``: its tracked directions (0: the loss identity only);
-        ``stepwise_rule``: ``"left"`` (first order) or ``"midpoint"`` (second order).
+        ``stepwise_rule``: ``"left"`` (first order) or ``"midpoint"`` (second order);
+        ``stepwise_gradient``: ``"batch"`` (each step's own minibatch, the step as taken) or
+        ``"full"`` (the whole training set's gradient at every step).
       ntk_spectrum: run the NTK spectrum probe at the probe steps.
       poprisk: run :class:`dyntheory.probes.PopulationRisk` every step (needs ``eval_every=1``);
         results.json's ``poprisk_check`` correlates its predicted change with the test loss's
@@ -136,6 +138,7 @@ class Config:
     dissipation_integrator: Literal["refresh", "stepwise", "both"] = "refresh"
     stepwise_rank: int = 0
     stepwise_rule: Literal["left", "midpoint"] = "left"
+    stepwise_gradient: Literal["batch", "full"] = "batch"
     ntk_spectrum: bool = True
     poprisk: bool = False
     norms: bool = False

@@ -122,6 +122,7 @@ def make_probes(cfg: Config, optim: OptimizerConfig, n_train: int) -> list[probe
                     start=cfg.dissipation_start,
                     rank=cfg.stepwise_rank,
                     rule=cfg.stepwise_rule,
+                    gradient=cfg.stepwise_gradient,
                 )
             )
         if cfg.dissipation_integrator == "stepwise":
@@ -191,17 +192,9 @@ def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict
         if f"probe/ntk/{key}" in history:  # "lanczos" (whole training set) has no rank/drift
             out[f"ntk/{key}_final"] = last(f"probe/ntk/{key}")
     if "probe/stepwise/identity_rel_err" in history:
-        # the per-step reference: its identity error at every probe step from the start on
-        err = probes.seed_columns(history["probe/stepwise/identity_rel_err"])
-        finite = np.isfinite(err)
-        out["stepwise/max_identity_rel_err"] = [
-            float(np.max(c[f])) if f.any() else None for c, f in zip(err.T, finite.T, strict=True)
-        ]
-        out["stepwise/argmax_step"] = [
-            int(steps[f][np.argmax(c[f])]) if f.any() else None
-            for c, f in zip(err.T, finite.T, strict=True)
-        ]
-        out["stepwise/identity_rel_err_final"] = last("probe/stepwise/identity_rel_err")
+        # the per-step reference; with dissipation_integrator="stepwise" it is also what is split
+        block = stepwise_summary(cfg, history, n_train)
+        out["dissipation" if cfg.dissipation_integrator == "stepwise" else "stepwise"] = block
     if "probe/dissipation/w_effective_rank" in history:
         # W_S advances with the preconditioned kernel held fixed between probe steps; once Adam's
         # step outgrows that linearization (η‖B K_eff‖ > 2) the accumulator overflows, so report
@@ -215,6 +208,53 @@ def summarize(cfg: Config, history: dict[str, np.ndarray], n_train: int) -> dict
                 None if r is None else float(v[r, i]) for i, r in enumerate(rows)
             ]
         out["dissipation"] = dissipation_summary(cfg, history, n_train)
+    return out
+
+
+def stepwise_summary(cfg: Config, history: dict, n_train: int) -> dict:
+    """W_S from the per-step reference (:class:`dyntheory.probes.StepwiseDissipation`) per seed:
+    its identity error at the last probe step and its largest from the start on, and, with
+    tracked directions, the spectrum and split of the same Gramian (THEORY.md §10)."""
+    pre = "probe/stepwise/"
+    col = lambda key: probes.seed_columns(history[f"{pre}{key}"])
+    err = col("identity_rel_err")
+    rows = np.isfinite(err).any(axis=1)
+    last = lambda key: [float(x) for x in col(key)[rows][-1]] if f"{pre}{key}" in history else None
+    finite = np.isfinite(err)
+    steps = history["step"]
+    out = {
+        "step": int(steps[rows][-1]),
+        "integrator": "stepwise",
+        "rule": cfg.stepwise_rule,
+        "gradient": cfg.stepwise_gradient,
+        "start": cfg.dissipation_start,
+        "n_examples": n_train,
+        "outputs": n_train * cfg.p,
+        "rank": cfg.stepwise_rank,
+        # the object whose identity error is reported and (with a rank) whose spectrum is split
+        "split_of": (
+            "W (THEORY.md §10: the augmented recursion along the realized path, advanced every "
+            f"step), its g-block in the {cfg.stepwise_rank} tracked directions Q(s) = g(s) and "
+            "the leading eigenvectors of Π K_s Π"
+            if cfg.stepwise_rank
+            else None
+        ),
+        "identity_rel_err": last("identity_rel_err"),
+        "max_identity_rel_err": [
+            float(np.max(c[f])) if f.any() else None for c, f in zip(err.T, finite.T, strict=True)
+        ],
+        "argmax_step": [
+            int(steps[f][np.argmax(c[f])]) if f.any() else None
+            for c, f in zip(err.T, finite.T, strict=True)
+        ],
+        "loss_drop": last("loss_drop"),
+        "predicted_loss_drop": last("predicted_loss_drop"),
+        "norm_ratio": last("norm_ratio"),
+    }
+    for key in ("channel_dim", "w_lambda_max", "g0_channel", "g0_reservoir"):
+        out[key] = last(key)
+    for key in ("dissipated_channel", "dissipated_reservoir"):
+        out[key] = last(key)
     return out
 
 
