@@ -30,6 +30,7 @@ from paper_figures import (
     scaling_laws,
     spectrum,
     style,
+    ws_whole_run,
 )
 from paper_figures.runs import MissingRunError
 
@@ -60,6 +61,11 @@ FIGURES: tuple[Figure, ...] = (
         "predicted vs measured GD stability; trained vs linearized loss",
     ),
     Figure("dpo", "dpo", "DPO held-out reward accuracy, drift from the reference, gate"),
+    Figure(
+        "ws_whole_run",
+        "grokking",
+        "W_S along the whole run: identity error, spectrum, channel, dissipation",
+    ),
 )
 NAMES = tuple(f.name for f in FIGURES)
 MODULES = {
@@ -76,6 +82,7 @@ MODULES = {
         inr,
         init_diagnostics,
         dpo,
+        ws_whole_run,
     )
 }
 

@@ -201,7 +201,12 @@ def test_tiny_run_writes_results_that_the_figure_reads(tiny_run, tmp_path):
         assert all(0.0 <= a <= 1.0 for a in r["final_train_acc"] + r["final_test_acc"])
         assert r["wall_time_s"] > 0
         assert len(r["ntk/lambda_max_final"]) == cfg.train.seeds
-        assert len(r["dissipation/w_effective_rank_last_valid"]) == cfg.train.seeds
+        d = r["dissipation"]  # the per-step reference, the default integrator, and its split
+        assert d["integrator"] == "stepwise" and "augmented" in d["split_of"]
+        assert len(d["max_identity_rel_err"]) == len(d["channel_dim"]) == cfg.train.seeds
+        assert all(np.isfinite(e) for e in d["max_identity_rel_err"] + d["identity_rel_err"])
+        for a, b, c in zip(d["g0_channel"], d["g0_reservoir"], d["channel_dim"], strict=True):
+            assert a >= 0 and b >= 0 and 1 <= c <= cfg.stepwise_rank
     assert len(on_disk["optimizers"]["prm"]["gate_open_fraction_final"]) == cfg.train.seeds
     for key in (
         "ratio_adamw_over_prm",
@@ -322,18 +327,16 @@ def test_tiny_run_with_gated_weight_decay(tmp_path):
     assert results["optimizers"]["prm"]["gate_mean_final"] is not None
 
 
-def test_stepwise_integrator_smoke(tmp_path):
-    """The per-step W_S reference in place of the refresh integrator: its identity error is
-    reported per seed from the start on, and the split in results.json is of that Gramian."""
-    overrides = ["optimizers=prm", "steps=20", "dissipation_integrator=stepwise"]
-    overrides += ["stepwise_rank=2", "ntk_spectrum=false", "dissipation_start=3"]
+def test_refresh_integrator_smoke(tmp_path):
+    """The refresh integrator (``dissipation_integrator=refresh``): its W_S block, split and
+    validity checks land in results.json, naming the momentum-free Gramian that is split."""
+    overrides = ["optimizers=prm", "steps=20", "dissipation_integrator=refresh"]
+    overrides += ["ntk_spectrum=false", "dissipation_start=3"]
     _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
-    d = results["optimizers"]["prm"]["dissipation"]
-    assert d["integrator"] == "stepwise" and "augmented" in d["split_of"]
-    assert len(d["max_identity_rel_err"]) == 2
-    assert all(np.isfinite(e) for e in d["max_identity_rel_err"] + d["identity_rel_err"])
-    for a, b, c in zip(d["g0_channel"], d["g0_reservoir"], d["channel_dim"], strict=True):
-        assert a >= 0 and b >= 0 and 1 <= c <= 2
+    r = results["optimizers"]["prm"]
+    assert "momentum-free" in r["dissipation"]["split_of"] and "stepwise" not in r
+    assert len(r["dissipation/w_effective_rank_last_valid"]) == 2
+    assert all(np.isfinite(e) for e in r["dissipation"]["identity_rel_err_augmented"])
 
 
 def test_norms_option_logs_parameter_norms_at_every_eval_step(tmp_path):

@@ -92,12 +92,16 @@ class Config:
         ``dissipation_vectors``: kernel eigenvectors added to the basis per probe step;
         ``dissipation_start``: W_S(s, T) starts at the first probe step ``s ≥`` this (Adam's
         first steps, with a tiny ``v̂``, leave the linearized step's stable region).
-      dissipation_integrator: how W_S's propagator is integrated: ``"refresh"`` (the kernel
-        refreshed at the probe steps and held fixed between them, :class:`dyntheory.probes.
-        Dissipation`), ``"stepwise"`` (advanced at every training step inside the fused scan,
-        :class:`dyntheory.probes.StepwiseDissipation`: the reference, one NTK-vector product
-        over the training set per step and per tracked direction) or ``"both"``;
-        ``stepwise_rank``: its tracked directions (0: the loss identity only);
+      dissipation_integrator: how W_S's propagator is integrated: ``"stepwise"`` (default:
+        advanced at every training step inside the fused scan, :class:`dyntheory.probes.
+        StepwiseDissipation`, the reference, one NTK-vector product over the training set per
+        step and per tracked direction; chosen from the measured frontier of
+        docs/results/ws-whole-run.md), ``"refresh"`` (the kernel refreshed at the probe steps
+        and held fixed between them, :class:`dyntheory.probes.Dissipation`, which the
+        ``dissipation_method/rank/vectors`` options configure) or ``"both"`` (one trajectory,
+        both probes; results.json's ``dissipation`` block is then the refresh probe's);
+        ``stepwise_rank``: its tracked directions (0: the loss identity only; with ``r``, the
+        spectrum, channel and split of the same Gramian in ``r`` directions);
         ``stepwise_rule``: ``"left"`` (first order) or ``"midpoint"`` (second order);
         ``stepwise_gradient``: ``"batch"`` (each step's own minibatch, the step as taken) or
         ``"full"`` (the whole training set's gradient at every step).
@@ -135,7 +139,7 @@ class Config:
     dissipation_rank: int = 64
     dissipation_vectors: int = 8
     dissipation_start: int = 10
-    dissipation_integrator: Literal["refresh", "stepwise", "both"] = "refresh"
+    dissipation_integrator: Literal["refresh", "stepwise", "both"] = "stepwise"
     stepwise_rank: int = 0
     stepwise_rule: Literal["left", "midpoint"] = "left"
     stepwise_gradient: Literal["batch", "full"] = "batch"
@@ -256,6 +260,7 @@ PRESETS: dict[str, Preset] = {
             fuse=20,
             probes_per_decade=1,
             probe_size=2,
+            stepwise_rank=2,
         ),
         "smoke test: ÷ mod 11, a 16-wide embedding MLP, 40 steps, 2 seeds (seconds; no grokking)",
     ),
