@@ -77,13 +77,26 @@ def load_experiment(name: str) -> ModuleType:
             f"(dyntheory run mypackage.my_experiment), or register it as an entry point of the "
             f"group {EXPERIMENTS_GROUP!r} in pyproject.toml and reinstall."
         )
-    missing = [a for a in ("Config", "PRESETS", "run") if not hasattr(module, a)]
+    _check_names(name, module, ("Config", "PRESETS", "run"))
+    return module
+
+
+def load_presets(name: str) -> ModuleType:
+    """The installed experiment ``name`` for ``dyntheory list``: its module, with ``Config`` and
+    ``PRESETS`` checked but ``run`` not touched (a package that loads its ``run`` module, and with
+    it JAX, on first access of ``run`` is listed without JAX)."""
+    module = _entry_points()[name].load()
+    _check_names(name, module, ("Config", "PRESETS"))
+    return module
+
+
+def _check_names(name: str, module: ModuleType, names: Sequence[str]) -> None:
+    missing = [a for a in names if not hasattr(module, a)]
     if missing:
         raise CLIError(
             f"experiment {name!r} does not define {', '.join(missing)} "
             "(an experiment module defines Config, PRESETS and run(cfg, run_dir))."
         )
-    return module
 
 
 def experiment_id(name: str) -> str:

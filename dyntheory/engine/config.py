@@ -27,6 +27,7 @@ override).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import numbers
 import types
@@ -176,7 +177,10 @@ class Preset(NamedTuple):
 # ----------------------------------------------------------------------------- parsing
 
 
+@functools.cache
 def _hints(cls) -> dict[str, Any]:
+    # cached: every config's __post_init__ reads them (check_numbers), and evaluating the
+    # annotations of a module with `from __future__ import annotations` is slow
     return typing.get_type_hints(cls)
 
 
