@@ -32,7 +32,7 @@ import itertools
 import math
 import numbers
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
 if TYPE_CHECKING:
     import optax
@@ -99,6 +99,10 @@ class OptimizerConfig:
     grokfast_lamb: float | tuple[float, ...] = 2.0
     grokfast_weight_decay: float | None = None
     grokfast_weight_decay_mode: Literal["decoupled", "l2"] = "decoupled"
+
+    # an experiment's top-level names of these numbers before they moved into its ``optim`` block,
+    # other than the field names themselves (a saved config.json with them names the new key)
+    FORMER_KEYS: ClassVar[dict[str, str]] = {"lrs": "lr"}
 
     def __post_init__(self):
         for name in (*SWEEPABLE, "grokfast_weight_decay"):
