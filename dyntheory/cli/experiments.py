@@ -46,6 +46,7 @@ from dyntheory.cli.loading import (  # re-exported: the experiment as the comman
     load_experiment,
     load_presets,
     resolve_config,
+    saved_config,
     short_name,
 )
 from dyntheory.engine import config as config_lib
@@ -222,34 +223,6 @@ def _check_integrity(run_dir: rundir.RunDir, saved: dict) -> None:
     integrity.say(notes)
 
 
-def _saved_config(module: ModuleType, saved: dict, path: Path):
-    """The config a run directory saved; a :class:`CLIError` if it spells keys the way an older
-    dyntheory did (``lr`` before the optimizer's ``optim`` block), naming the new spelling and the
-    command of a new run with the same values."""
-    try:
-        return config_lib.from_dict(module.Config, saved["config"])
-    except config_lib.MovedKeyError as e:
-        values = {new: _lookup(saved["config"], old) for old, new in e.moved.items()}
-        sets = "".join(f" --set {key}={_flag(value)}" for key, value in values.items())
-        preset = f" --preset {saved['preset']}" if saved.get("preset") else ""
-        raise CLIError(
-            f"cannot resume {path}: its config was saved by an older dyntheory ({e.renames}); "
-            "a resume continues a run of this version, and nothing was changed. Start a new "
-            f"run: dyntheory run {saved['experiment']}{preset}{sets} --out NEW_DIR"
-        ) from None
-
-
-def _lookup(d: dict, dotted: str):
-    for part in dotted.split("."):
-        d = d[part]
-    return d
-
-
-def _flag(value) -> str:
-    """A saved config value as ``--set`` spells it (a list as ``a,b,c``)."""
-    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
-
-
 def resume_experiment(
     path: str | Path, overrides: Sequence[str] = (), policy: str = "strict"
 ) -> tuple[rundir.RunDir, dict]:
@@ -270,7 +243,7 @@ def resume_experiment(
         saved = run_dir.read_config()
         sharding.check_same_on_all_processes("the saved config", saved)
         module = load_experiment(saved["experiment"])
-        old = _saved_config(module, saved, run_dir.path)
+        old = saved_config(module, saved, run_dir.path)
         cfg = config_lib.apply_overrides(old, overrides)
         changes = check_resume(module, old, cfg)
         run_dir.check_writable()
