@@ -19,7 +19,7 @@ shows the traceback instead.
 Commands that compute keep compiled programs in a persistent cache, so a second run of the same
 shapes skips compilation (:mod:`~dyntheory.cli.compile_cache`: ``$DYNTHEORY_CACHE_DIR``, default
 ``~/.cache/dyntheory/jax``; off with ``--no-compile-cache`` or ``DYNTHEORY_COMPILE_CACHE=0``).
-``dyntheory --help`` loads no JAX, and ``dyntheory list`` starts no devices.
+``dyntheory --help`` and ``dyntheory list`` load no JAX.
 """
 
 from __future__ import annotations
