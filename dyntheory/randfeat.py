@@ -72,8 +72,7 @@ import jax
 import jax.numpy as jnp
 
 from dyntheory import dissipation, split
-
-FEATURE_MAPS = ("relu", "fourier")
+from dyntheory.names import FEATURE_MAPS
 
 
 class RandomFeatures(NamedTuple):

@@ -117,6 +117,32 @@ def test_from_dict_is_strict():
         from_dict(Outer, {"lr": "x"})
 
 
+def test_from_dict_names_the_new_spelling_of_a_moved_key():
+    """A config saved before the optimizer's numbers moved into an ``optim`` block."""
+    from dyntheory.engine.config import MovedKeyError
+    from dyntheory.optim.config import OptimizerConfig
+
+    @dataclasses.dataclass(frozen=True)
+    class WithOptim:
+        width: int = 4
+        optim: OptimizerConfig = OptimizerConfig()
+
+    old = {"width": 8, "lr": 0.01, "lrs": [0.1, 0.3], "weight_decay": 0.1}
+    with pytest.raises(MovedKeyError) as e:
+        from_dict(WithOptim, old)
+    assert e.value.moved == {
+        "lr": "optim.lr",
+        "lrs": "optim.lr",
+        "weight_decay": "optim.weight_decay",
+    }
+    assert "\n" not in str(e.value) and "lr is now optim.lr" in str(e.value)
+    # a key of the config itself, or of no group, is not taken for a moved one
+    with pytest.raises(ConfigError, match="unknown config key.*extra") as e:
+        from_dict(Outer, {"extra": 1})
+    assert not isinstance(e.value, MovedKeyError)
+    assert from_dict(WithOptim, to_dict(WithOptim())) == WithOptim()
+
+
 def test_progress_bar():
     out = stdio.StringIO()
     bar = Progress(100, show=True, stream=out, delay=0.0, interval=0.0)

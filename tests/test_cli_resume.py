@@ -19,7 +19,7 @@ import pytest
 from dyntheory import split
 from dyntheory.cli import app as cli
 from dyntheory.engine import rundir
-from dyntheory.engine.config import ConfigError, replace
+from dyntheory.engine.config import ConfigError, replace, to_dict
 from experiments.grokking import PRESETS as GROKKING
 from experiments.toy_regression import PRESETS as TOY
 
@@ -101,6 +101,26 @@ def test_bad_resume_overrides_leave_the_run_resumable(capsys, tmp_path):
     code, _, err = run_cli(capsys, "resume", d)
     assert code == 0, err
     assert (d / rundir.CONFIG).read_bytes() == config
+
+
+def test_a_run_saved_before_the_optim_block_is_refused_naming_the_new_keys(capsys, tmp_path):
+    """config.json of an older version: the optimizer's numbers at the top level (``lr``, ...).
+    The resume stops in one line that names the new spelling and a new run; nothing changes."""
+    d = rundir.RunDir(tmp_path / "old")
+    cfg = to_dict(GROKKING["tiny"].config)
+    optim = cfg.pop("optim")
+    cfg.update(lr=optim["lr"], b2=optim["b2"], weight_decay=optim["weight_decay"])
+    with d.lock():
+        d.write_config({"experiment": "grokking", "preset": "tiny", "overrides": [], "config": cfg})
+    before = {p.name: p.read_bytes() for p in d.path.iterdir()}
+
+    code, _, err = run_cli(capsys, "resume", d.path)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"cannot resume {d.path}:" in err and "lr is now optim.lr" in err
+    assert "weight_decay is now optim.weight_decay" in err
+    new_run = f"dyntheory run grokking --preset tiny --set optim.b2={optim['b2']}"
+    assert new_run in err and f"--set optim.lr={optim['lr']}" in err
+    assert {p.name: p.read_bytes() for p in d.path.iterdir()} == before
 
 
 # ----------------------------------------- 3. a partial metrics line or a corrupt config.json

@@ -96,6 +96,23 @@ def test_help_loads_no_jax():
     assert "LOADED []" in res.stdout
 
 
+def test_list_loads_no_jax():
+    """`dyntheory list` reads every experiment's config and presets without JAX: the packages
+    load their `run` module on first access, the configs are plain Python."""
+    code = (
+        "import sys\n"
+        "from dyntheory.cli import app\n"
+        "assert app.main(['list']) == 0\n"
+        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'optax', 'flax'))\n"
+        "print('LOADED', heavy[:5])\n"
+    )
+    res = python(code)
+    assert res.returncode == 0, res.stderr
+    assert "toy_regression: Teacher-student MLP regression" in res.stdout
+    assert "--preset quick (default)" in res.stdout and "cannot load" not in res.stdout
+    assert "LOADED []" in res.stdout
+
+
 def test_compiling_is_one_line_in_a_log_and_nothing_when_quiet():
     log = stdio.StringIO()
     bar = Progress(10, stream=log)

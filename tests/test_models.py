@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from dyntheory import names
 from dyntheory.models import (
     ACTIVATIONS,
     CNN,
@@ -66,6 +67,7 @@ def test_registry_covers_the_zoo():
     zoo = {"relu", "gelu", "silu", "swish", "sigmoid", "tanh", "softplus", "identity", "linear"}
     assert set(ACTIVATIONS) == zoo | {"glu", "reglu", "geglu", "swiglu"}
     assert GATED_ACTIVATIONS == {"glu", "reglu", "geglu", "swiglu"}
+    assert tuple(ACTIVATIONS) == names.ACTIVATIONS  # the JAX-free list configs validate against
 
 
 @pytest.mark.parametrize("name", ["swish", "silu", "swiglu"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import jax
 import jax.numpy as jnp
@@ -11,8 +12,9 @@ import optax
 import pytest
 
 from dyntheory import probes
-from dyntheory.engine import TrainConfig, apply_overrides, load_metrics, sweep
+from dyntheory.engine import NonFiniteError, TrainConfig, apply_overrides, load_metrics, sweep
 from dyntheory.engine.config import from_dict, to_dict
+from dyntheory.engine.loop import member_name
 from dyntheory.optim import prm
 from dyntheory.optim.config import OptimizerConfig
 from dyntheory.optim.state import hyperparams
@@ -100,6 +102,24 @@ def test_every_cell_equals_a_separate_run(tmp_path):
         on_disk = load_metrics(tmp_path / "one" / arm.name)
         np.testing.assert_allclose(on_disk["train/loss"], b.history["train/loss"], atol=1e-6)
         assert on_disk["train/loss"].shape == b.history["train/loss"].shape  # (T, 2 seeds)
+
+
+def test_a_nan_in_a_grid_names_the_cell_and_the_seed():
+    """A NaN in one member of cells × seeds names that cell's settings and its seed."""
+    task = _task()
+    cfg = TrainConfig(steps=10, seeds=2, fuse=5, log_every=5, eval_every=0)
+    grid = OptimizerConfig(family="sgd", lr=(1e-2, 1e30), b1=0.0)  # the second cell diverges
+    with pytest.raises(NonFiniteError, match=r"at step \d+ \(cell lr=1e\+30, seed 0\)"):
+        sweep.run_arms(cfg, sweep.arms(grid, ("sgd",)), **task)
+
+    def trainer(seeds, grid=None):
+        return types.SimpleNamespace(cfg=TrainConfig(seeds=seeds), grid=grid)
+
+    cells = [{"lr": 0.01, "prm_alpha": a, "b1": 0.9} for a in (0.1, 0.4)]
+    assert member_name(trainer(2, cells), 3) == "cell prm_alpha=0.4, seed 1"
+    cells = [{"lr": lr, "prm_alpha": a} for lr in (0.01, 0.1) for a in (0.1, 0.4)]
+    assert member_name(trainer(1, cells), 1) == "cell lr=0.01, prm_alpha=0.4, seed 0"
+    assert member_name(trainer(3), 2) == "seed 2"
 
 
 def test_one_seed_cells_and_overrides_with_comma_lists():

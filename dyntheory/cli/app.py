@@ -19,7 +19,7 @@ shows the traceback instead.
 Commands that compute keep compiled programs in a persistent cache, so a second run of the same
 shapes skips compilation (:mod:`~dyntheory.cli.compile_cache`: ``$DYNTHEORY_CACHE_DIR``, default
 ``~/.cache/dyntheory/jax``; off with ``--no-compile-cache`` or ``DYNTHEORY_COMPILE_CACHE=0``).
-``dyntheory --help`` loads no JAX, and ``dyntheory list`` starts no devices.
+``dyntheory --help`` and ``dyntheory list`` load no JAX.
 """
 
 from __future__ import annotations
@@ -150,15 +150,30 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from dyntheory.engine import integrity, rundir, sharding
-    from dyntheory.engine.state import NonFiniteError
+    from dyntheory.engine import integrity
 
+    command = COMMANDS[args.command]
+    non_finite: tuple[type[BaseException], ...] = ()  # a run stopped by NaN/Inf
+    bad_input: tuple[type[BaseException], ...] = (
+        CLIError,
+        config_lib.ConfigError,
+        integrity.IntegrityError,
+        integrity.CheckpointError,
+        FileNotFoundError,
+        ValueError,
+    )
     try:
-        # every process of a multi-process run must run the same command (else mismatched
-        # collectives abort without saying why): checked before anything else
-        sharding.check_same_on_all_processes("command line", getattr(args, "argv", []))
-        return int(COMMANDS[args.command].handler(args) or 0)
-    except NonFiniteError as e:
+        if command.jax:  # these load JAX: not for `dyntheory list`
+            from dyntheory.engine import sharding
+            from dyntheory.engine.files import RunDirError
+            from dyntheory.engine.state import NonFiniteError
+
+            non_finite, bad_input = (NonFiniteError,), (*bad_input, RunDirError)
+            # every process of a multi-process run must run the same command (else mismatched
+            # collectives abort without saying why): checked before anything else
+            sharding.check_same_on_all_processes("command line", getattr(args, "argv", []))
+        return int(command.handler(args) or 0)
+    except non_finite as e:
         print(f"dyntheory: {e}", file=sys.stderr)
         if e.checkpoint is not None:
             where = getattr(args, "run_dir", None) or getattr(args, "out", None) or "RUN_DIR"
@@ -168,15 +183,7 @@ def _main(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         return 1
-    except (
-        CLIError,
-        config_lib.ConfigError,
-        rundir.RunDirError,
-        integrity.IntegrityError,
-        integrity.CheckpointError,
-        FileNotFoundError,
-        ValueError,
-    ) as e:
+    except bad_input as e:
         # Bad inputs found before any compute: config values, batch size vs devices, a missing
         # dataset file, an unwritable run directory. DYNTHEORY_DEBUG=1 shows the traceback.
         if os.environ.get("DYNTHEORY_DEBUG"):

@@ -16,7 +16,9 @@ so this library names none of them. An experiment module defines
   :func:`dyntheory.engine.fit` with ``run_dir=``, which resumes by itself) and returns the
   headline numbers, which the CLI writes to ``results.json``.
 
-The module docstring's first line is the description ``dyntheory list`` shows.
+The module docstring's first line is the description ``dyntheory list`` shows. ``list`` reads
+``Config`` and ``PRESETS`` only, so a package whose config is plain Python and whose ``run``
+loads on first access (a module ``__getattr__``) is listed without loading JAX.
 ``experiments/toy_regression`` is the template.
 
 **A new experiment is one file.** ``dyntheory run path/to/my_experiment.py`` (or a dotted module
@@ -42,7 +44,9 @@ from dyntheory.cli.loading import (  # re-exported: the experiment as the comman
     experiment_id,
     experiment_names,
     load_experiment,
+    load_presets,
     resolve_config,
+    saved_config,
     short_name,
 )
 from dyntheory.engine import config as config_lib
@@ -239,7 +243,7 @@ def resume_experiment(
         saved = run_dir.read_config()
         sharding.check_same_on_all_processes("the saved config", saved)
         module = load_experiment(saved["experiment"])
-        old = config_lib.from_dict(module.Config, saved["config"])
+        old = saved_config(module, saved, run_dir.path)
         cfg = config_lib.apply_overrides(old, overrides)
         changes = check_resume(module, old, cfg)
         run_dir.check_writable()
@@ -274,7 +278,7 @@ def cmd_list(args) -> int:
         )
     for name in names:
         try:
-            module = load_experiment(name)
+            module = load_presets(name)
         except Exception as e:  # a broken experiment must not hide the others
             print(f"{name}\n    (cannot load: {type(e).__name__}: {e})")
             continue

@@ -1,5 +1,6 @@
 """Finding an experiment: an installed entry point, a Python file, or a dotted module name;
-its presets and its resolved config (:mod:`dyntheory.cli.experiments` runs it)."""
+its presets, its resolved config and the config a run directory saved
+(:mod:`dyntheory.cli.experiments` runs it)."""
 
 from __future__ import annotations
 
@@ -77,13 +78,26 @@ def load_experiment(name: str) -> ModuleType:
             f"(dyntheory run mypackage.my_experiment), or register it as an entry point of the "
             f"group {EXPERIMENTS_GROUP!r} in pyproject.toml and reinstall."
         )
-    missing = [a for a in ("Config", "PRESETS", "run") if not hasattr(module, a)]
+    _check_names(name, module, ("Config", "PRESETS", "run"))
+    return module
+
+
+def load_presets(name: str) -> ModuleType:
+    """The installed experiment ``name`` for ``dyntheory list``: its module, with ``Config`` and
+    ``PRESETS`` checked but ``run`` not touched (a package that loads its ``run`` module, and with
+    it JAX, on first access of ``run`` is listed without JAX)."""
+    module = _entry_points()[name].load()
+    _check_names(name, module, ("Config", "PRESETS"))
+    return module
+
+
+def _check_names(name: str, module: ModuleType, names: Sequence[str]) -> None:
+    missing = [a for a in names if not hasattr(module, a)]
     if missing:
         raise CLIError(
             f"experiment {name!r} does not define {', '.join(missing)} "
             "(an experiment module defines Config, PRESETS and run(cfg, run_dir))."
         )
-    return module
 
 
 def experiment_id(name: str) -> str:
@@ -114,3 +128,31 @@ def resolve_config(module: ModuleType, preset: str | None, overrides: Sequence[s
             f"available: {', '.join(module.PRESETS)}."
         )
     return preset, config_lib.apply_overrides(module.PRESETS[preset].config, overrides)
+
+
+def saved_config(module: ModuleType, saved: dict, path: Path):
+    """The config a run directory saved; a :class:`CLIError` if it spells keys the way an older
+    dyntheory did (``lr`` before the optimizer's ``optim`` block), naming the new spelling and the
+    command of a new run with the same values."""
+    try:
+        return config_lib.from_dict(module.Config, saved["config"])
+    except config_lib.MovedKeyError as e:
+        values = {new: _lookup(saved["config"], old) for old, new in e.moved.items()}
+        sets = "".join(f" --set {key}={_flag(value)}" for key, value in values.items())
+        preset = f" --preset {saved['preset']}" if saved.get("preset") else ""
+        raise CLIError(
+            f"cannot resume {path}: its config was saved by an older dyntheory ({e.renames}); "
+            "a resume continues a run of this version, and nothing was changed. Start a new "
+            f"run: dyntheory run {saved['experiment']}{preset}{sets} --out NEW_DIR"
+        ) from None
+
+
+def _lookup(d: dict, dotted: str):
+    for part in dotted.split("."):
+        d = d[part]
+    return d
+
+
+def _flag(value) -> str:
+    """A saved config value as ``--set`` spells it (a list as ``a,b,c``)."""
+    return ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)

@@ -1,7 +1,8 @@
 r"""The training engine: scan-fused, mesh-sharded, probed and resumable runs.
 
-- :mod:`~dyntheory.engine.config`: :class:`TrainConfig` (the engine's knobs), presets and
-  validated ``key=value`` overrides;
+- :mod:`~dyntheory.engine.config`: :class:`TrainConfig` (the engine's knobs) and presets, with
+  validated ``key=value`` overrides (:mod:`~dyntheory.engine.overrides`) and the dict round trip
+  of ``config.json`` (:mod:`~dyntheory.engine.config_dict`) re-exported;
 - :mod:`~dyntheory.engine.state`: :class:`TrainState`, :class:`FitResult`,
   :class:`NonFiniteError`;
 - :mod:`~dyntheory.engine.trainer`: :class:`Trainer` and :func:`fit` (the module docstring is the

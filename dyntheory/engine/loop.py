@@ -194,14 +194,14 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
             t = t0 + i
             bad = ~np.isfinite(np.atleast_1d(m["train/loss"][i]))
             if bad.any():
-                _raise("train/loss", t, bad, ckpt, seeds)
+                _raise("train/loss", t, bad, ckpt, tr)
             due_eval = bool(every_eval) and t % every_eval == 0
             if t % every_log == 0 or due_eval or t in probe_lines:
                 vals = {k: v[i] for k, v in m.items() if due_eval or not k.startswith(eval_keys)}
                 bar.update(t, emit(t, vals)[0])
             bad = ~np.atleast_1d(params_finite[i])
             if bad.any():  # the update of step t produced the params of step t + 1
-                _raise("params", t + 1, bad, ckpt, seeds)
+                _raise("params", t + 1, bad, ckpt, tr)
 
     def run_probes(t: int, state: TrainState, pstates):
         due = [i for i, p in enumerate(tr.probes) if p.schedule.due(t, total)]
@@ -290,6 +290,19 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
     )
 
 
-def _raise(quantity: str, step: int, mask: np.ndarray, ckpt, seeds) -> None:
-    seed = int(np.argmax(mask)) if seeds is not None else None
-    raise NonFiniteError(step, quantity, ckpt.latest_step() if ckpt is not None else None, seed)
+def _raise(quantity: str, step: int, mask: np.ndarray, ckpt, tr) -> None:
+    member = member_name(tr, int(np.argmax(mask))) if tr.seeded else None
+    raise NonFiniteError(step, quantity, ckpt.latest_step() if ckpt is not None else None, member)
+
+
+def member_name(tr, m: int) -> str:
+    """Member ``m`` of a population (cells × seeds, cell ``m // S``) as a person names it:
+    ``"seed 1"``, or ``"cell lr=0.01, prm_alpha=0.4, seed 1"`` in a grid: the settings that differ
+    between its cells, and the seed counted within its cell (as the cell's sub-run numbers it)."""
+    seeds = tr.cfg.seeds
+    seed = f"seed {m % seeds}"
+    if tr.grid is None:
+        return seed
+    varied = [k for k in tr.grid[0] if len({c[k] for c in tr.grid}) > 1] or list(tr.grid[0])
+    cell = tr.grid[m // seeds]
+    return f"cell {', '.join(f'{k}={cell[k]:g}' for k in varied)}, {seed}"

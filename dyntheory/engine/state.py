@@ -21,11 +21,13 @@ class TrainState(NamedTuple):
 
 
 class NonFiniteError(FloatingPointError):
-    """The loss or the params became NaN/Inf; ``.step`` and ``.quantity`` say where."""
+    """The loss or the params became NaN/Inf; ``.step``, ``.quantity`` and ``.member`` (the first
+    member of a population that did, its grid cell's settings and seed) say where."""
 
-    def __init__(self, step: int, quantity: str, checkpoint: int | None, seed: int | None = None):
+    def __init__(self, step: int, quantity: str, checkpoint: int | None, member: str | None = None):
         self.step, self.quantity, self.checkpoint = step, quantity, checkpoint
-        where = f" (seed {seed})" if seed is not None else ""
+        self.member = member  # which member of a population: "seed 1", "cell lr=0.01, seed 1"
+        where = f" ({member})" if member is not None else ""
         last = (
             f"the last good checkpoint is step {checkpoint}"
             if checkpoint is not None

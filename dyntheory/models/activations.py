@@ -69,7 +69,8 @@ _GATES: dict[str, Activation] = {
 }
 _SWISH_FAMILY = frozenset({"silu", "swish", "swiglu"})
 
-#: Every activation by name. Gated entries map ``(..., 2w) -> (..., w)``.
+#: Every activation by name. Gated entries map ``(..., 2w) -> (..., w)``. Its keys are
+#: :data:`dyntheory.names.ACTIVATIONS` (configs check names there, without JAX).
 ACTIVATIONS: dict[str, Activation] = {
     **_ELEMENTWISE,
     **{name: _gated(gate) for name, gate in _GATES.items()},

@@ -32,14 +32,13 @@ import itertools
 import math
 import numbers
 from collections.abc import Mapping
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NamedTuple
 
-import optax
+if TYPE_CHECKING:
+    import optax
 
-from dyntheory.optim import state as optim_state
-from dyntheory.optim.grokfast import amplify_slow_gradients, grokfast
-from dyntheory.optim.prm import prm
-from dyntheory.optim.state import hyperparams
+# optax and the transformations load JAX: they are imported where a method builds or reads an
+# optimizer, so an experiment's config (and `dyntheory list`) reads without JAX.
 
 FAMILIES = ("adamw", "adam", "sgd", "prm", "grokfast")
 ADAPTIVE = ("adamw", "adam", "prm", "grokfast")  # the families with Adam's second moment
@@ -100,6 +99,10 @@ class OptimizerConfig:
     grokfast_lamb: float | tuple[float, ...] = 2.0
     grokfast_weight_decay: float | None = None
     grokfast_weight_decay_mode: Literal["decoupled", "l2"] = "decoupled"
+
+    # an experiment's top-level names of these numbers before they moved into its ``optim`` block,
+    # other than the field names themselves (a saved config.json with them names the new key)
+    FORMER_KEYS: ClassVar[dict[str, str]] = {"lrs": "lr"}
 
     def __post_init__(self):
         for name in (*SWEEPABLE, "grokfast_weight_decay"):
@@ -190,6 +193,8 @@ class OptimizerConfig:
 
     def build(self) -> optax.GradientTransformationExtraArgs:
         """The optax transformation, its numbers injected (``opt_state.hyperparams``)."""
+        import optax
+
         factory = optax.inject_hyperparams(_factory, static_args=("static",))
         return factory(static=self.static_key(), **self.hyperparams())
 
@@ -221,6 +226,8 @@ class OptimizerConfig:
         ``decay`` (``lr · λ_wd``, decoupled decay only; the probes do not model an L2 term inside
         Adam). SGD is plain GD for the probes (``lr``, no preconditioner); its heavy-ball
         momentum is not modelled, so ``b1`` must then be 0."""
+        from dyntheory.optim import state as optim_state
+
         decay = self.lr * self.decoupled_weight_decay
         if self.family not in ADAPTIVE:
             if self.b1:
@@ -237,7 +244,9 @@ class OptimizerConfig:
 
     def gate(self, opt_state: Any) -> Any:
         """PRM's gate ``q`` from ``opt_state`` (its numbers read from the state)."""
-        hp = hyperparams(opt_state)
+        from dyntheory.optim import state as optim_state
+
+        hp = optim_state.hyperparams(opt_state)
         return optim_state.prm_gate(opt_state, mask=self.prm_mask, **_gate_numbers(hp))
 
 
@@ -252,7 +261,9 @@ class StatePreconditioner(NamedTuple):
     mask: str
 
     def __call__(self, opt_state: Any) -> Any:
-        hp = hyperparams(opt_state)
+        from dyntheory.optim import state as optim_state
+
+        hp = optim_state.hyperparams(opt_state)
         lr = _lr(hp["lr"], self.warmup_steps)
         if self.kind == "adam":
             return optim_state.adam_preconditioner(lr, b2=hp["b2"], eps=hp["eps"])(opt_state)
@@ -276,6 +287,8 @@ def _values(cfg, name: str) -> tuple:
 
 
 def _lr(lr, warmup_steps: int):
+    import optax
+
     return optax.linear_schedule(0.0, lr, warmup_steps) if warmup_steps else lr
 
 
@@ -305,6 +318,10 @@ def _factory(
     """The family's transformation from its (possibly traced) numbers; explicit parameters, as
     :func:`optax.inject_hyperparams` reads the signature (None: not this family's)."""
     hp = dict(locals())
+    import optax
+
+    from dyntheory.optim import amplify_slow_gradients, grokfast, prm
+
     family, warmup, mask, gate_wd, wd_mode = static
     lr = _lr(hp["lr"], warmup)
     if family == "adamw":

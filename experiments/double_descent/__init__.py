@@ -9,9 +9,16 @@ width of an MLP trained by the engine, with and without label noise, with the fo
 decomposition from the dissipation probe.
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.double_descent.config import DEFAULT_PRESET, PRESETS, Config
-from experiments.double_descent.run import run
+
+if TYPE_CHECKING:
+    from experiments.double_descent.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 
 __all__ = ["DEFAULT_PRESET", "DESCRIPTION", "PRESETS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})

@@ -13,9 +13,9 @@ from dyntheory.engine.config import (
     check_numbers,
     replace,
 )
-from dyntheory.randfeat import FEATURE_MAPS
-from experiments.double_descent.data import TASKS
+from dyntheory.names import FEATURE_MAPS
 
+TASKS = ("regression", "binary")  # experiments.double_descent.data draws them
 RATIOS = (0.125, 0.25, 0.5, 0.75, 0.9, 0.95, 1.0, 1.05, 1.1, 1.25, 1.5, 2.0, 4.0, 8.0)
 
 

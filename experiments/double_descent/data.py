@@ -19,7 +19,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-TASKS = ("regression", "binary")
+from experiments.double_descent.config import TASKS
 
 
 def make_task(

@@ -21,10 +21,17 @@ The ``paper`` preset (8,192 pairs, width 64, 20 epochs, lrs 1e-5 to 3e-4) was no
 Run directory: see :mod:`experiments.dpo.run`; figure: :mod:`paper_figures.dpo`.
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.dpo.config import PRESETS, Config
-from experiments.dpo.run import run
+
+if TYPE_CHECKING:
+    from experiments.dpo.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 DEFAULT_PRESET = "quick"
 
 __all__ = ["DEFAULT_PRESET", "DESCRIPTION", "PRESETS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})

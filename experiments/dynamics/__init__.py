@@ -7,9 +7,16 @@ the same data with the minibatch gradient split into coherent drift and sampling
 accumulated on the top and bottom NTK eigendirections (slopes 1 and ½ on log-log axes).
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.dynamics.config import DEFAULT_PRESET, PRESETS, Config
-from experiments.dynamics.run import run
+
+if TYPE_CHECKING:
+    from experiments.dynamics.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 
 __all__ = ["DEFAULT_PRESET", "DESCRIPTION", "PRESETS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})

@@ -29,10 +29,17 @@ Results (commands, numbers, verdicts): ``docs/results/grokking.md``.
 Run directory: see :mod:`experiments.grokking.run`; figure: ``paper_figures/grokking.py``.
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.grokking.config import PRESETS, Config
-from experiments.grokking.run import run
+
+if TYPE_CHECKING:
+    from experiments.grokking.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 DEFAULT_PRESET = "quick"
 
 __all__ = ["DEFAULT_PRESET", "DESCRIPTION", "PRESETS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})

@@ -8,9 +8,16 @@ with full-batch GD on the same batch at multiples of the predicted learning rate
 stable learning rate, the warnings, and whether GD at half the prediction fit the batch.
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.init_diagnostics.config import DEFAULT_PRESET, PRESETS, VARIANTS, Config
-from experiments.init_diagnostics.run import run
+
+if TYPE_CHECKING:
+    from experiments.init_diagnostics.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 
 __all__ = ["DEFAULT_PRESET", "DESCRIPTION", "PRESETS", "VARIANTS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from dyntheory.engine.config import ConfigError, Preset, check_numbers
-from dyntheory.models import ACTIVATIONS
+from dyntheory.names import ACTIVATIONS
 
 VARIANTS = ("plain", "layernorm", "residual", "layernorm+residual")
 

@@ -15,9 +15,16 @@ Numbers for other settings: ``--set sigma=...``, ``--set signals=hopper2d`` (mat
 photo), ``--preset paper``.
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.inr.config import PRESETS, Config
-from experiments.inr.run import run
+
+if TYPE_CHECKING:
+    from experiments.inr.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 
 __all__ = ["DESCRIPTION", "PRESETS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})

@@ -9,7 +9,8 @@ from typing import ClassVar
 from dyntheory.engine.config import ConfigError, Preset, TrainConfig, check_numbers, replace
 from dyntheory.optim.config import RESUMABLE as OPTIMIZER_KEYS
 from dyntheory.optim.config import OptimizerConfig, check_families
-from experiments.inr.signals import SIGNALS
+
+SIGNALS = ("sines1d", "blobs2d", "hopper2d")  # experiments.inr.signals draws them
 
 
 @dataclasses.dataclass(frozen=True)

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-SIGNALS = ("sines1d", "blobs2d", "hopper2d")
+from experiments.inr.config import SIGNALS
 
 
 class Samples(NamedTuple):

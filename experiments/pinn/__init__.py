@@ -19,9 +19,16 @@ defaults (snr mask, softness 1, ρ = 0.99) with α = 1, THEORY §6's value for f
 Results (commands, numbers, verdict): ``docs/results/pinn.md``.
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.pinn.config import PRESETS, Config
-from experiments.pinn.run import run
+
+if TYPE_CHECKING:
+    from experiments.pinn.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 
 __all__ = ["DESCRIPTION", "PRESETS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})

@@ -8,9 +8,16 @@ Fits: :mod:`dyntheory.scaling` (variable projection, Huber loss on log residuals
 held-out extrapolation). THEORY.md §7: the project's own result, not the paper's.
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.scaling_laws.config import DEFAULT_PRESET, PRESETS, Config
-from experiments.scaling_laws.run import run
+
+if TYPE_CHECKING:
+    from experiments.scaling_laws.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 
 __all__ = ["DEFAULT_PRESET", "DESCRIPTION", "PRESETS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})

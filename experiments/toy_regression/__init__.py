@@ -13,9 +13,16 @@ Package layout every experiment follows (what ``dyntheory run`` needs):
 docstring's first line; an entry point in ``pyproject.toml`` registers it.
 """
 
+from typing import TYPE_CHECKING
+
+from dyntheory.lazy import lazy_package
 from experiments.toy_regression.config import DEFAULT_PRESET, PRESETS, Config
-from experiments.toy_regression.run import run
+
+if TYPE_CHECKING:
+    from experiments.toy_regression.run import run
 
 DESCRIPTION = __doc__.splitlines()[0]
 
 __all__ = ["DEFAULT_PRESET", "DESCRIPTION", "PRESETS", "Config", "run"]
+
+lazy_package(__name__, {"run": "run"})
