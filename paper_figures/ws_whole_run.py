@@ -51,7 +51,7 @@ def _events(results: dict, opt: str) -> list[tuple[float, str]]:
 
 
 def _series(m: dict, key: str, rows: np.ndarray) -> np.ndarray:
-    return runs.first_seed(m[PRE + key])[rows] if PRE + key in m else np.full(rows.sum(), np.nan)
+    return m[PRE + key][:, 0][rows] if PRE + key in m else np.full(rows.sum(), np.nan)
 
 
 def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
@@ -75,7 +75,7 @@ def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     for opt in opts:
         m, color = metrics[opt], style.COLORS.get(opt)
         label = style.LABELS.get(opt, opt)
-        err_all = runs.first_seed(m[PRE + "identity_rel_err"])
+        err_all = m[PRE + "identity_rel_err"][:, 0]  # metrics are (T, seeds)
         rows = np.isfinite(err_all) & (m["step"] > 0)
         steps, err = m["step"][rows], err_all[rows]
         ok = err <= VALID
@@ -97,7 +97,7 @@ def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
                 a_lam.plot(
                     lam_steps[keep],
                     lam[keep, i],
-                    "-",
+                    ".-",
                     color=color,
                     lw=1.0,
                     alpha=1 - i / (lam.shape[-1] + 1),

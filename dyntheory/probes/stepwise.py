@@ -7,15 +7,15 @@ read from the optimizer state *after* the update; ``p = η`` for plain GD), the 
 ``B_t`` at ``w_t``, Adam's bias correction ``c_t = 1 − β^{t+1}`` and the decoupled decay ``λ``.
 
 The step is ``Δw_t = −p_{t+1} ⊙ m_{t+1}/c_t − λ w_t`` with ``m_{t+1} = β m_t + (1 − β) ∇L_t``
-and ``∇L_t`` the gradient of step ``t``'s minibatch loss: ``∇L_t = J_tᵀ (ω_t ⊙ g)`` with ``g``
-the gradient of the whole training set's mean loss and ``ω_t`` the rows' weights in the batch
+and ``∇L_t`` the gradient of step ``t``'s minibatch loss: ``∇L_t = J_tᵀ (ρ_t ⊙ g)`` with ``g``
+the gradient of the whole training set's mean loss and ``ρ_t`` the rows' weights in the batch
 (``c_i n/b``, ``c_i`` the draws of row ``i``; all ones for a full batch). Linearized at ``w_t``
 (``Δu = J_t Δw``), it maps ``z = (g, μ, ω)`` (the output gradient and a parameter-space momentum
 and weight vector; ``N + 2P`` numbers) linearly:
 
 .. math::
 
-    μ' = β μ + (1-β) J_tᵀ (ω_t ⊙ z_g),\quad d = p_{t+1} ⊙ μ'/c_t + λ ω\ (= −Δω),\quad
+    μ' = β μ + (1-β) J_tᵀ (ρ_t ⊙ z_g),\quad d = p_{t+1} ⊙ μ'/c_t + λ ω\ (= −Δω),\quad
     r = J_t d\ (= −Δu),\quad z' = (z_g − B_t r,\; μ',\; ω − d),\quad
     z_tᵀ S_t z_t = z_gᵀ r − ½\, rᵀ B_t r ,
 
@@ -100,8 +100,8 @@ class StepwiseDissipation(InScanProbe):
         ``"midpoint"`` (the gradient's ``J`` at ``w_t``, the motion's ``J̄`` and ``B̄`` at
         ``w_t + Δw_t/2``, read from the params after the step: the secant ``g_{t+1} − g_t =
         B̄ J̄ Δw`` to ``O(‖Δw‖³)`` per step, second order; one more linearization per step).
-      gradient: ``"batch"`` (the step as taken: the momentum gathers ``J_tᵀ (ω_t ⊙ z_g)`` with
-        ``ω_t`` the rows' weights in step ``t``'s minibatch loss, ``ctx.batch_weights``; all ones
+      gradient: ``"batch"`` (the step as taken: the momentum gathers ``J_tᵀ (ρ_t ⊙ z_g)`` with
+        ``ρ_t`` the rows' weights in step ``t``'s minibatch loss, ``ctx.batch_weights``; all ones
         for a full batch; needs the probe set to be the training set itself) or ``"full"`` (the
         whole set's gradient at every step: the propagator of full-batch steps with the run's
         preconditioner).

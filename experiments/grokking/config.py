@@ -102,7 +102,7 @@ class Config:
         both probes; results.json's ``dissipation`` block is then the refresh probe's);
         ``stepwise_rank``: its tracked directions (0: the loss identity only; with ``r``, the
         spectrum, channel and split of the same Gramian in ``r`` directions);
-        ``stepwise_rule``: ``"left"`` (first order) or ``"midpoint"`` (second order);
+        ``stepwise_rule``: ``"midpoint"`` (default, second order) or ``"left"`` (first order);
         ``stepwise_gradient``: ``"batch"`` (each step's own minibatch, the step as taken) or
         ``"full"`` (the whole training set's gradient at every step).
       ntk_spectrum: run the NTK spectrum probe at the probe steps.
@@ -141,7 +141,7 @@ class Config:
     dissipation_start: int = 10
     dissipation_integrator: Literal["refresh", "stepwise", "both"] = "stepwise"
     stepwise_rank: int = 0
-    stepwise_rule: Literal["left", "midpoint"] = "left"
+    stepwise_rule: Literal["left", "midpoint"] = "midpoint"
     stepwise_gradient: Literal["batch", "full"] = "batch"
     ntk_spectrum: bool = True
     poprisk: bool = False
