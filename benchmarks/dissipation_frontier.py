@@ -140,7 +140,8 @@ def summary(where: Path, optimizer: str, key: str | None, base_train: float | No
         return out
     if key.startswith("probe/dissipation/"):  # refreshes on [s, T]: every probe step's, or counted
         counted = h.get("probe/dissipation/refreshes")
-        rows = np.isfinite(np.asarray(h[key], float).ravel()) & (np.asarray(h["step"]) >= 10)
+        drop = np.asarray(h["probe/dissipation/loss_drop"], float).ravel()
+        rows = np.isfinite(drop) & (np.asarray(h["step"]) >= 10)  # the one at s included
         out["refreshes"] = int(np.nanmax(counted)) if counted is not None else int(rows.sum())
     steps, err = np.asarray(h["step"]), np.asarray(h[key], float).ravel()
     ok = np.isfinite(err) & (steps >= 10)
