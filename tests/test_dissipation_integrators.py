@@ -125,17 +125,21 @@ def test_adaptive_schedule_refreshes_a_moving_kernel_where_the_monitor_passes():
 def test_adaptive_schedule_with_a_tiny_tolerance_is_the_every_step_refresh(loss, compress, method):
     """Where the monitor always passes, the adaptive branch computes what the plain schedule
     does: the same rows (the monitor's path through ``lax.cond``, dense and low-rank, each
-    form of the held generator)."""
+    form of the held generator, with a restart before ``start`` and the dense spectrum check)."""
     p_out = 1 if loss == "squared" else 3
     y = Y if loss == "squared" else LABELS
-    kw = dict(lr=0.5, loss=loss, query=False, method=method, compress=compress, rank=12)
+    kw = dict(lr=0.5, loss=loss, query=False, method=method, compress=compress, rank=12, start=2)
+    kw |= dict(check_spectrum=3) if method == "lowrank" else {}
     params = _mlp_params(p_out)
     plain, _ = _run(P.Dissipation(**kw), _mlp, params, y, steps=4, lr=0.5)
     adaptive, _ = _run(P.Dissipation(**kw, refresh_tol=1e-30), _mlp, params, y, steps=4, lr=0.5)
     for a, b in zip(plain, adaptive, strict=True):
-        for key in ("identity_rel_err", "predicted_loss_drop", "w_lambda_max", "bk_lambda_max"):
+        keys = ["identity_rel_err", "predicted_loss_drop", "w_lambda_max", "bk_lambda_max"]
+        for key in keys + (["spectrum_rel_err"] if method == "lowrank" else []):
             np.testing.assert_allclose(b[key], a[key], rtol=1e-9, atol=1e-14)
-    assert [r["refreshes"] for r in adaptive] == [2, 3, 4, 5]
+    # rows at or before the start describe the interval before a restart (1 + this step's)
+    assert [r["refreshes"] for r in adaptive] == [2, 2, 2, 3]
+    assert np.isnan(adaptive[1]["identity_rel_err"]) and np.isfinite(adaptive[2]["monitor"])
     assert all(0 < r["monitor"] < 10 for r in adaptive)
 
 
