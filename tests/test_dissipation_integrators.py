@@ -7,10 +7,16 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
+from flax import nnx
 
 from dyntheory import lowrank
 from dyntheory import probes as P
+from dyntheory.engine import Trainer
+from dyntheory.engine.config import TrainConfig
+from dyntheory.models import MLP, functional
+from dyntheory.optim import state as optim_state
 from dyntheory.probes import dissipation_refresh as refresh
 from dyntheory.probes.base import ProbeContext
 
@@ -150,3 +156,39 @@ def test_bad_inputs():
         P.Dissipation(method="lowrank", warm_start=True, warm_depth=0)
     with pytest.raises(ValueError, match="refresh_tol"):
         P.Dissipation(refresh_tol=-1.0)
+
+
+def test_warm_adaptive_probe_checkpoints_and_resumes_with_seeds(tmp_path):
+    """Warm start and adaptive schedule, 2 vmapped seeds (the refresh decision per seed, a
+    select): the state with its Ritz vectors and counters checkpoints, and a resumed run ends
+    bit-identical to an uninterrupted one."""
+    apply_fn, _ = functional(MLP(3, (8,), 2, activation="tanh", rngs=nnx.Rngs(0)))
+    x = np.random.RandomState(0).randn(16, 3)
+    data = {"x": x, "y": np.stack([np.sin(x.sum(1)), x[:, 0]], 1)}
+    probe = P.Dissipation(
+        P.Schedule.every(5), preconditioner=optim_state.adam_preconditioner(0.02), query=False,
+        method="lowrank", rank=8, lanczos_vectors=2, warm_start=True, refresh_tol=0.05,
+    )  # fmt: skip
+
+    def trainer(steps):
+        return Trainer(
+            TrainConfig(steps=steps, fuse=5, probe_size=16, seeds=2, checkpoint_every=10),
+            apply_fn=apply_fn,
+            init_params=lambda key: functional(
+                MLP(3, (8,), 2, activation="tanh", rngs=nnx.Rngs(key))
+            )[1],
+            optimizer=optax.adam(0.02),
+            data=data,
+            loss="squared",
+            probes=[probe],
+        )
+
+    full = trainer(20).run(tmp_path / "full", progress=False)
+    trainer(10).run(tmp_path / "part", progress=False)
+    resumed = trainer(20).run(tmp_path / "part", progress=False)
+    state = full.probe_states["dissipation"]
+    assert state.ritz[0].shape == (2, 32, 2) and state.refreshes.shape == (2,)
+    for key in ("predicted_loss_drop", "refreshes", "monitor", "ntk_products"):
+        h = f"probe/dissipation/{key}"
+        assert np.isfinite(full.history[h][-1]).all()
+        np.testing.assert_array_equal(resumed.history[h], full.history[h])
