@@ -14,7 +14,7 @@ BASIS_VECTORS, COMPRESS = ("kernel", "dynamics"), ("product", "factors")
 
 
 class DissipationProbeState(NamedTuple):
-    """What :class:`Dissipation` carries between probe steps (checkpointed with the run).
+    """What :class:`dyntheory.probes.Dissipation` carries between probe steps (checkpointed).
 
     Fields that only exist with a test probe set are ``None`` when ``query=False`` (an empty
     array would not checkpoint): ``acc.G``, ``kq`` and ``uq0``. With ``method="lowrank"``,
@@ -23,8 +23,8 @@ class DissipationProbeState(NamedTuple):
     """
 
     acc: dissipation.DissipationState | lowrank.LowRankState  # W_S, P, D, G_Q from step 0
-    k: jax.Array  # (np, np) kernel at the last probe step, held constant until the next
-    kq: jax.Array | None  # (mq, np) cross kernel at the last probe step; None without query
+    k: jax.Array  # (np, np) kernel at the last refresh, held constant until the next
+    kq: jax.Array | None  # (mq, np) cross kernel at the last refresh; None without query
     hess: jax.Array  # () 1/n (squared loss) or (np, np) softmax output Hessian
     lr: jax.Array  # () step size of the interval (1 with a preconditioner: it is in the kernel)
     t: jax.Array  # () int32, the last probe step
@@ -38,7 +38,7 @@ class DissipationProbeState(NamedTuple):
     e0: jax.Array | None  # (np,) J (p ⊙ m): the output image of the momentum at the start
     a0: jax.Array | None  # (np,) J w: the output image of the weights at the start
     s: jax.Array  # () int32, the start s of W_S(s, T)
-    mu: jax.Array  # (2,) (μ_max, μ_min) of η B K_eff held since t (the next interval's kernel)
+    mu: jax.Array  # (2,) (μ_max, μ_min) of the held η B K_eff (the next interval's kernel)
     stab_max: jax.Array  # () the largest stability over the intervals of [s, t] (0 before any)
     # check_spectrum: the dense reference (W_S, P; K, B, η held since t) next to the low-rank one
     ref: tuple | None = None
