@@ -3,15 +3,28 @@ the probes' cost, side by side (THEORY.md §10: "The refresh schedule is an inte
 
     .venv/bin/python benchmarks/dissipation_frontier.py --out runs/frontier            # all
     .venv/bin/python benchmarks/dissipation_frontier.py --out runs/frontier --only stepwise-r0
+    .venv/bin/python benchmarks/dissipation_frontier.py --out runs/frontier-1k --set steps=1000 \
+        --only stepwise-r0 refresh-2/decade refresh-2/decade-warm adaptive-8/decade-tol0.1
+    .venv/bin/python benchmarks/dissipation_frontier.py --out runs/frontier-paper --preset paper \
+        --only stepwise-r0 refresh-2/decade-warm adaptive-8/decade-tol0.1     # on a GPU
 
 Each integrator is one run of ``dyntheory run grokking --preset quick --set seeds=1 --set
-optimizers=<opt>`` (5,000 steps, ÷ mod 59, W_S over all 1,711 training examples from step 10)
-with the ``--set`` overrides of :data:`INTEGRATORS`, plus a baseline without probes; an existing
-run directory is read, not rerun. Printed per integrator: the largest identity error over the
+optimizers=<opt>`` (5,000 steps, ÷ mod 59, W_S over all 1,711 training examples from step 10;
+``--preset paper``: the paper's transformer on ÷ mod 97, 40,000 steps, W_S over its whole
+training split, hours on a GPU; nothing here needs one)
+with the ``--set`` overrides of :data:`INTEGRATORS` and the command line's ``--set``, plus a
+baseline without probes; an existing run directory is read, not rerun. Settings of
+:class:`dyntheory.probes.Dissipation` that the experiment's config does not expose (the warm
+start, the adaptive schedule's tolerance: THEORY.md §10, "Warm starts and error control") are
+the third entry of a row: that run goes through this script's ``--child`` mode, which replaces
+them on the experiment's ``Dissipation`` probe and records them in the run directory
+(``probe_overrides.json``). Printed per integrator: the largest identity error over the
 probe steps from the start to the end (and where it is), the largest before memorization
 (99 % train), between memorization and grokking (95 % test) and after, and the cost: probe time
-over the baseline's training time. An in-scan integrator's work is inside the fused training
-steps, so its cost is ``(train_s + probe_s − baseline train_s) / baseline train_s``. Timings
+over the baseline's training time, over the whole run and from the start ``s = 10`` on (before
+it every probe step of a refresh integrator restarts W_S with a cold refresh). An in-scan
+integrator's work is inside the fused training steps, so its cost is ``(train_s + probe_s −
+baseline train_s) / baseline train_s``. Timings
 are wall time on a shared machine: compare rows of one invocation.
 """
 
@@ -27,8 +40,10 @@ import numpy as np
 
 from dyntheory.engine.rundir import load_metrics
 
-COMMON = ["--preset", "quick", "--set", "seeds=1"]
-# name -> (--set overrides, metrics key of the identity error that integrator reports)
+SEEDS = ["--set", "seeds=1"]
+REFRESH_KEY = "probe/dissipation/identity_rel_err_augmented"
+# name -> (--set overrides, metrics key of the identity error that integrator reports[,
+# Dissipation settings the config does not expose])
 INTEGRATORS = {
     "baseline": (["probes_per_decade=0"], None),
     "stepwise-r0": (
@@ -53,26 +68,59 @@ INTEGRATORS = {
         ],
         "probe/stepwise/identity_rel_err",
     ),
-    "refresh-1/decade": (
-        ["probes_per_decade=1", "ntk_spectrum=false"],
-        "probe/dissipation/identity_rel_err_augmented",
+    "refresh-1/decade": (["probes_per_decade=1", "ntk_spectrum=false"], REFRESH_KEY),
+    "refresh-2/decade": (["probes_per_decade=2", "ntk_spectrum=false"], REFRESH_KEY),
+    "refresh-4/decade": (["probes_per_decade=4", "ntk_spectrum=false"], REFRESH_KEY),
+    # the refresh seeded with the last one's Ritz vectors (block Krylov, depth 2)
+    "refresh-2/decade-warm": (
+        ["probes_per_decade=2", "ntk_spectrum=false"],
+        REFRESH_KEY,
+        {"warm_start": True},
     ),
-    "refresh-4/decade": (
-        ["probes_per_decade=4", "ntk_spectrum=false"],
-        "probe/dissipation/identity_rel_err_augmented",
-    ),
+    # a monitor at 8 probe steps a decade; the kernel refreshed (warm) where it passes the tolerance
+    **{
+        f"adaptive-8/decade-tol{tol}": (
+            ["probes_per_decade=8", "ntk_spectrum=false"],
+            REFRESH_KEY,
+            {"warm_start": True, "refresh_tol": tol},
+        )
+        for tol in (0.1, 0.3, 1.0)
+    },
 }
 
 
-def run(out: Path, name: str, optimizer: str) -> Path:
+def run(out: Path, name: str, optimizer: str, extra: list[str] = (), preset: str = "quick") -> Path:
     where = out / f"{name.replace('/', '-')}-{optimizer}"
     if not (where / optimizer / "metrics.jsonl").exists():
-        sets = [a for s in INTEGRATORS[name][0] for a in ("--set", s)]
-        cmd = [sys.executable, "-m", "dyntheory.cli.app", "run", "grokking", *COMMON]
-        cmd += ["--set", f"optimizers={optimizer}", *sets, "--out", str(where), "--force"]
+        sets = [a for s in [*INTEGRATORS[name][0], *extra] for a in ("--set", s)]
+        args = ["run", "grokking", "--preset", preset, *SEEDS, "--set", f"optimizers={optimizer}"]
+        args += sets
+        args += ["--out", str(where), "--force"]
+        probe = INTEGRATORS[name][2] if len(INTEGRATORS[name]) > 2 else None
+        cmd = [sys.executable, "-m", "dyntheory.cli.app", *args]
+        if probe:
+            cmd = [sys.executable, __file__, "--child", json.dumps(probe), "--", *args]
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        if probe:
+            (where / "probe_overrides.json").write_text(json.dumps({"dissipation": probe}))
     return where
+
+
+def child(overrides: dict, argv: list[str]) -> int:
+    """``dyntheory`` with ``argv``, every :class:`dyntheory.probes.Dissipation` of the grokking
+    experiment's probes carrying ``overrides`` (settings its config does not expose)."""
+    import dataclasses
+
+    import experiments.grokking.run  # noqa: F401  (the module, not the package's `run`)
+    from dyntheory import probes
+    from dyntheory.cli import app
+
+    mod = sys.modules["experiments.grokking.run"]
+    make = mod.make_probes
+    swap = lambda p: dataclasses.replace(p, **overrides) if isinstance(p, probes.Dissipation) else p
+    mod.make_probes = lambda *a, **k: [swap(p) for p in make(*a, **k)]
+    return app.main(argv)
 
 
 def summary(where: Path, optimizer: str, key: str | None, base_train: float | None) -> dict:
@@ -84,8 +132,17 @@ def summary(where: Path, optimizer: str, key: str | None, base_train: float | No
     out = {"train_s": train_s, "probe_s": probe_s, "memorized": mem, "grokked": grok}
     if base_train is not None:
         out["cost"] = (train_s + probe_s - base_train) / base_train
+        # the probes' time after the start s = 10 only (before it, each probe step restarts W_S)
+        at = np.flatnonzero(np.asarray(h["step"]) >= 10)
+        probe_at_s = float(np.asarray(h["time/probe_s"], float).ravel()[at[0]]) if at.size else 0.0
+        out["cost_from_s"] = (train_s + probe_s - probe_at_s - base_train) / base_train
     if key is None or key not in h:
         return out
+    if key.startswith("probe/dissipation/"):  # refreshes on [s, T]: every probe step's, or counted
+        counted = h.get("probe/dissipation/refreshes")
+        drop = np.asarray(h["probe/dissipation/loss_drop"], float).ravel()
+        rows = np.isfinite(drop) & (np.asarray(h["step"]) >= 10)  # the one at s included
+        out["refreshes"] = int(np.nanmax(counted)) if counted is not None else int(rows.sum())
     steps, err = np.asarray(h["step"]), np.asarray(h[key], float).ravel()
     ok = np.isfinite(err) & (steps >= 10)
     steps, err = steps[ok], err[ok]
@@ -104,24 +161,33 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True, help="folder of the run directories")
     ap.add_argument("--optimizer", default="adamw", choices=("adamw", "prm"))
     ap.add_argument("--only", nargs="*", default=None, help="integrators to run (and baseline)")
+    ap.add_argument("--set", action="append", default=[], help="a config override for every run")
+    ap.add_argument("--preset", default="quick", help="grokking preset (paper: a GPU's job)")
     args = ap.parse_args()
     names = [n for n in INTEGRATORS if args.only is None or n in args.only or n == "baseline"]
-    rows = {n: summary(run(args.out, n, args.optimizer), args.optimizer, None, None)
-            if n == "baseline" else None for n in names}  # fmt: skip
+    where = {n: run(args.out, n, args.optimizer, args.set, args.preset) for n in names}
+    rows = {"baseline": summary(where["baseline"], args.optimizer, None, None)}
     base = rows["baseline"]["train_s"]
     for n in names[1:]:
-        rows[n] = summary(run(args.out, n, args.optimizer), args.optimizer, INTEGRATORS[n][1], base)
+        rows[n] = summary(where[n], args.optimizer, INTEGRATORS[n][1], base)
     fmt = lambda v, f: "—" if v is None else format(v, f)
-    print(f"\ngrokking quick, {args.optimizer}, 1 seed; baseline training {base:.0f} s")
+    sets = "".join(f", {s}" for s in args.set)
+    print(
+        f"\ngrokking {args.preset}{sets}, {args.optimizer}, 1 seed; baseline training {base:.0f} s"
+    )
     head = "| integrator | max identity error (step) | before 99 % train | to 95 % test | after |"
-    print(head + " probe time / train time |")
-    print("|---|---|---|---|---|---|")
+    print(head + " refreshes | probe time / train time | from s on |")
+    print("|---|---|---|---|---|---|---|---|")
     for n in names[1:]:
         r = rows[n]
         err = f"{fmt(r.get('max_err'), '.3g')} ({r.get('at', '—')})"
         cells = [fmt(r.get(k), ".3g") for k in ("before_mem", "mem_to_grok", "after_grok")]
-        print(f"| {n} | {err} | {' | '.join(cells)} | {fmt(r.get('cost'), '.2f')} |")
+        cells.append(str(r.get("refreshes", "—")))
+        cost = f"{fmt(r.get('cost'), '.2f')} | {fmt(r.get('cost_from_s'), '.2f')}"
+        print(f"| {n} | {err} | {' | '.join(cells)} | {cost} |")
 
 
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--child":  # child OVERRIDES -- dyntheory's args
+        sys.exit(child(json.loads(sys.argv[2]), sys.argv[4:]))
     main()

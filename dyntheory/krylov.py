@@ -92,6 +92,7 @@ def lanczos_topk(
     key: Array,
     num_iters: int | None = None,
     dtype=None,
+    v0: Array | None = None,
 ) -> tuple[Array, Array]:
     r"""Top-``k`` eigenpairs of a symmetric operator by Lanczos with full reorthogonalization.
 
@@ -109,6 +110,8 @@ def lanczos_topk(
         ``m = dim`` gives the full spectrum to round-off; a fast-decaying spectrum (an NTK)
         converges in far fewer.
       dtype: compute dtype, default float64 when x64 is enabled, else float32.
+      v0: ``(dim,)`` start vector (a warm start, e.g. the previous top Ritz vector); default a
+        random one drawn from ``key``.
 
     Returns:
       ``(eigenvalues (k,), eigenvectors (dim, k))``, descending, vectors as orthonormal columns.
@@ -125,10 +128,87 @@ def lanczos_topk(
         )
     _check_operator(matvec, dim, dtype)
 
-    t, basis = lanczos(matvec, jax.random.normal(key, (dim,), dtype), m, key=key, dtype=dtype)
+    start = jax.random.normal(key, (dim,), dtype) if v0 is None else jnp.asarray(v0, dtype)
+    t, basis = lanczos(matvec, start, m, key=key, dtype=dtype)
     theta, s = jnp.linalg.eigh(t)
     theta, s = theta[::-1][:k], s[:, ::-1][:, :k]
     return theta, basis.T @ s
+
+
+def block_krylov_topk(
+    matvec: Callable[[Array], Array],
+    v0: Array,
+    k: int,
+    *,
+    depth: int = 2,
+    key: Array,
+    dtype=None,
+) -> tuple[Array, Array]:
+    r"""Top-``k`` eigenpairs by Rayleigh–Ritz on a block Krylov space seeded with ``v0``.
+
+    .. math::  \mathcal K_d(A, V) = \operatorname{span}\{V, AV, \dots, A^{d-1} V\},\qquad
+        H = U^\top A U = S \Theta S^\top,\qquad (\theta_i, U s_i)_{i \le k}
+
+    with ``U = [U_0 … U_{d−1}]`` orthonormal (``U_0 = orth(V)``, each next block ``A U_j``
+    orthogonalized against all earlier ones, two Gram–Schmidt passes), the Ritz pairs of ``A``
+    on that space (block Lanczos with full reorthogonalization; ``d = 1`` is one step of
+    subspace iteration's Rayleigh–Ritz). It is the warm start of a refresh: seeded with the
+    previous refresh's Ritz vectors, a kernel that has moved little is resolved by ``d b``
+    products (``b`` = columns of ``v0``) where a Lanczos from a random vector needs many more
+    (THEORY.md §10). When a block adds no new direction (``A U_j`` inside the space: ``V`` spans
+    an invariant subspace) the lost columns are replaced by random ones orthogonal to ``U``
+    (``key``), as :func:`lanczos` restarts, so the Ritz pairs stay exact.
+
+    Args:
+      matvec: ``v (dim,) -> A v (dim,)``, ``A`` symmetric; called on ``d b`` vectors (vmapped
+        over each block's columns).
+      v0: ``(dim, b)`` start block, ``k ≤ b d ≤ dim``; its columns need not be orthonormal.
+      k: number of top eigenpairs; depth: ``d``, the number of blocks.
+      key: PRNG key for replacement columns; dtype: as :func:`lanczos_topk`.
+
+    Returns:
+      ``(eigenvalues (k,), eigenvectors (dim, k))``, descending, vectors as orthonormal columns.
+    """
+    dtype = resolve_dtype(dtype)
+    v0 = jnp.asarray(v0, dtype)
+    if v0.ndim != 2:
+        raise ValueError(f"v0 must be a (dim, b) block of start vectors, got shape {v0.shape}.")
+    dim, b = v0.shape
+    if not 1 <= int(depth) or not 1 <= int(k) <= b * int(depth) <= dim:
+        raise ValueError(
+            f"need depth >= 1 and 1 <= k <= b·depth <= dim, got k={k}, b={b}, depth={depth}, "
+            f"dim={dim}."
+        )
+    _check_operator(matvec, dim, dtype)
+    mv = jax.vmap(lambda v: matvec(v).astype(dtype), in_axes=1, out_axes=1)
+    eps = jnp.finfo(dtype).eps
+
+    def orth(prev, w, scale, j):
+        """``w``'s columns orthonormalized against ``prev`` (``(dim, c)`` or None) and each
+        other; a column with no new direction is replaced by a random one."""
+        for _ in range(2):
+            w = w if prev is None else w - prev @ (prev.T @ w)
+        nrm = jnp.linalg.norm(w, axis=0)
+        lost = nrm <= 100 * eps * jnp.maximum(scale, jnp.finfo(dtype).tiny)
+        fresh = jax.random.normal(jax.random.fold_in(key, j), w.shape, dtype)
+        w = jnp.where(lost[None], fresh * jnp.maximum(nrm.max(), 1.0), w)
+        for _ in range(2):  # "twice is enough", also for the QR of a nearly dependent block
+            w = w if prev is None else w - prev @ (prev.T @ w)
+            w = jnp.linalg.qr(w)[0]
+        return w
+
+    u = orth(None, v0, jnp.linalg.norm(v0, axis=0), 0)
+    blocks, images = [u], [mv(u)]
+    for j in range(1, int(depth)):
+        prev = jnp.concatenate(blocks, axis=1)
+        u = orth(prev, images[-1], jnp.linalg.norm(images[-1], axis=0), j)
+        blocks.append(u)
+        images.append(mv(u))
+    u, au = jnp.concatenate(blocks, axis=1), jnp.concatenate(images, axis=1)
+    h = u.T @ au
+    theta, s = jnp.linalg.eigh(0.5 * (h + h.T))
+    theta, s = theta[::-1][:k], s[:, ::-1][:, :k]
+    return theta, u @ s
 
 
 def _slq_nodes(matvec, dim, key, num_probes, num_iters, dtype):

@@ -28,8 +28,10 @@ propagator advanced at every step by that step's own linearized map (the referen
 THEORY.md §10), with the propagated-to-realized residual ratio and the Ritz spectrum of ``W_S``.
 
 Modules: :mod:`~dyntheory.probes.base` (the protocol), :mod:`~dyntheory.probes.kernel`,
-:mod:`~dyntheory.probes.dissipation`, :mod:`~dyntheory.probes.stats`; reading a run's history
-(seed columns, the population-risk check, stopping rules): :mod:`~dyntheory.probes.history`.
+:mod:`~dyntheory.probes.dissipation` (with ``dissipation_state``, ``dissipation_refresh``,
+``dissipation_report``, ``dissipation_kernels``), :mod:`~dyntheory.probes.stats`; reading a
+run's history (seed columns, the population-risk check, stopping rules):
+:mod:`~dyntheory.probes.history`.
 Preconditioners (the diagonal step of an adaptive optimizer) come from
 :mod:`dyntheory.optim.state`.
 

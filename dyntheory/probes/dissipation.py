@@ -9,63 +9,19 @@ optionally the four-cell decomposition of the label noise (``cells``).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from dyntheory import dissipation, losses, lowrank, momentum, spectrum, split
+from dyntheory import dissipation, losses, lowrank, momentum, split
 from dyntheory.probes import dissipation_kernels as kernels
+from dyntheory.probes import dissipation_refresh as refresh
 from dyntheory.probes.base import Probe, Schedule, f64
-
-METHODS = ("dense", "lowrank")
-BASIS_VECTORS, COMPRESS = ("kernel", "dynamics"), ("product", "factors")
-# the checks that a row before `start` does not show (NaN there, flagged by `before_start`)
-VALIDITY = (
-    "identity_rel_err", "identity_rel_err_augmented", "bk_lambda_max", "stability",
-    "stability_max", "spectrum_rel_err",
-)  # fmt: skip
-
-
-def rel_err(predicted: jax.Array, drop: jax.Array, empty: jax.Array) -> jax.Array:
-    """``|predicted − drop| / |drop|``, defined as 0 on an empty interval (both sides are 0)."""
-    return jnp.where(empty, 0.0, jnp.abs(predicted - drop) / jnp.abs(jnp.where(empty, 1.0, drop)))
-
+from dyntheory.probes.dissipation_report import VALIDITY, report
+from dyntheory.probes.dissipation_state import DissipationProbeState, check
 
 PARTS, SUBS = kernels.PARTS, kernels.SUBS  # the four cells: clean/noise × channel/reservoir
-
-
-class DissipationProbeState(NamedTuple):
-    """What :class:`Dissipation` carries between probe steps (checkpointed with the run).
-
-    Fields that only exist with a test probe set are ``None`` when ``query=False`` (an empty
-    array would not checkpoint): ``acc.G``, ``kq`` and ``uq0``. With ``method="lowrank"``,
-    ``acc`` is a :class:`dyntheory.lowrank.LowRankState` and ``k``, ``kq``, ``hess`` are the
-    compressed ``(R, R)``, ``(mq, R)`` and ``(R, R)`` (or scalar) operators.
-    """
-
-    acc: dissipation.DissipationState | lowrank.LowRankState  # W_S, P, D, G_Q from step 0
-    k: jax.Array  # (np, np) kernel at the last probe step, held constant until the next
-    kq: jax.Array | None  # (mq, np) cross kernel at the last probe step; None without query
-    hess: jax.Array  # () 1/n (squared loss) or (np, np) softmax output Hessian
-    lr: jax.Array  # () step size of the interval (1 with a preconditioner: it is in the kernel)
-    t: jax.Array  # () int32, the last probe step
-    g0: jax.Array  # (np,) output gradient g(0)
-    noise0: jax.Array  # (np,) label-noise part of g(0), (y_clean − y)/n (zeros if unknown)
-    phi0: jax.Array  # () probe-set loss at step 0
-    u0: jax.Array  # (np,) train outputs at step 0
-    uq0: jax.Array | None  # (mq,) query outputs at step 0; None without query
-    # the augmented identity (momentum / weight decay, dyntheory.momentum); None when off:
-    aug: momentum.MomentumState | None  # (3r, 3r) A, W in the basis' (or output) coordinates
-    e0: jax.Array | None  # (np,) J (p ⊙ m): the output image of the momentum at the start
-    a0: jax.Array | None  # (np,) J w: the output image of the weights at the start
-    s: jax.Array  # () int32, the start s of W_S(s, T)
-    mu: jax.Array  # (2,) (μ_max, μ_min) of η B K_eff held since t (the next interval's kernel)
-    stab_max: jax.Array  # () the largest stability over the intervals of [s, t] (0 before any)
-    # check_spectrum: the dense reference (W_S, P; K, B, η held since t) next to the low-rank one
-    ref: tuple | None = None
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -128,6 +84,20 @@ class Dissipation(Probe):
     :mod:`dyntheory.lowrank`. It also reports ``basis_size`` and ``g0_tracked`` (the fraction of
     ``‖g(0)‖²`` inside the basis).
 
+    **Cheaper refreshes** (THEORY.md §10, "Warm starts and error control";
+    :mod:`dyntheory.probes.dissipation_refresh`). ``warm_start`` (``"lowrank"``) seeds each
+    refresh after the first with the previous refresh's Ritz vectors: Rayleigh–Ritz on a block
+    Krylov space of depth ``warm_depth`` (:func:`dyntheory.krylov.block_krylov_topk`) instead of a
+    Lanczos from a random vector. ``refresh_tol > 0`` makes the schedule adaptive: at each probe
+    step the accumulator advances as always, then :func:`~dyntheory.probes.dissipation_refresh.
+    monitor` (one NTK-vector product) compares the held generator ``η B K`` with the current one
+    along ``g(t)``, and the kernel is refreshed only where their relative difference exceeds
+    ``refresh_tol`` (the first probe step, and every restart before ``start``, always refresh).
+    A probe step that does not refresh costs a forward pass and one product. With either,
+    the row reports ``refreshes`` and ``ntk_products`` (counted since ``s``, the monitor's
+    products included) and, when adaptive, ``monitor``. The decision is a real branch for one
+    seed; vmapped over seeds both branches run.
+
     Args:
       lr: GD step size η, a float or a schedule ``step -> η`` (ignored with a preconditioner).
       preconditioner: ``opt_state -> p`` (a pytree like the params), or None for plain GD.
@@ -155,6 +125,10 @@ class Dissipation(Probe):
         step); those rows describe the interval before the restart and are flagged
         ``before_start``. Adam's first steps (tiny ``v̂``) break the linearization
         (``λ_max(η B K_eff) > 2``); starting after them measures the rest of the run.
+      warm_start, warm_depth: seed each low-rank refresh with the last one's Ritz vectors, and
+        the block Krylov depth (``warm_depth · lanczos_vectors`` products for the vectors,
+        ``4 · warm_depth`` Lanczos steps for ``λ_max``); see "Cheaper refreshes".
+      refresh_tol: refresh only where the monitor exceeds it (0: at every probe step).
     """
 
     schedule: Schedule = Schedule.every(10)
@@ -182,47 +156,16 @@ class Dissipation(Probe):
     basis_vectors: str = "kernel"
     compress: str = "product"
     check_spectrum: int = 0
+    warm_start: bool = False
+    warm_depth: int = 2
+    refresh_tol: float = 0.0
 
     @property
     def augmented(self) -> bool:
         return self.momentum > 0 or self.decay > 0 or self.second_order
 
     def __post_init__(self):
-        losses.get_loss(self.loss)
-        for name in ("momentum", "decay"):
-            v = float(getattr(self, name))
-            if not 0 <= v < 1:
-                raise ValueError(f"Dissipation {name} must lie in [0, 1), got {v}.")
-        if self.momentum > 0 and self.first_moment is None:
-            raise ValueError(
-                "Dissipation(momentum=...) needs first_moment (opt_state -> m), e.g. "
-                "dyntheory.optim.state.first_moment."
-            )
-        for name, choices in (("basis_vectors", BASIS_VECTORS), ("compress", COMPRESS)):
-            if getattr(self, name) not in choices:
-                raise ValueError(
-                    f"unknown Dissipation {name} {getattr(self, name)!r}; choose one of {choices}."
-                )
-        if self.method not in METHODS:
-            raise ValueError(
-                f"unknown Dissipation method {self.method!r}; choose one of {METHODS}."
-            )
-        t = float(self.threshold)
-        if not (math.isfinite(t) and t >= 0):
-            raise ValueError(f"Dissipation(threshold=...) must be finite and >= 0, got {t}.")
-        if not callable(self.lr) and not (math.isfinite(float(self.lr)) and float(self.lr) > 0):
-            raise ValueError(f"Dissipation(lr=...) must be finite and > 0, got {self.lr}.")
-        if self.cells and not (self.query and self.loss == "squared"):
-            raise ValueError("Dissipation(cells=True) needs query=True and loss='squared'.")
-        if self.check_spectrum < 0 or (self.check_spectrum and self.method != "lowrank"):
-            raise ValueError(
-                "Dissipation(check_spectrum=k) compares the top k eigenvalues of a lowrank W_S "
-                f"with a dense reference: needs method='lowrank' and k >= 0, got "
-                f"{self.check_spectrum} with method={self.method!r}."
-            )
-        for name in ("rank", "lanczos_vectors"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"Dissipation {name} must be >= 1, got {getattr(self, name)}.")
+        check(self)
 
     # -- outputs, loss, kernels
 
@@ -236,9 +179,9 @@ class Dissipation(Probe):
         phi = spec.value(u, y).astype(f64())
         return spec.out_grad(u, y), spec.out_hessian(u), phi
 
-    def _refresh(self, *args):
-        fn = kernels.refresh_dense if self.method == "dense" else kernels.refresh_lowrank
-        return fn(self, *args)
+    def _refresh(self, ctx, params, opt_state, step, basis, u, ritz=None) -> refresh.Refresh:
+        fn = refresh.refresh_dense if self.method == "dense" else refresh.refresh_lowrank
+        return fn(self, ctx, params, opt_state, step, basis, u, ritz)
 
     # -- the probe protocol
 
@@ -274,24 +217,29 @@ class Dissipation(Probe):
         if basis is not None:
             tracked = kernels.zero_loss_free(self, u, jnp.stack(tracked, 1).astype(f64()))
             basis = lowrank.extend(basis, tracked)
-        basis, k, kq, hess, lr, mu = self._refresh(ctx, params, opt_state, step, basis, u)
-        acc = dissipation.init(k.shape[0], n_q) if basis is None else basis
-        aug = momentum.init(k.shape[0]) if self.augmented else None
+        r = self._refresh(ctx, params, opt_state, step, basis, u)  # cold: nothing to seed it
+        acc = dissipation.init(r.k.shape[0], n_q) if basis is None else r.basis
+        aug = momentum.init(r.k.shape[0]) if self.augmented else None
         step = jnp.asarray(step, jnp.int32)
         ref = None
         if self.check_spectrum:
             ref = (dissipation.init(g.shape[0]), *self._dense_ref(ctx, params, opt_state, step, u))
+        counted = self.warm_start or self.refresh_tol > 0
+        one = jnp.ones((), jnp.int32)
         return DissipationProbeState(
-            kernels.drop_g(acc, self.query), k, kq, hess, lr, step,
+            kernels.drop_g(acc, self.query), r.k, r.kq, r.hess, r.lr, step,
             g, noise, phi, u.reshape(-1), uq, aug, e0, a0,
-            step, jnp.stack(mu).astype(f64()), jnp.zeros((), f64()), ref,
+            step, r.mu, jnp.zeros((), f64()), ref, r.ritz,
+            one if counted else None, r.products if counted else None,
         )  # fmt: skip
 
     def _dense_ref(self, ctx, params, opt_state, step, u):
         """``(K, B, η)`` of the dense reference of ``check_spectrum``."""
-        dense = dataclasses.replace(self, method="dense", query=False, check_spectrum=0)
-        _, k, _, hess, lr, _ = kernels.refresh_dense(dense, ctx, params, opt_state, step, None, u)
-        return k, hess, lr
+        dense = dataclasses.replace(
+            self, method="dense", query=False, check_spectrum=0, warm_start=False
+        )
+        r = refresh.refresh_dense(dense, ctx, params, opt_state, step, None, u)
+        return r.k, r.hess, r.lr
 
     def __call__(self, ctx, state: DissipationProbeState, params, opt_state, step):
         new, s, arrays = self._advance(ctx, state, params, opt_state, step)
@@ -330,84 +278,48 @@ class Dissipation(Probe):
             )  # fmt: skip
         u = self._outputs(ctx, params)
         g, _, phi = self._grad_hess_loss(ctx, u)
-        basis, k, kq, hess, lr, mu = self._refresh(
-            ctx, params, opt_state, step, acc if low else None, u
-        )
+        basis = acc if low else None
         ref = state.ref
         if ref is not None:
             w_ref = dissipation.update(
                 ref[0], ref[1], ref[3], out_hessian=ref[2], steps=step - state.t
             )
-            ref = (w_ref, *self._dense_ref(ctx, params, opt_state, step, u))
-        acc = basis if low else acc
+            ref = (w_ref, *ref[1:])
+
+        def fresh():
+            r = self._refresh(ctx, params, opt_state, step, basis, u, state.ritz)
+            new_ref = ref
+            if ref is not None:
+                new_ref = (ref[0], *self._dense_ref(ctx, params, opt_state, step, u))
+            return r, new_ref
+
+        s_extra = {}
+        if self.refresh_tol > 0:  # refresh only where the held generator is off (error control)
+            held = refresh.Refresh(
+                basis, state.k, state.kq, state.hess, state.lr, state.mu, state.ritz,
+                jnp.zeros((), jnp.int32),
+            )  # fmt: skip
+            m = refresh.monitor(self, ctx, params, opt_state, step, basis, u, g, held)
+            redo = m > self.refresh_tol
+            # a real branch with one seed; vmapped over seeds both branches run (a select)
+            r, ref = jax.lax.cond(redo, fresh, lambda: (held, ref))
+            s_extra["monitor"] = m
+        else:
+            (r, ref), redo = fresh(), jnp.ones((), bool)
+        acc = r.basis if low else acc
         # the stability of the kernel held over [t_prev, t): the interval this row's identity ends
-        mu_max, mu_min = state.mu[0], state.mu[1]
-        stab = jnp.maximum(jnp.abs(1 - mu_max), jnp.abs(1 - mu_min))
+        stab = jnp.maximum(jnp.abs(1 - state.mu[0]), jnp.abs(1 - state.mu[1]))
         stab_max = jnp.where(step > state.t, jnp.maximum(state.stab_max, stab), state.stab_max)
+        refreshes, products = state.refreshes, state.products
+        if refreshes is not None:  # the monitor's product counts with the refreshes'
+            refreshes = refreshes + redo.astype(jnp.int32)
+            products = products + r.products + int(self.refresh_tol > 0)
+            s_extra.update(refreshes=refreshes.astype(f64()), ntk_products=products.astype(f64()))
         new = state._replace(
-            acc=kernels.drop_g(acc, self.query), k=k, kq=kq, hess=hess, lr=lr,
-            t=step.astype(jnp.int32), aug=aug, mu=jnp.stack(mu).astype(f64()), stab_max=stab_max,
-            ref=ref,
+            acc=kernels.drop_g(acc, self.query), k=r.k, kq=r.kq, hess=r.hess, lr=r.lr,
+            t=step.astype(jnp.int32), aug=aug, mu=r.mu, stab_max=stab_max, ref=ref,
+            ritz=r.ritz, refreshes=refreshes, products=products,
         )  # fmt: skip
-        ops = acc.acc if low else acc  # the operators in the basis' (or output) coordinates
-        to = (lambda v: lowrank.coords(acc, v)) if low else (lambda v: v.astype(ops.W.dtype))
-        n = ctx.train["x"].shape[0]
-        modulo = lambda w: kernels.zero_loss_free(self, u, kernels.zero_loss_free(self, u, w).T)
-        # the dense W_S is split modulo softmax's zero-loss directions, Π W Π (THEORY.md §10); a
-        # low-rank basis already lies in range(Π)
-        sp = split.split(ops.W if low else modulo(ops.W), self.threshold, self.mode, n_examples=n)
-        lam = sp.eigvals
-        c0 = to(state.g0)
-        drop, predicted = state.phi0 - phi, c0 @ ops.W @ c0
-        empty = step <= state.s  # W_S(s, s) = 0 and no loss has moved: the identity holds, 0 error
-        s = {
-            "w_lambda_max": lam[0],
-            "w_trace": jnp.sum(lam),
-            "w_effective_rank": spectrum.participation_ratio(lam),
-            "channel_dim": jnp.sum(sp.channel),
-            "time": ops.time,
-            "loss_drop": drop,
-            "predicted_loss_drop": predicted,
-            "identity_rel_err": rel_err(predicted, drop, empty),
-            "start_step": state.s.astype(f64()),
-            "bk_lambda_max": mu_max,
-            "stability": stab,
-            "stability_max": stab_max,
-        }
-        if self.augmented:
-            pred = momentum.predicted_loss_drop(aug, c0, to(state.e0), to(state.a0))
-            s["predicted_loss_drop_augmented"] = pred
-            s["identity_rel_err_augmented"] = rel_err(pred, drop, empty)
-        noise_known = "y_clean" in ctx.train and self.loss == "squared"
-        for label, v in (("g0", state.g0), ("g", g), ("noise", state.noise0)):
-            if label == "noise" and not noise_known:
-                continue
-            ch, res = split.energies(sp, to(v))
-            outside = jnp.sum(jnp.square(v.astype(lam.dtype))) - jnp.sum(jnp.square(to(v)))
-            s[f"{label}_channel"], s[f"{label}_reservoir"] = ch, res + jnp.maximum(outside, 0)
-        if ref is not None:  # the low-rank spectrum against the dense reference, top k
-            k_top = min(self.check_spectrum, lam.shape[0])
-            dense_sp = split.split(modulo(ref[0].W), self.threshold, self.mode, n_examples=n)
-            top = dense_sp.eigvals[:k_top]
-            tiny = jnp.finfo(top.dtype).eps * jnp.abs(top[0]) + jnp.finfo(top.dtype).tiny
-            s["spectrum_rel_err"] = jnp.max(
-                jnp.abs(lam[:k_top] - top) / jnp.maximum(jnp.abs(top), tiny)
-            )
-            s["channel_dim_dense"] = jnp.sum(dense_sp.channel)
-            s["w_lambda_max_dense"] = top[0]
-        if low:
-            s["basis_size"] = acc.size
-            s["g0_tracked"] = jnp.sum(c0**2) / jnp.sum(jnp.square(state.g0.astype(c0.dtype)))
-        arrays = {"w_eigenvalues": lam}
-        if self.query:
-            uq = self._outputs(ctx, params, "test").reshape(-1)
-            du = to(u.reshape(-1) - state.u0)
-            pred = dissipation.coupling(ops) @ du.astype(ops.G.dtype)
-            actual = (uq - state.uq0).astype(pred.dtype)
-            s["coupling_corr"] = jnp.corrcoef(pred, actual)[0, 1]
-            s["coupling_rel_err"] = jnp.linalg.norm(pred - actual) / jnp.linalg.norm(actual)
-            s["invisibility"] = split.invisibility_residual(sp, ops.G)
-            arrays["predicted_displacement"], arrays["actual_displacement"] = pred, actual
-        if self.cells:
-            s.update(kernels.cells(sp, ops, state.g0, state.noise0, to if low else None))
-        return new, s, arrays
+        uq = self._outputs(ctx, params, "test").reshape(-1) if self.query else None
+        s, arrays = report(self, ctx, state, new, acc, u, uq, g, phi, step, stab)
+        return new, s | s_extra, arrays

@@ -1,6 +1,7 @@
-"""The kernel side of :class:`dyntheory.probes.Dissipation`: refreshing ``K_eff``, ``B`` and the
-stability bound at a probe step (dense or in the low-rank basis), the output images of the
-momentum and the weights for the augmented identity, and the state helpers.
+"""The kernel side of :class:`dyntheory.probes.Dissipation`: the preconditioner and step size of
+an interval, the compressed stability bound, the output images of the momentum and the weights
+for the augmented identity, and the state helpers (the refresh itself is
+:mod:`dyntheory.probes.dissipation_refresh`).
 
 Functions take the probe (its fields are their settings) as the first argument.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from dyntheory import dissipation, krylov, losses, lowrank, ntk, split
+from dyntheory import dissipation, losses, lowrank, ntk, split
 from dyntheory.probes.base import f64
 
 PARTS, SUBS = ("clean", "noise"), ("channel", "reservoir")
@@ -28,68 +29,6 @@ def step_size(probe, step, p):
     return jnp.asarray(
         1.0 if p is not None else (probe.lr(step) if callable(probe.lr) else probe.lr), f64()
     )
-
-
-def refresh_dense(probe, ctx, params, opt_state, step, basis, u):
-    """``(basis, K, K_QS, B, η, (μ_max, μ_min))`` with dense ``(np, np)`` kernels."""
-    p = precond(probe, opt_state)
-    x = ctx.train["x"]
-    kw = {"precond": p, "implementation": probe.implementation}
-    k = ntk.kernel(ctx.apply_fn, params, x, **kw).astype(f64())
-    kq = ntk.kernel(ctx.apply_fn, params, ctx.test["x"], x, **kw) if probe.query else None
-    hess = jnp.asarray(losses.get_loss(probe.loss).out_hessian(u), f64())
-    lr = step_size(probe, step, p)
-    if jnp.ndim(hess) == 0:
-        mu = lr * hess * jnp.linalg.eigvalsh(k)
-    else:  # eigenvalues of B K = those of B^{1/2} K B^{1/2} (B PSD)
-        lam_b, v_b = jnp.linalg.eigh(hess)
-        root = (v_b * jnp.sqrt(jnp.maximum(lam_b, 0))[None]) @ v_b.T
-        mu = lr * jnp.linalg.eigvalsh(root @ k @ root)
-    return basis, k, kq, hess, lr, (mu[-1], mu[0])
-
-
-def refresh_lowrank(probe, ctx, params, opt_state, step, basis, u):
-    """As :func:`refresh_dense` in the low-rank basis, extended by ``lanczos_vectors`` leading
-    eigenvectors per refresh: of ``K`` (``basis_vectors="kernel"``) or, mapped by ``B^{1/2}``, of
-    ``B^{1/2} K B^{1/2}`` (``"dynamics"``: a span that ``B K`` maps into itself). Returns ``K_r``,
-    ``K_QS Q``, the Hessian as ``B_r`` or ``(B_r, Qᵀ B K Q)`` (:func:`dyntheory.lowrank.
-    compress_product`, with ``compress="product"``) or ``1/n``, and ``λ_max(η B K)`` by Lanczos
-    on the whole operator."""
-    p = precond(probe, opt_state)
-    x = ctx.train["x"]
-    k_mv = ntk.ntk_matvec(ctx.apply_fn, params, x, precond=p, chunk_size=probe.chunk_size)
-    spec = losses.get_loss(probe.loss)
-    b_mv = lambda v: spec.out_hessian_vp(u, v)
-    n_out = basis.Q.shape[0]
-    nvec = min(probe.lanczos_vectors, n_out)
-    iters = min(n_out, probe.lanczos_iters or 2 * nvec + 20)
-    key = jax.random.fold_in(jax.random.key(0), step)
-    # λ_max(η B K) = λ_max(η B^{1/2} K B^{1/2}) (B PSD), by Lanczos on the whole operator
-    root = losses.out_hessian_root_vp(probe.loss, u)
-    sym = lambda v: root(k_mv(root(v)))
-    if probe.basis_vectors == "dynamics":
-        top, vecs = krylov.lanczos_topk(sym, n_out, nvec, key=key, num_iters=iters)
-        vecs = jax.vmap(root, in_axes=1, out_axes=1)(vecs)
-    else:
-        _, vecs = krylov.lanczos_topk(k_mv, n_out, nvec, key=key, num_iters=iters)
-        top, _ = krylov.lanczos_topk(
-            sym, n_out, 1, key=jax.random.fold_in(key, 1), num_iters=min(n_out, 40)
-        )
-    basis = lowrank.extend(basis, zero_loss_free(probe, u, vecs))
-    if probe.loss == "squared":
-        k_r, hess = lowrank.compress(basis, k_mv), jnp.asarray(spec.out_hessian(u), f64())
-    else:
-        k_r, b_r, bk_r = lowrank.compress_product(basis, k_mv, b_mv)
-        hess = (b_r, bk_r) if probe.compress == "product" else b_r
-    kq = None
-    if probe.query:
-        kq_mv = ntk.ntk_matvec(
-            ctx.apply_fn, params, ctx.test["x"], x, precond=p, chunk_size=probe.chunk_size
-        )
-        kq = lowrank.compress_cross(basis, kq_mv)
-    lr = step_size(probe, step, p)
-    mu_min = compressed_mu_min(basis, k_r, hessian(hess)[0])
-    return basis, k_r, kq, hess, lr, (lr * top[0], lr * mu_min)
 
 
 def hessian(hess):
