@@ -10,22 +10,18 @@ the probes' cost, side by side (THEORY.md §10: "The refresh schedule is an inte
 
 Each integrator is one run of ``dyntheory run grokking --preset quick --set seeds=1 --set
 optimizers=<opt>`` (5,000 steps, ÷ mod 59, W_S over all 1,711 training examples from step 10;
-``--preset paper``: the paper's transformer on ÷ mod 97, 40,000 steps, W_S over its whole
-training split, hours on a GPU; nothing here needs one)
-with the ``--set`` overrides of :data:`INTEGRATORS` and the command line's ``--set``, plus a
-baseline without probes; an existing run directory is read, not rerun. Settings of
-:class:`dyntheory.probes.Dissipation` that the experiment's config does not expose (the warm
-start, the adaptive schedule's tolerance: THEORY.md §10, "Warm starts and error control") are
-the third entry of a row: that run goes through this script's ``--child`` mode, which replaces
-them on the experiment's ``Dissipation`` probe and records them in the run directory
-(``probe_overrides.json``). Printed per integrator: the largest identity error over the
-probe steps from the start to the end (and where it is), the largest before memorization
-(99 % train), between memorization and grokking (95 % test) and after, and the cost: probe time
-over the baseline's training time, over the whole run and from the start ``s = 10`` on (before
-it every probe step of a refresh integrator restarts W_S with a cold refresh). An in-scan
-integrator's work is inside the fused training steps, so its cost is ``(train_s + probe_s −
-baseline train_s) / baseline train_s``. Timings
-are wall time on a shared machine: compare rows of one invocation.
+``--preset paper``: the paper's transformer on ÷ mod 97, 40,000 steps, W_S over its whole training
+split, hours on a GPU; nothing here needs one) with the ``--set`` overrides of :data:`INTEGRATORS`
+and the command line's ``--set``, plus a baseline without probes; an existing run directory is read,
+not rerun (the warm start and the adaptive schedule's tolerance, THEORY.md §10 "Warm starts and
+error control", are the config's ``dissipation_warm_start`` and ``dissipation_refresh_tol``).
+Printed per integrator: the largest identity error over the probe steps from the start to the end
+(and where it is), the largest before memorization (99 % train), between memorization and grokking
+(95 % test) and after, and the cost: probe time over the baseline's training time, over the whole
+run and from the start ``s = 10`` on (before it every probe step of a refresh integrator restarts
+W_S with a cold refresh). An in-scan integrator's work is inside the fused training steps, so its
+cost is ``(train_s + probe_s − baseline train_s) / baseline train_s``. Timings are wall time on a
+shared machine: compare rows of one invocation.
 """
 
 from __future__ import annotations
@@ -42,47 +38,36 @@ from dyntheory.engine.rundir import load_metrics
 
 SEEDS = ["--set", "seeds=1"]
 REFRESH_KEY = "probe/dissipation/identity_rel_err_augmented"
-# name -> (--set overrides, metrics key of the identity error that integrator reports[,
-# Dissipation settings the config does not expose])
+STEPWISE_KEY = "probe/stepwise/identity_rel_err"
+# name -> (--set overrides, metrics key of the identity error that integrator reports)
+SW = ["dissipation_integrator=stepwise", "ntk_spectrum=false"]
+RF = ["dissipation_integrator=refresh", "ntk_spectrum=false"]
 INTEGRATORS = {
     "baseline": (["probes_per_decade=0"], None),
-    "stepwise-r0": (
-        ["probes_per_decade=4", "dissipation_integrator=stepwise", "ntk_spectrum=false"],
-        "probe/stepwise/identity_rel_err",
-    ),
-    "stepwise-midpoint": (
-        [
-            "probes_per_decade=4",
-            "dissipation_integrator=stepwise",
-            "stepwise_rule=midpoint",
-            "ntk_spectrum=false",
-        ],
-        "probe/stepwise/identity_rel_err",
+    "stepwise-r0": (["probes_per_decade=4", *SW, "stepwise_rule=left"], STEPWISE_KEY),
+    "stepwise-midpoint": (["probes_per_decade=4", *SW, "stepwise_rule=midpoint"], STEPWISE_KEY),
+    "stepwise-full-gradient": (
+        ["probes_per_decade=4", *SW, "stepwise_rule=left", "stepwise_gradient=full"],
+        STEPWISE_KEY,
     ),
     "stepwise-r4": (
-        [
-            "probes_per_decade=4",
-            "dissipation_integrator=stepwise",
-            "stepwise_rank=4",
-            "ntk_spectrum=false",
-        ],
-        "probe/stepwise/identity_rel_err",
+        ["probes_per_decade=4", *SW, "stepwise_rule=midpoint", "stepwise_rank=4"],
+        STEPWISE_KEY,
     ),
-    "refresh-1/decade": (["probes_per_decade=1", "ntk_spectrum=false"], REFRESH_KEY),
-    "refresh-2/decade": (["probes_per_decade=2", "ntk_spectrum=false"], REFRESH_KEY),
-    "refresh-4/decade": (["probes_per_decade=4", "ntk_spectrum=false"], REFRESH_KEY),
+    "refresh-1/decade": (["probes_per_decade=1", *RF], REFRESH_KEY),
+    "refresh-2/decade": (["probes_per_decade=2", *RF], REFRESH_KEY),
+    "refresh-4/decade": (["probes_per_decade=4", *RF], REFRESH_KEY),
     # the refresh seeded with the last one's Ritz vectors (block Krylov, depth 2)
     "refresh-2/decade-warm": (
-        ["probes_per_decade=2", "ntk_spectrum=false"],
+        ["probes_per_decade=2", *RF, "dissipation_warm_start=true"],
         REFRESH_KEY,
-        {"warm_start": True},
     ),
     # a monitor at 8 probe steps a decade; the kernel refreshed (warm) where it passes the tolerance
     **{
         f"adaptive-8/decade-tol{tol}": (
-            ["probes_per_decade=8", "ntk_spectrum=false"],
+            ["probes_per_decade=8", *RF, "dissipation_warm_start=true"]
+            + [f"dissipation_refresh_tol={tol}"],
             REFRESH_KEY,
-            {"warm_start": True, "refresh_tol": tol},
         )
         for tol in (0.1, 0.3, 1.0)
     },
@@ -96,31 +81,10 @@ def run(out: Path, name: str, optimizer: str, extra: list[str] = (), preset: str
         args = ["run", "grokking", "--preset", preset, *SEEDS, "--set", f"optimizers={optimizer}"]
         args += sets
         args += ["--out", str(where), "--force"]
-        probe = INTEGRATORS[name][2] if len(INTEGRATORS[name]) > 2 else None
         cmd = [sys.executable, "-m", "dyntheory.cli.app", *args]
-        if probe:
-            cmd = [sys.executable, __file__, "--child", json.dumps(probe), "--", *args]
         print("$", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        if probe:
-            (where / "probe_overrides.json").write_text(json.dumps({"dissipation": probe}))
     return where
-
-
-def child(overrides: dict, argv: list[str]) -> int:
-    """``dyntheory`` with ``argv``, every :class:`dyntheory.probes.Dissipation` of the grokking
-    experiment's probes carrying ``overrides`` (settings its config does not expose)."""
-    import dataclasses
-
-    import experiments.grokking.run  # noqa: F401  (the module, not the package's `run`)
-    from dyntheory import probes
-    from dyntheory.cli import app
-
-    mod = sys.modules["experiments.grokking.run"]
-    make = mod.make_probes
-    swap = lambda p: dataclasses.replace(p, **overrides) if isinstance(p, probes.Dissipation) else p
-    mod.make_probes = lambda *a, **k: [swap(p) for p in make(*a, **k)]
-    return app.main(argv)
 
 
 def summary(where: Path, optimizer: str, key: str | None, base_train: float | None) -> dict:
@@ -188,6 +152,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) > 2 and sys.argv[1] == "--child":  # child OVERRIDES -- dyntheory's args
-        sys.exit(child(json.loads(sys.argv[2]), sys.argv[4:]))
     main()

@@ -1,6 +1,6 @@
 """The W_S frontier benchmark end to end on the tiny grokking preset: the baseline, a warm
-refresh and an adaptive schedule (its ``--child`` runs) write a table with their errors, refresh
-counts and costs."""
+refresh and an adaptive schedule (``--set dissipation_warm_start/refresh_tol``) write a table
+with their errors, refresh counts and costs."""
 
 from __future__ import annotations
 
@@ -27,7 +27,6 @@ def test_frontier_on_the_tiny_preset(tmp_path):
         line = next(r for r in out.splitlines() if r.startswith(f"| {name} |"))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[1] != "— (—)" and cells[-2] != "—" and cells[-1] != "—", line
-    saved = json.loads(
-        (tmp_path / "adaptive-8-decade-tol0.1-adamw" / "probe_overrides.json").read_text()
-    )
-    assert saved == {"dissipation": {"warm_start": True, "refresh_tol": 0.1}}
+    saved = json.loads((tmp_path / "adaptive-8-decade-tol0.1-adamw" / "config.json").read_text())
+    c = saved["config"]
+    assert c["dissipation_warm_start"] is True and c["dissipation_refresh_tol"] == 0.1

@@ -91,7 +91,10 @@ class Config:
         ``dissipation_rank`` tracked directions, or ``"dense"``, which forms (n·p)² matrices);
         ``dissipation_vectors``: kernel eigenvectors added to the basis per probe step;
         ``dissipation_start``: W_S(s, T) starts at the first probe step ``s ≥`` this (Adam's
-        first steps, with a tiny ``v̂``, leave the linearized step's stable region).
+        first steps, with a tiny ``v̂``, leave the linearized step's stable region);
+        ``dissipation_warm_start``, ``dissipation_refresh_tol``: the refresh seeded with the
+        last one's Ritz vectors, and the adaptive schedule's tolerance (0: refresh at every
+        probe step), :class:`dyntheory.probes.Dissipation`'s ``warm_start`` / ``refresh_tol``.
       dissipation_integrator: how W_S's propagator is integrated: ``"stepwise"`` (default:
         advanced at every training step inside the fused scan, :class:`dyntheory.probes.
         StepwiseDissipation`, the reference, one NTK-vector product over the training set per
@@ -139,6 +142,8 @@ class Config:
     dissipation_rank: int = 64
     dissipation_vectors: int = 8
     dissipation_start: int = 10
+    dissipation_warm_start: bool = False
+    dissipation_refresh_tol: float = 0.0
     dissipation_integrator: Literal["refresh", "stepwise", "both"] = "stepwise"
     stepwise_rank: int = 0
     stepwise_rule: Literal["left", "midpoint"] = "midpoint"

@@ -141,6 +141,8 @@ def make_probes(cfg: Config, optim: OptimizerConfig, n_train: int) -> list[probe
                 rank=cfg.dissipation_rank,
                 lanczos_vectors=cfg.dissipation_vectors,
                 start=cfg.dissipation_start,
+                warm_start=cfg.dissipation_warm_start,
+                refresh_tol=cfg.dissipation_refresh_tol,
             )
         )
     return out
