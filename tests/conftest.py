@@ -70,3 +70,28 @@ def tiny_run(tmp_path_factory):
 
     get.root = root
     return get
+
+
+# Under pytest-xdist (``--dist loadfile --no-loadscope-reorder``, as scripts/test.sh runs it) the
+# workers take whole files in this order, so the longest files go first and the short ones fill in
+# at the end: started last, one long file would be the suite's critical path while the other
+# worker idles. Longest first, by measured time; the files not named follow in their usual order.
+LONGEST_FIRST = [
+    "test_figures.py",  # makes the shared tiny runs
+    "test_exp_grokking.py",
+    "test_lowrank.py",
+    "test_ntk.py",
+    "test_faults.py",
+    "test_multiprocess.py",
+    "test_cli_resume.py",
+    "test_probes.py",
+    "test_data_safety.py",
+    "test_diagnostics.py",
+    "test_exp_pinn.py",
+    "test_stepwise.py",
+]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: files stay whole

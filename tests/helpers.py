@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,3 +68,14 @@ def relative_error(x, y) -> float:
 def log_slope(xs, ys) -> float:
     """Least-squares slope of log(ys) vs log(xs): a convergence order or a power-law exponent."""
     return float(np.polyfit(np.log(np.asarray(xs, float)), np.log(np.asarray(ys, float)), 1)[0])
+
+
+def xla_flags(devices: int) -> str:
+    """The session's XLA flags (the tests' optimization level, so the compilation cache they share
+    hits) with ``devices`` fake CPU devices."""
+    kept = [
+        f
+        for f in os.environ.get("XLA_FLAGS", "").split()
+        if not f.startswith("--xla_force_host_platform_device_count")
+    ]
+    return " ".join([*kept, f"--xla_force_host_platform_device_count={devices}"])

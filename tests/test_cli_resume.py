@@ -22,6 +22,7 @@ from dyntheory.engine import rundir
 from dyntheory.engine.config import ConfigError, replace, to_dict
 from experiments.grokking import PRESETS as GROKKING
 from experiments.toy_regression import PRESETS as TOY
+from tests.helpers import xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,11 @@ EXTEND = {
 }
 
 
-@pytest.mark.parametrize("experiment", sorted(EXTEND))
+@pytest.mark.parametrize(
+    "experiment",
+    # grokking's three runs are longer than a tiny run: slow (its two-process resume is too)
+    ["toy_regression", pytest.param("grokking", marks=pytest.mark.slow)],
+)
 def test_resume_to_a_longer_run_equals_the_longer_run(capsys, tmp_path, experiment):
     extra = ["--preset", "tiny", *EXTEND[experiment]]
     short, long = tmp_path / "short", tmp_path / "long"
@@ -159,7 +164,7 @@ def test_resume_after_a_crash_mid_append(capsys, tmp_path):
 
 def _cli_process(*argv: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
+    env["XLA_FLAGS"] = xla_flags(8)
     return subprocess.Popen(
         [sys.executable, "-m", "dyntheory.cli.app", *argv],
         env=env,

@@ -7,12 +7,15 @@ functions.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "dyntheory"
@@ -189,6 +192,13 @@ def _readme_snippets() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
+# The session's compile settings (LLVM optimization level, shared compilation cache), which change
+# no number; the snippets still get one device, as in a user's shell.
+SPEED = {k: v for k, v in os.environ.items() if k.startswith("JAX_") and "CACHE" in k} | {
+    "XLA_FLAGS": xla_flags(1)
+}
+
+
 def test_readme_python_snippets_run_as_printed(tmp_path):
     snippets = _readme_snippets()
     assert snippets, "neither the README nor the docs have a Python snippet"
@@ -201,7 +211,7 @@ def test_readme_python_snippets_run_as_printed(tmp_path):
             capture_output=True,
             text=True,
             timeout=600,
-            env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "HOME": str(tmp_path)},
+            env={"PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu", "HOME": str(tmp_path), **SPEED},
         )
         assert run.returncode == 0, (
             f"snippet {i} (README or docs) failed:\n{code}\n{run.stderr[-3000:]}"

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from dyntheory.engine import rundir
+from tests.helpers import xla_flags
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 240  # per launch; every process group is killed past it
@@ -35,7 +36,7 @@ def launch(argv, processes: int, devices: int, log: Path, each=None) -> list[sub
         if each is not None:
             argv = each[i]
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+        env["XLA_FLAGS"] = xla_flags(devices)
         if processes > 1:
             env |= {
                 "JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}",
@@ -98,8 +99,11 @@ def assert_close_runs(a: Path, b: Path, rtol: float = 1e-5) -> None:
     "experiment, extra",
     [
         ("toy_regression", []),
-        # PRM with its gate probe and the whole-training-set NTK / W_S probes, 1 seed
-        ("grokking", ["--set", "optimizers=prm", "--set", "seeds=1"]),
+        # PRM with its gate probe and the whole-training-set NTK / W_S probes, 1 seed: five
+        # processes' worth of grokking runs, longer than a tiny run
+        pytest.param(
+            "grokking", ["--set", "optimizers=prm", "--set", "seeds=1"], marks=pytest.mark.slow
+        ),
     ],
 )
 def test_two_processes_equal_one_process_and_resume(tmp_path, experiment, extra):
