@@ -11,9 +11,12 @@ test target), one colour per optimizer:
   validity check of everything else; grey line: 10 %), and the propagated over the realized
   residual ``‖z_g(T)‖/‖g(T)‖``;
 - with tracked directions (``stepwise_rank``): the Ritz values of the same Gramian, the signal
-  channel's dimension, the share of ``‖g(s)‖²`` in the channel, and the loss dissipated through
-  the channel and through the reservoir (``Σ λ_i c_i²`` over each part, ``c = Vᵀ Qᵀ g(s)``) next
-  to the realized drop. Grokking's labels are clean, so there is no label-noise part to split.
+  channel's dimension, the share of ``‖g(s)‖²`` in the channel, and the output block's
+  quadratic form ``g(s)ᵀ W_gg g(s)`` split into channel and reservoir (``Σ λ_i c_i²`` over each
+  part, ``c = Vᵀ Qᵀ g(s)``) next to the realized drop. The identity checks the whole form
+  ``z(s)ᵀ W z(s)`` with ``z(s) = (g(s), m_s, w_s)``; the output block is one of its terms, and the
+  difference is what the momentum and the weights (the decoupled decay) carry (THEORY.md §10).
+  Grokking's labels are clean, so there is no label-noise part to split.
 
 Points whose identity error exceeds 10 % are drawn hollow in every panel: their numbers come
 from a Gramian whose check failed.
@@ -133,7 +136,11 @@ def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
     a_dim.set(ylabel="channel dimension", title="signal channel")
     a_share.set(ylabel="‖Π_channel g(s)‖² / ‖g(s)‖²", title="share of g(s) in the channel")
     a_share.set_ylim(-0.02, 1.02)
-    a_diss.set(ylabel="loss", title="dissipated: channel, reservoir, realized")
+    a_diss.set(
+        yscale="symlog",
+        ylabel="loss",
+        title="g(s)ᵀ W_gg g(s) by part, and Φ(s) − Φ(T)",
+    )
     if tracked:
         a_diss.legend(fontsize=6, framealpha=0.9)
     else:

@@ -129,6 +129,7 @@ def test_stepwise_equals_the_dense_per_step_accumulation(loss):
     h = lambda key: res.history[f"probe/stepwise/{key}"][-1]
     # the split of the checked Gramian: its two parts carry g(s)ᵀ W_gg g(s)
     np.testing.assert_allclose(h("dissipated_channel") + h("dissipated_reservoir"), gwg, rtol=1e-8)
+    np.testing.assert_allclose(h("g_block_rel_err"), abs(gwg - drop) / abs(drop), rtol=1e-6)
     np.testing.assert_allclose(got, pred, rtol=1e-8)
     np.testing.assert_allclose(res.history["probe/stepwise/loss_drop"][-1], drop, rtol=1e-10)
     lam = np.sort(np.linalg.eigvalsh(0.5 * (w + w.T)))[::-1]

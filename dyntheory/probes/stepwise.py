@@ -81,9 +81,13 @@ class StepwiseDissipation(InScanProbe):
     (``identity_rel_err ≤ tolerance``, finite); the first-order parts ``*_first_order``;
     ``norm_ratio`` ``‖z_g(T)‖/‖g(T)‖`` (the propagated against the realized residual: ≫ 1 when
     the linearized steps expand where the real ones do not) and ``max_gain``; ``start`` ``s``
-    and ``before_start`` (1 on rows before ``s``, whose identity is NaN). With ``rank``:
-    ``w_lambda_max``, ``w_trace``, ``w_effective_rank``, ``channel_dim`` (eigenvalues above
-    ``threshold · w_lambda_max``); array ``w_eigenvalues`` (r,).
+    and ``before_start`` (1 on rows before ``s``, whose identity is NaN). With ``rank``, the
+    spectrum and split (:func:`dyntheory.split.split`, ``threshold`` and ``mode``) of the output
+    block ``Qᵀ W_gg Q``: ``w_lambda_max``, ``w_trace``, ``w_effective_rank``, ``channel_dim``,
+    ``cutoff``; ``g0_channel`` / ``g0_reservoir`` (``‖Π g(s)‖²`` of each part),
+    ``dissipated_channel`` / ``dissipated_reservoir`` (``g(s)ᵀ W_gg g(s)`` by part) and
+    ``g_block_rel_err`` (that form against the loss drop: the output block's own identity, which
+    differs from the whole form's by the momentum and weight terms); array ``w_eigenvalues``.
 
     Args:
       lr: GD step size η (float or ``step -> η``), used without a preconditioner.
@@ -341,5 +345,8 @@ class StepwiseDissipation(InScanProbe):
             ch = sp.channel.astype(coef2.dtype)
             s["dissipated_channel"] = jnp.sum(ch * lam * coef2)
             s["dissipated_reservoir"] = jnp.sum((1 - ch) * lam * coef2)
+            # the split's own object, g(s)ᵀ W_gg g(s), against the drop (the identity checks the
+            # whole form z(s)ᵀ W z(s); the momentum and weight terms are the difference)
+            s["g_block_rel_err"] = rel(s["dissipated_channel"] + s["dissipated_reservoir"])
             arrays["w_eigenvalues"] = lam
         return state, s, arrays

@@ -255,7 +255,7 @@ def stepwise_summary(cfg: Config, history: dict, n_train: int) -> dict:
     }
     for key in ("channel_dim", "w_lambda_max", "g0_channel", "g0_reservoir"):
         out[key] = last(key)
-    for key in ("dissipated_channel", "dissipated_reservoir"):
+    for key in ("dissipated_channel", "dissipated_reservoir", "g_block_rel_err"):
         out[key] = last(key)
     return out
 
