@@ -27,16 +27,21 @@ from dyntheory.models import MLP, functional
 from dyntheory.optim import state as optim_state
 
 
-def main(argv: list[str]) -> None:
-    n, p, rank, steps, vecs, start = (int(a) for a in argv[:6])
-    lr = float(argv[6])
-    d = 16
+def cluster_task(n: int, p: int, d: int = 16):
+    """``(data, apply, init)``: ``n`` Gaussian-cluster examples of ``p`` classes in ``d`` inputs
+    and a 2 x 64 ReLU MLP."""
     rng = np.random.RandomState(0)
     centers = rng.randn(p, d) * 1.5
     lab = rng.randint(0, p, n)
     data = {"x": (centers[lab] + rng.randn(n, d)).astype(np.float32), "y": lab.astype(np.int32)}
     mk = lambda key: MLP(d, (64, 64), p, activation="relu", rngs=nnx.Rngs(key))
-    apply, _ = functional(mk(0))
+    return data, functional(mk(0))[0], lambda k: functional(mk(k))[1]
+
+
+def main(argv: list[str]) -> None:
+    n, p, rank, steps, vecs, start = (int(a) for a in argv[:6])
+    lr = float(argv[6])
+    data, apply, init = cluster_task(n, p)
     sched = P.Schedule.log(4, final=True)
     common = dict(
         lr=lr, preconditioner=optim_state.adam_preconditioner(lr), loss="softmax_ce",
@@ -56,7 +61,7 @@ def main(argv: list[str]) -> None:
     ]
     tr = Trainer(
         TrainConfig(steps=steps, fuse=steps, log_every=steps),
-        apply_fn=apply, init_params=lambda k: functional(mk(k))[1],
+        apply_fn=apply, init_params=init,
         optimizer=optax.adamw(lr, weight_decay=0.01), data=data, loss="softmax_ce", probes=probes,
     )  # fmt: skip
     t0 = time.time()

@@ -17,24 +17,18 @@ import time
 import jax
 import numpy as np
 import optax
-from flax import nnx
+from ws_spectrum import cluster_task  # this directory's sibling script
 
 from dyntheory import probes as P
 from dyntheory.engine import Trainer
 from dyntheory.engine.config import TrainConfig
-from dyntheory.models import MLP, functional
 from dyntheory.optim import state as optim_state
 
 
 def main(argv: list[str]) -> None:
     n, p, rank, steps, start = (int(a) for a in argv[:5])
-    lr, wd, d = float(argv[5]), 0.01, 16
-    rng = np.random.RandomState(0)
-    centers = rng.randn(p, d) * 1.5
-    lab = rng.randint(0, p, n)
-    data = {"x": (centers[lab] + rng.randn(n, d)).astype(np.float32), "y": lab.astype(np.int32)}
-    mk = lambda key: MLP(d, (64, 64), p, activation="relu", rngs=nnx.Rngs(key))
-    apply, _ = functional(mk(0))
+    lr, wd = float(argv[5]), 0.01
+    data, apply, init = cluster_task(n, p)
     common = dict(
         preconditioner=optim_state.adam_preconditioner(lr), momentum=0.9,
         first_moment=optim_state.first_moment, decay=lr * wd, loss="softmax_ce",
@@ -48,7 +42,7 @@ def main(argv: list[str]) -> None:
     ]
     tr = Trainer(
         TrainConfig(steps=steps, fuse=steps, log_every=steps),
-        apply_fn=apply, init_params=lambda k: functional(mk(k))[1],
+        apply_fn=apply, init_params=init,
         optimizer=optax.adamw(lr, weight_decay=wd), data=data, loss="softmax_ce", probes=probes,
     )  # fmt: skip
     t0 = time.time()
@@ -62,7 +56,8 @@ def main(argv: list[str]) -> None:
         j = np.flatnonzero(h["step"] == s)
         if not len(j) or not rows[j[0]]:
             continue
-        r = el[i][:5] / ef[i][:5]
+        k = min(5, el.shape[-1])
+        r = el[i][:k] / ef[i][:k]
         g = lambda k: h[f"probe/{k}"][j[0]]
         print(
             f"{int(s):5d} | {np.round(r, 3)} | {np.max(np.abs(r - 1)):.3f} | "

@@ -109,22 +109,12 @@ def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
             ch, res = _series(m, "g0_channel", rows), _series(m, "g0_reservoir", rows)
             plot(a_share, ch / (ch + res))
             plot(a_diss, _series(m, "dissipated_channel", rows), label=f"{label}: channel")
-            a_diss.plot(
-                steps,
-                _series(m, "dissipated_reservoir", rows),
-                "--",
-                color=color,
-                lw=1.0,
-                label=f"{label}: reservoir",
-            )
-            a_diss.plot(
-                steps,
-                _series(m, "loss_drop", rows),
-                ":",
-                color=color,
-                lw=1.4,
-                label=f"{label}: Φ(s) − Φ(T)",
-            )
+            for key, ls, what in (
+                ("dissipated_reservoir", "--", "reservoir"),
+                ("loss_drop", ":", "Φ(s) − Φ(T)"),
+            ):
+                y = _series(m, key, rows)
+                a_diss.plot(steps, y, ls, color=color, lw=1.2, label=f"{label}: {what}")
         for ax in axes.flat:
             for step, ls in _events(results, opt):
                 ax.axvline(step, color=color, ls=ls, lw=0.8, alpha=0.7)
