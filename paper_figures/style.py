@@ -90,13 +90,15 @@ def save(fig, out_dir: Path, name: str, dpi: int | None = None) -> list[Path]:
     ``dpi`` overrides ``savefig.dpi`` for the PNG (the PDF is vector graphics either way). Inside
     :func:`provenance`, the figure first gets its provenance line.
     """
-    if _STAMP and _STAMP[-1]:
-        fig.text(0.5, 0.002, _STAMP[-1], ha="center", va="bottom", fontsize=7, color="#D55E00")
+    kw = {}
+    if _STAMP and _STAMP[-1]:  # below the axes' labels; the saved area grows to hold it
+        fig.text(0.5, -0.01, _STAMP[-1], ha="center", va="top", fontsize=7, color="#D55E00")
+        kw["bbox_inches"] = "tight"
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
     for p in paths:
-        fig.savefig(p, **({"dpi": dpi} if dpi and p.suffix == ".png" else {}))
+        fig.savefig(p, **kw, **({"dpi": dpi} if dpi and p.suffix == ".png" else {}))
     plt.close(fig)
     return paths
 

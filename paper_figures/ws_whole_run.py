@@ -131,6 +131,7 @@ def draw(run_dir: str | os.PathLike, out_dir: str | os.PathLike) -> list[Path]:
         ylabel="loss",
         title="g(s)ᵀ W_gg g(s) by part, and Φ(s) − Φ(T)",
     )
+    a_diss.set_ylim(bottom=0)
     if tracked:
         a_diss.legend(fontsize=6, framealpha=0.9)
     else:
