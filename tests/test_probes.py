@@ -271,12 +271,9 @@ def test_dissipation_without_query_checkpoints_and_resumes_with_seeds(tmp_path, 
     )
 
 
-@pytest.mark.parametrize("method", ["dense", "lowrank"])
-def test_augmented_identity_is_exact_for_momentum_and_weight_decay_on_a_linear_model(method):
-    """EMA momentum with Adam's bias correction and decoupled weight decay on a linear model,
-    full batch, float64: the augmented identity (dyntheory.momentum) holds to round-off, the
-    momentum-free one does not; a complete low-rank basis (rank = n·p) is exact too."""
-    beta, wd, lr = 0.9, 0.5, 0.05
+def _linear_problem():
+    """A noisy linear regression (N examples, 3 inputs, 2 outputs) and a linear model in
+    float64: ``(x, data, apply, init)``."""
     rng = np.random.RandomState(0)
     x = rng.randn(N, 3)
     data = {"x": x, "y": x @ rng.randn(3, 2) + 0.1 * rng.randn(N, 2)}
@@ -285,6 +282,16 @@ def test_augmented_identity_is_exact_for_momentum_and_weight_decay_on_a_linear_m
         "k": jax.random.normal(key, (3, 2), jnp.float64),
         "b": jnp.zeros(2, jnp.float64),
     }
+    return x, data, apply, init_w
+
+
+@pytest.mark.parametrize("method", ["dense", "lowrank"])
+def test_augmented_identity_is_exact_for_momentum_and_weight_decay_on_a_linear_model(method):
+    """EMA momentum with Adam's bias correction and decoupled weight decay on a linear model,
+    full batch, float64: the augmented identity (dyntheory.momentum) holds to round-off, the
+    momentum-free one does not; a complete low-rank basis (rank = n·p) is exact too."""
+    beta, wd, lr = 0.9, 0.5, 0.05
+    x, data, apply, init_w = _linear_problem()
     opt = optax.chain(optax.ema(beta, debias=True), optax.add_decayed_weights(wd), optax.scale(-lr))
     probe = P.Dissipation(
         P.Schedule.every(4), lr=lr, query=False, method=method, rank=2 * N,
@@ -306,14 +313,7 @@ def test_second_order_switch_makes_gd_exact_at_a_large_step(method):
     """Plain GD on a linear model, squared loss, full batch, with ``λ_max(η B K)`` near 1.5: the
     momentum-free W_S is first order in η and misses; ``second_order=True`` runs the augmented
     recursion (β = λ = 0, with ``−½ Δuᵀ B Δu``), exact to round-off."""
-    rng = np.random.RandomState(0)
-    x = rng.randn(N, 3)
-    data = {"x": x, "y": x @ rng.randn(3, 2) + 0.1 * rng.randn(N, 2)}
-    apply = lambda w, x: x @ w["k"] + w["b"][None]
-    init_w = lambda key: {
-        "k": jax.random.normal(key, (3, 2), jnp.float64),
-        "b": jnp.zeros(2, jnp.float64),
-    }
+    x, data, apply, init_w = _linear_problem()
     lam = np.linalg.eigvalsh(x @ x.T + 1)[-1] / N  # λ_max(B K), B = I/n
     lr = 1.5 / lam
     probe = P.Dissipation(

@@ -37,6 +37,15 @@ def find_state(opt_state: Any, type_name: str) -> Any:
     return found
 
 
+def _first_of(opt_state: Any, type_names: tuple[str, ...]) -> Any:
+    """The first optimizer sub-state named in ``type_names`` that ``opt_state`` has, or None."""
+    for name in type_names:
+        found = optax.tree.get(opt_state, name)
+        if found is not None:
+            return found
+    return None
+
+
 def _lr_at(lr, count):
     return lr(count) if callable(lr) else lr
 
@@ -85,10 +94,9 @@ def prm_gate(
 
 def first_moment(opt_state: Any) -> Any:
     """``m`` (a pytree like the params, not bias-corrected) of Adam's / AdamW's or PRM's state."""
-    for name in ("ScaleByAdamState", "ScaleByPopulationRiskState"):
-        found = optax.tree.get(opt_state, name)
-        if found is not None:
-            return found.mu
+    found = _first_of(opt_state, ("ScaleByAdamState", "ScaleByPopulationRiskState"))
+    if found is not None:
+        return found.mu
     raise ValueError(
         "the optimizer state has neither ScaleByAdamState nor ScaleByPopulationRiskState; "
         "first_moment reads Adam's, AdamW's or PRM's momentum."
@@ -150,10 +158,9 @@ def prm_preconditioner(
 
 def hyperparams(opt_state: Any) -> Mapping[str, Any]:
     """The injected numbers of an :meth:`OptimizerConfig.build` state (``{name: array}``)."""
-    for name in ("InjectStatefulHyperparamsState", "InjectHyperparamsState"):
-        found = optax.tree.get(opt_state, name)
-        if found is not None:
-            return found.hyperparams
+    found = _first_of(opt_state, ("InjectStatefulHyperparamsState", "InjectHyperparamsState"))
+    if found is not None:
+        return found.hyperparams
     raise ValueError(
         "the optimizer state has no injected hyperparameters; build it with "
         "dyntheory.optim.config.OptimizerConfig.build()."

@@ -270,9 +270,8 @@ class StepwiseDissipation(InScanProbe):
 
         def one(col):  # one column (g, μ, ω) through the step
             zg, mu, om = col[:n], col[n : n + size], col[n + size :]
-            ct = zg.reshape(u.shape[0], -1) if rows is None else rows[:, None] * zg.reshape(
-                u.shape[0], -1
-            )  # fmt: skip
+            ct = zg.reshape(u.shape[0], -1)  # per row: the step's batch weights it (or not)
+            ct = ct if rows is None else rows[:, None] * ct
             (grad,) = vjp(ct.reshape(out.shape).astype(out.dtype))
             mu = beta * mu + (1 - beta) * ravel_pytree(grad)[0].astype(f64())
             d = p * mu / c + lam * om  # −Δω

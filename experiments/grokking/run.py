@@ -253,9 +253,8 @@ def stepwise_summary(cfg: Config, history: dict, n_train: int) -> dict:
         "predicted_loss_drop": last("predicted_loss_drop"),
         "norm_ratio": last("norm_ratio"),
     }
-    for key in ("channel_dim", "w_lambda_max", "g0_channel", "g0_reservoir"):
-        out[key] = last(key)
-    for key in ("dissipated_channel", "dissipated_reservoir", "g_block_rel_err"):
+    split = ("channel_dim", "w_lambda_max", "g0_channel", "g0_reservoir", "dissipated_channel")
+    for key in (*split, "dissipated_reservoir", "g_block_rel_err"):
         out[key] = last(key)
     return out
 
