@@ -78,19 +78,26 @@ def test_jax_s_own_cache_setting_wins(tmp_path):
     assert res.stdout.split()[0] == str(tmp_path / "jax")
 
 
-def test_help_loads_no_jax():
-    code = (
+def run_cli_listing_heavy_modules(body: str):
+    """Run ``body`` (lines using ``app``) in a fresh Python; it prints ``LOADED`` and the first
+    JAX/Optax/Flax modules it left in ``sys.modules``."""
+    return python(
         "import sys\n"
         "from dyntheory.cli import app\n"
+        + body
+        + "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'optax', 'flax'))\n"
+        "print('LOADED', heavy[:5])\n"
+    )
+
+
+def test_help_loads_no_jax():
+    res = run_cli_listing_heavy_modules(
         "app.build_parser()\n"
         "try:\n"
         "    app.main(['--help'])\n"
         "except SystemExit as e:\n"
         "    assert e.code == 0\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'optax', 'flax'))\n"
-        "print('LOADED', heavy[:5])\n"
     )
-    res = python(code)
     assert res.returncode == 0, res.stderr
     assert "--no-compile-cache" in res.stdout
     assert "LOADED []" in res.stdout
@@ -99,14 +106,7 @@ def test_help_loads_no_jax():
 def test_list_loads_no_jax():
     """`dyntheory list` reads every experiment's config and presets without JAX: the packages
     load their `run` module on first access, the configs are plain Python."""
-    code = (
-        "import sys\n"
-        "from dyntheory.cli import app\n"
-        "assert app.main(['list']) == 0\n"
-        "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'optax', 'flax'))\n"
-        "print('LOADED', heavy[:5])\n"
-    )
-    res = python(code)
+    res = run_cli_listing_heavy_modules("assert app.main(['list']) == 0\n")
     assert res.returncode == 0, res.stderr
     assert "toy_regression: Teacher-student MLP regression" in res.stdout
     assert "--preset quick (default)" in res.stdout and "cannot load" not in res.stdout
