@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def _n_examples(u: jax.Array) -> int:
@@ -136,6 +137,25 @@ def logit_shift_free(v: jax.Array, p: int) -> jax.Array:
     shape = v.shape
     w = v.reshape(-1, p, *shape[1:])
     return (w - jnp.mean(w, axis=1, keepdims=True)).reshape(shape)
+
+
+def logit_shift_free_basis(n: int, p: int, dtype=jnp.float64) -> jax.Array:
+    r"""An orthonormal basis of ``range Π`` (:func:`logit_shift_free`): ``(n p, n (p − 1))``.
+
+    ``I_n ⊗ V`` with ``V`` (``p × (p − 1)``) the Helmert columns ``(1, …, 1, −k, 0, …)/√(k(k+1))``,
+    ``k = 1 … p − 1``, orthonormal and orthogonal to ``1``. Every loss-carrying direction of
+    softmax's outputs, so a ``W_S`` compressed to it is the dense ``Π W_S Π`` in those
+    coordinates (THEORY.md §10, "Softmax's zero-loss directions").
+    """
+    if int(n) < 1 or int(p) < 2:
+        raise ValueError(f"logit_shift_free_basis needs n >= 1 examples and p >= 2, got {n}, {p}.")
+    k = np.arange(1, p)
+    v = np.zeros((p, p - 1))
+    for j in k:
+        v[:j, j - 1] = 1.0
+        v[j, j - 1] = -float(j)
+    v /= np.sqrt(k * (k + 1))[None, :]
+    return jnp.asarray(np.kron(np.eye(int(n)), v), dtype)
 
 
 def out_hessian_root_vp(name: str, u: jax.Array) -> Callable[[jax.Array], jax.Array]:

@@ -182,3 +182,19 @@ def _check_g(sp: Split, G) -> jax.Array:
     if jnp.ndim(G) != 2 or jnp.shape(G)[1] != n:
         raise ValueError(f"G must have shape (mq, {n}), got {jnp.shape(G)}")
     return jnp.asarray(G, sp.eigvecs.dtype)
+
+
+def top_rel_err(eigvals: jax.Array, reference: jax.Array, k: int) -> jax.Array:
+    r"""``max_{i<k} |λ_i − λ_i^ref| / |λ_i^ref|``: the top ``k`` eigenvalues of an approximate
+    ``W_S`` (a low-rank or tracked-basis spectrum) against a reference (the dense one), both
+    descending (``(r,)`` and ``(m,)``; ``k`` is cut to the shorter). A reference eigenvalue
+    below ``eps·|λ_0^ref|`` counts as that floor, so an exact zero does not divide. The check
+    that the spectrum which is split is the reference's (THEORY.md §10, "The low-rank spectrum,
+    and what loses it"). Returns ``()``.
+    """
+    k = min(int(k), eigvals.shape[0], reference.shape[0])
+    if k < 1:
+        raise ValueError(f"top_rel_err compares k >= 1 eigenvalues, got k = {k}.")
+    top = reference[:k]
+    tiny = jnp.finfo(top.dtype).eps * jnp.abs(top[0]) + jnp.finfo(top.dtype).tiny
+    return jnp.max(jnp.abs(eigvals[:k] - top) / jnp.maximum(jnp.abs(top), tiny))

@@ -81,3 +81,15 @@ def test_bad_inputs(data):
         losses.softmax_out_hessian(u[0])
     with pytest.raises(ValueError, match="positive"):
         losses.squared_out_hessian(0)
+
+
+def test_logit_shift_free_basis_spans_range_pi():
+    """Orthonormal, n (p − 1) columns, each free of logit shifts: the projector Π in closed form."""
+    n, p = 3, 4
+    v = np.asarray(losses.logit_shift_free_basis(n, p))
+    assert v.shape == (n * p, n * (p - 1))
+    np.testing.assert_allclose(v.T @ v, np.eye(n * (p - 1)), atol=1e-12)
+    pi = np.kron(np.eye(n), np.eye(p) - np.ones((p, p)) / p)
+    np.testing.assert_allclose(v @ v.T, pi, atol=1e-12)
+    with pytest.raises(ValueError, match="p >= 2"):
+        losses.logit_shift_free_basis(3, 1)

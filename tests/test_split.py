@@ -131,3 +131,12 @@ def test_bad_inputs(trained):
         split.invisibility_residual(sp, jnp.ones((2, N - 1)))
     with pytest.raises(ValueError, match="one shape"):
         split.residual_parts(jnp.ones(3), jnp.ones(3), jnp.ones(4))
+
+
+def test_top_rel_err():
+    lam, ref = jnp.array([9.0, 4.0, 1.0]), jnp.array([10.0, 4.0, 2.0, 1.0])
+    assert float(split.top_rel_err(lam, ref, 2)) == pytest.approx(0.1)
+    assert float(split.top_rel_err(lam, ref, 5)) == pytest.approx(0.5)  # k cut to 3
+    assert float(split.top_rel_err(ref, ref, 4)) == 0.0
+    with pytest.raises(ValueError, match="k >= 1"):
+        split.top_rel_err(lam, ref, 0)

@@ -136,6 +136,53 @@ def test_stepwise_equals_the_dense_per_step_accumulation(loss):
     np.testing.assert_allclose(res.arrays["stepwise/w_eigenvalues"][-1], lam, atol=1e-10)
 
 
+@pytest.mark.parametrize("loss", ["squared", "softmax_ce"])
+def test_check_spectrum_is_the_dense_spectrum_beside_the_tracked_block(loss):
+    """check_spectrum: the reference block's eigenvalues are the dense recursion's W_gg spectrum
+    on the loss-carrying outputs (softmax: Π W_gg Π), and spectrum_rel_err compares the tracked
+    block's top k with them; the tracked block is the same as without the check."""
+    lr, b1, wd, start, steps, rank = 0.05, 0.9, 0.1, 3, 12, 3
+    opt = optax.adamw(lr, b1=b1, b2=0.99, weight_decay=wd)
+    precond = optim_state.adam_preconditioner(lr, b2=0.99)
+    common = dict(
+        preconditioner=precond, momentum=b1, first_moment=optim_state.first_moment,
+        decay=lr * wd, loss=loss, start=start, rank=rank,
+    )  # fmt: skip
+    probes = [
+        P.StepwiseDissipation(P.Schedule.at(steps), name="low", **common),
+        P.StepwiseDissipation(P.Schedule.at(steps), name="chk", check_spectrum=2, **common),
+    ]
+    train = data(loss)
+    tr = Trainer(
+        TrainConfig(steps=steps, fuse=5, probe_size=N),
+        apply_fn=apply, init_params=init, optimizer=opt, data=train, loss=loss, probes=probes,
+    )  # fmt: skip
+    res = tr.run(progress=False)
+    _, _, w, _ = dense_reference(loss, opt, precond, b1, lr * wd, start, steps, train)
+    basis = (
+        np.asarray(losses.logit_shift_free_basis(N, OUT)) if loss != "squared" else np.eye(N * OUT)
+    )
+    ref = np.sort(np.linalg.eigvalsh(basis.T @ (0.5 * (w + w.T)) @ basis))[::-1]
+    np.testing.assert_allclose(res.arrays["chk/w_eigenvalues_ref"][-1], ref, atol=1e-10)
+    low = res.arrays["low/w_eigenvalues"][-1]
+    np.testing.assert_allclose(res.arrays["chk/w_eigenvalues"][-1], low, rtol=1e-10)
+    want = np.max(np.abs(low[:2] - ref[:2]) / np.abs(ref[:2]))
+    got = res.history["probe/chk/spectrum_rel_err"][-1]
+    np.testing.assert_allclose(got, want, rtol=1e-8)
+    assert got > 1e-6  # 3 of 16 directions: the Ritz values are below the dense ones
+    assert res.history["probe/chk/w_lambda_max_ref"][-1] == pytest.approx(ref[0], rel=1e-10)
+    # the nested half basis (g(s) and the leading direction) against all three directions
+    wr = np.asarray(res.probe_states["low"].w)
+    half = np.sort(np.linalg.eigvalsh(wr[:1, :1]))[::-1]
+    want = abs(half[0] - low[0]) / abs(low[0])
+    np.testing.assert_allclose(res.history["probe/low/spectrum_half_rel_err"][-1], want, rtol=1e-8)
+
+
+def test_check_spectrum_needs_tracked_directions():
+    with pytest.raises(ValueError, match="check_spectrum"):
+        P.StepwiseDissipation(P.Schedule.at(4), check_spectrum=3)
+
+
 @pytest.mark.parametrize("rule, order", [("left", 1), ("midpoint", 2)])
 def test_stepwise_identity_error_order_in_the_step_size(rule, order):
     """Plain GD over a fixed horizon η·T: the left rule's per-step linearization errs by O(η²)

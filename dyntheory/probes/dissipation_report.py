@@ -78,13 +78,9 @@ def report(probe, ctx, state, new, acc, u, uq, g, phi, step, stab) -> tuple[dict
     if ref is not None:  # the low-rank spectrum against the dense reference, top k
         k_top = min(probe.check_spectrum, lam.shape[0])
         dense_sp = split.split(modulo(ref[0].W), probe.threshold, probe.mode, n_examples=n)
-        top = dense_sp.eigvals[:k_top]
-        tiny = jnp.finfo(top.dtype).eps * jnp.abs(top[0]) + jnp.finfo(top.dtype).tiny
-        s["spectrum_rel_err"] = jnp.max(
-            jnp.abs(lam[:k_top] - top) / jnp.maximum(jnp.abs(top), tiny)
-        )
+        s["spectrum_rel_err"] = split.top_rel_err(lam, dense_sp.eigvals, k_top)
         s["channel_dim_dense"] = jnp.sum(dense_sp.channel)
-        s["w_lambda_max_dense"] = top[0]
+        s["w_lambda_max_dense"] = dense_sp.eigvals[0]
     if low:
         s["basis_size"] = acc.size
         s["g0_tracked"] = jnp.sum(c0**2) / jnp.sum(jnp.square(state.g0.astype(c0.dtype)))

@@ -53,8 +53,9 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from dyntheory import krylov, losses, ntk, spectrum, split
+from dyntheory import krylov, losses, ntk
 from dyntheory.probes import dissipation_kernels as kernels
+from dyntheory.probes import stepwise_report
 from dyntheory.probes.base import InScanProbe, Schedule, f64
 
 
@@ -62,9 +63,10 @@ class StepwiseState(NamedTuple):
     """The per-step accumulator (``N`` train outputs of the probe set, ``r`` tracked directions)."""
 
     z: jax.Array  # (N + 2P,) z(s) = (g, μ, ω) propagated to the current step
-    tracked: jax.Array | None  # (N + 2P, r) (Q, 0, 0) propagated; None when rank = 0
-    w: jax.Array | None  # (r, r) Σ Z_tᵀ S_t Z_t = Qᵀ W_gg Q; None when rank = 0
-    g0: jax.Array | None  # (r,) Qᵀ g(s): g(s) in the tracked basis; None when rank = 0
+    # with check_spectrum the columns are [Q, Q_ref] (r + c: Q_ref a complete basis, c of them)
+    tracked: jax.Array | None  # (N + 2P, r [+ c]) (Q, 0, 0) propagated; None when rank = 0
+    w: jax.Array | None  # (r [+ c], r [+ c]) Σ Z_tᵀ S_t Z_t = Qᵀ W_gg Q; None when rank = 0
+    g0: jax.Array | None  # (r [+ c],) Qᵀ g(s): g(s) in the tracked basis; None when rank = 0
     pred: jax.Array  # () Σ z_tᵀ S_t z_t (with the second-order term)
     pred1: jax.Array  # () its first-order part Σ z_gᵀ r
     phi_s: jax.Array  # () probe-set loss at the start s (NaN before it)
@@ -88,6 +90,11 @@ class StepwiseDissipation(InScanProbe):
     ``dissipated_channel`` / ``dissipated_reservoir`` (``g(s)ᵀ W_gg g(s)`` by part) and
     ``g_block_rel_err`` (that form against the loss drop: the output block's own identity, which
     differs from the whole form's by the momentum and weight terms); array ``w_eigenvalues``.
+    ``check_spectrum = k`` also propagates a complete basis of the loss-carrying outputs (all
+    ``N``, or softmax's ``range Π``: ``n (p − 1)`` more columns, so as many more NTK-vector
+    products a step: a check for problems where dense is affordable) and reports
+    ``spectrum_rel_err``, the top ``k`` of ``w_eigenvalues`` against that dense ``Π W_gg Π``
+    (:func:`dyntheory.probes.stepwise_report.block_report`).
 
     Args:
       lr: GD step size η (float or ``step -> η``), used without a preconditioner.
@@ -100,6 +107,8 @@ class StepwiseDissipation(InScanProbe):
       lanczos_iters, chunk_size: Lanczos depth and examples per product (``ntk_matvec``) of the
         tracked directions' start; the per-step products run over the whole probe set at once.
       threshold: relative cutoff of ``channel_dim``; tolerance: of ``valid``.
+      check_spectrum: top ``k`` eigenvalues checked against a complete basis (0: off; needs
+        ``rank >= 1``).
       rule: ``"left"`` (``J``, ``B`` at ``w_t``: first order, module docstring) or
         ``"midpoint"`` (the gradient's ``J`` at ``w_t``, the motion's ``J̄`` and ``B̄`` at
         ``w_t + Δw_t/2``, read from the params after the step: the secant ``g_{t+1} − g_t =
@@ -129,6 +138,7 @@ class StepwiseDissipation(InScanProbe):
     tolerance: float = 0.1
     rule: str = "left"
     gradient: str = "batch"
+    check_spectrum: int = 0
 
     def __post_init__(self):
         losses.get_loss(self.loss)
@@ -149,6 +159,12 @@ class StepwiseDissipation(InScanProbe):
             )
         if int(self.rank) < 0 or int(self.start) < 0:
             raise ValueError("StepwiseDissipation rank and start must be >= 0.")
+        if int(self.check_spectrum) < 0 or (self.check_spectrum and not self.rank):
+            raise ValueError(
+                "StepwiseDissipation(check_spectrum=k) compares the top k eigenvalues of the "
+                f"tracked block with a complete basis: needs rank >= 1 and k >= 0, got "
+                f"k = {self.check_spectrum} with rank = {self.rank}."
+            )
 
     # -- pieces
 
@@ -185,6 +201,11 @@ class StepwiseDissipation(InScanProbe):
         u = out.reshape(out.shape[0], -1) if self.loss == "squared" else out
         return u, mv
 
+    def _reference_basis(self, ctx, params):
+        """The complete basis of ``check_spectrum`` (:func:`stepwise_report.complete_basis`)."""
+        shape = jax.eval_shape(lambda: self._outputs(ctx, params)).shape
+        return stepwise_report.complete_basis(self.loss, shape[0], shape[0] * shape[1])
+
     # -- the probe protocol
 
     def init(self, ctx, params, opt_state):
@@ -194,6 +215,8 @@ class StepwiseDissipation(InScanProbe):
         r = int(self.rank)
         if r > n:
             raise ValueError(f"StepwiseDissipation rank {r} exceeds the {n} train outputs.")
+        if self.check_spectrum:
+            r += self._reference_basis(ctx, params).shape[1]
         nan = jnp.full((), jnp.nan, f64())
         return StepwiseState(
             zeros(size), zeros(size, r) if r else None, zeros(r, r) if r else None,
@@ -222,7 +245,9 @@ class StepwiseDissipation(InScanProbe):
                     k_mv = lambda v, mv=k_mv: shift_free(mv(shift_free(v)))
                 _, vecs = krylov.lanczos_topk(k_mv, n, k, key=key, num_iters=iters)
                 q, _ = jnp.linalg.qr(jnp.concatenate([q, vecs.astype(f64())], axis=1))
-            tracked = jnp.concatenate([q, jnp.zeros((2 * w.shape[0], self.rank), f64())])
+            if self.check_spectrum:
+                q = jnp.concatenate([q, self._reference_basis(ctx, params)], axis=1)
+            tracked = jnp.concatenate([q, jnp.zeros((2 * w.shape[0], q.shape[1]), f64())])
         zero = jnp.zeros((), f64())
         gram = None if state.w is None else jnp.zeros_like(state.w)
         g0 = None if tracked is None else tracked[: g.shape[0]].T @ g
@@ -326,26 +351,17 @@ class StepwiseDissipation(InScanProbe):
             "norm_ratio": jnp.linalg.norm(state.z[:n]) / jnp.linalg.norm(g),
             "max_gain": state.gain,
         }
-        before = state.s < 0
+        arrays = {}
+        if state.w is not None:  # the split of the checked Gramian, in the tracked basis
+            r = int(self.rank)
+            ref = state.w[r:, r:] if self.check_spectrum else None
+            block, arrays = stepwise_report.block_report(
+                self, state.w[:r, :r], state.g0[:r], u.shape[0], rel, ref
+            )
+            s.update(block)
+        before = state.s < 0  # rows before the start: NaN, the spectrum's checks included
         s = {
             k: jnp.where(before & (k not in ("start", "before_start")), jnp.nan, v)
             for k, v in s.items()
         }
-        arrays = {}
-        if state.w is not None:  # the split of the checked Gramian, in the tracked basis
-            sp = split.split(state.w, self.threshold, self.mode, n_examples=u.shape[0])
-            lam = sp.eigvals
-            s["w_lambda_max"], s["w_trace"] = lam[0], jnp.sum(lam)
-            s["w_effective_rank"] = spectrum.participation_ratio(jnp.maximum(lam, 0))
-            s["channel_dim"] = jnp.sum(sp.channel).astype(f64())
-            s["cutoff"] = sp.threshold
-            s["g0_channel"], s["g0_reservoir"] = split.energies(sp, state.g0)
-            coef2 = jnp.square(sp.eigvecs.T @ state.g0)
-            ch = sp.channel.astype(coef2.dtype)
-            s["dissipated_channel"] = jnp.sum(ch * lam * coef2)
-            s["dissipated_reservoir"] = jnp.sum((1 - ch) * lam * coef2)
-            # the split's own object, g(s)ᵀ W_gg g(s), against the drop (the identity checks the
-            # whole form z(s)ᵀ W z(s); the momentum and weight terms are the difference)
-            s["g_block_rel_err"] = rel(s["dissipated_channel"] + s["dissipated_reservoir"])
-            arrays["w_eigenvalues"] = lam
         return state, s, arrays

@@ -107,7 +107,10 @@ class Config:
         spectrum, channel and split of the same Gramian in ``r`` directions);
         ``stepwise_rule``: ``"midpoint"`` (default, second order) or ``"left"`` (first order);
         ``stepwise_gradient``: ``"batch"`` (each step's own minibatch, the step as taken) or
-        ``"full"`` (the whole training set's gradient at every step).
+        ``"full"`` (the whole training set's gradient at every step);
+        ``stepwise_check_spectrum``: ``k > 0`` checks the tracked block's top ``k`` eigenvalues
+        against a complete basis carried beside it (``n (p − 1)`` more directions: for small
+        tasks; results.json ``spectrum_rel_err``).
       ntk_spectrum: run the NTK spectrum probe at the probe steps.
       poprisk: run :class:`dyntheory.probes.PopulationRisk` every step (needs ``eval_every=1``);
         results.json's ``poprisk_check`` correlates its predicted change with the test loss's
@@ -148,6 +151,7 @@ class Config:
     stepwise_rank: int = 0
     stepwise_rule: Literal["left", "midpoint"] = "midpoint"
     stepwise_gradient: Literal["batch", "full"] = "batch"
+    stepwise_check_spectrum: int = 0
     ntk_spectrum: bool = True
     poprisk: bool = False
     norms: bool = False
@@ -185,6 +189,14 @@ class Config:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}.")
         if self.stepwise_rank < 0:
             raise ConfigError(f"stepwise_rank must be >= 0, got {self.stepwise_rank}.")
+        if self.stepwise_check_spectrum < 0 or (
+            self.stepwise_check_spectrum and not self.stepwise_rank
+        ):
+            raise ConfigError(
+                "stepwise_check_spectrum=k compares the top k eigenvalues of the tracked "
+                "directions with a complete basis: needs stepwise_rank >= 1 and k >= 0, got "
+                f"k = {self.stepwise_check_spectrum} with stepwise_rank = {self.stepwise_rank}."
+            )
         if self.poprisk and self.train.eval_every != 1:
             raise ConfigError(
                 "poprisk=true compares the probe's predicted change with the test loss's change "

@@ -123,6 +123,7 @@ def make_probes(cfg: Config, optim: OptimizerConfig, n_train: int) -> list[probe
                     rank=cfg.stepwise_rank,
                     rule=cfg.stepwise_rule,
                     gradient=cfg.stepwise_gradient,
+                    check_spectrum=cfg.stepwise_check_spectrum,
                 )
             )
         if cfg.dissipation_integrator == "stepwise":
@@ -254,8 +255,12 @@ def stepwise_summary(cfg: Config, history: dict, n_train: int) -> dict:
         "norm_ratio": last("norm_ratio"),
     }
     split = ("channel_dim", "w_lambda_max", "g0_channel", "g0_reservoir", "dissipated_channel")
-    for key in (*split, "dissipated_reservoir", "g_block_rel_err"):
+    checks = ("g_block_rel_err", "spectrum_half_rel_err", "spectrum_rel_err", "w_lambda_max_ref")
+    for key in (*split, "dissipated_reservoir", *checks):
         out[key] = last(key)
+    for key in ("spectrum_half_rel_err", "spectrum_rel_err"):  # the largest from the start on
+        if f"{pre}{key}" in history:
+            out[f"max_{key}"] = [float(np.nanmax(c)) for c in col(key)[rows].T]
     return out
 
 
