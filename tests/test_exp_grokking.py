@@ -339,6 +339,24 @@ def test_refresh_integrator_smoke(tmp_path):
     assert all(np.isfinite(e) for e in r["dissipation"]["identity_rel_err_augmented"])
 
 
+def test_exact_spectrum_by_the_adjoint_smoke(tmp_path):
+    """stepwise_exact_topk: the whole W_gg's top k by the adjoint over the recorded path, in
+    results.json, with the complete basis (stepwise_check_spectrum) equal to it and the tracked
+    block checked against it."""
+    overrides = ["optimizers=adamw", "seeds=1", "steps=12", "dissipation_start=3"]
+    overrides += ["ntk_spectrum=false", "stepwise_exact_topk=2", "stepwise_check_spectrum=2"]
+    _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")
+    d = results["optimizers"]["adamw"]["dissipation"]
+    (top,) = d["exact_top_eigenvalues"]
+    assert len(top) == 2 and top[0] >= top[1] > 0
+    assert d["exact_vs_complete_rel_err"][0] < 1e-4  # float32 training, float64 recursions
+    assert 0 <= d["exact_vs_tracked_rel_err"][0] <= 1
+    with pytest.raises(ConfigError, match="stepwise_exact_topk"):
+        apply_overrides(
+            PRESETS["tiny"].config, ["stepwise_exact_topk=2", "dissipation_integrator=refresh"]
+        )
+
+
 def test_norms_option_logs_parameter_norms_at_every_eval_step(tmp_path):
     overrides = ["optimizers=adamw", "norms=true", "steps=20", "seeds=1", "probes_per_decade=0"]
     _, results = cli.run_experiment("grokking", "tiny", overrides, out=tmp_path / "run")

@@ -13,6 +13,7 @@ from dyntheory import probes as P
 from dyntheory.engine import Trainer
 from dyntheory.engine.config import TrainConfig
 from dyntheory.optim import state as optim_state
+from dyntheory.probes import stepwise_path
 
 N, D, H, OUT = 8, 3, 6, 2
 
@@ -178,6 +179,37 @@ def test_check_spectrum_is_the_dense_spectrum_beside_the_tracked_block(loss):
     np.testing.assert_allclose(res.history["probe/low/spectrum_half_rel_err"][-1], want, rtol=1e-8)
 
 
+@pytest.mark.parametrize("loss", ["squared", "softmax_ce"])
+def test_exact_topk_by_the_adjoint_is_the_dense_spectrum(loss):
+    """record_path + exact_topk: Lanczos on the adjoint product over the recorded path gives
+    the top eigenvalues of the whole W_gg (softmax: Π W_gg Π) of the dense recursion, with no
+    tracked directions at all."""
+    lr, b1, wd, start, steps = 0.05, 0.9, 0.1, 3, 12
+    opt = optax.adamw(lr, b1=b1, b2=0.99, weight_decay=wd)
+    precond = optim_state.adam_preconditioner(lr, b2=0.99)
+    probe = P.StepwiseDissipation(
+        P.Schedule.at(steps), preconditioner=precond, momentum=b1,
+        first_moment=optim_state.first_moment, decay=lr * wd, loss=loss, start=start,
+        rule="left", record_path=steps,
+    )  # fmt: skip
+    train = data(loss)
+    tr = Trainer(
+        TrainConfig(steps=steps, fuse=5, probe_size=N),
+        apply_fn=apply, init_params=init, optimizer=opt, data=train, loss=loss, probes=[probe],
+    )  # fmt: skip
+    res = tr.run(progress=False)
+    _, _, w, _ = dense_reference(loss, opt, precond, b1, lr * wd, start, steps, train)
+    basis = (
+        np.asarray(losses.logit_shift_free_basis(N, OUT)) if loss != "squared" else np.eye(N * OUT)
+    )
+    ref = np.sort(np.linalg.eigvalsh(basis.T @ (0.5 * (w + w.T)) @ basis))[::-1]
+    buf = res.probe_states["stepwise"].path
+    assert int(buf.count) == steps - start
+    x = jnp.asarray(train["x"])
+    lam, _ = stepwise_path.exact_topk(probe, apply, x, init(jax.random.key(0)), buf, 3)
+    np.testing.assert_allclose(np.asarray(lam), ref[:3], rtol=1e-8)
+
+
 def test_check_spectrum_needs_tracked_directions():
     with pytest.raises(ValueError, match="check_spectrum"):
         P.StepwiseDissipation(P.Schedule.at(4), check_spectrum=3)
@@ -297,3 +329,17 @@ def test_saturated_softmax_gradient_is_taken_in_float64():
     others = 4 * np.exp(-20.0) / (1 + 4 * np.exp(-20.0)) / 3
     np.testing.assert_allclose(g[:, 0], -others, rtol=1e-6)  # float64 spacing: 1e-16 / 1e-8
     assert float(jax.nn.softmax(u, axis=-1)[0, 0] - 1.0) == 0.0  # what float32 would give
+
+
+def test_record_path_refuses_buffers_beyond_the_limit(monkeypatch):
+    from dyntheory.probes import stepwise
+
+    monkeypatch.setattr(stepwise, "PATH_BYTES_MAX", 1000)
+    probe = P.StepwiseDissipation(P.Schedule.at(4), record_path=10)
+    tr = Trainer(
+        TrainConfig(steps=4, probe_size=N),
+        apply_fn=apply, init_params=init, optimizer=optax.sgd(0.1), data=data("squared"),
+        loss="squared", probes=[probe],
+    )  # fmt: skip
+    with pytest.raises(ValueError, match=r"record_path=10\) keeps 21 vectors"):
+        tr.run(progress=False)

@@ -55,8 +55,10 @@ from jax.flatten_util import ravel_pytree
 
 from dyntheory import krylov, losses, ntk
 from dyntheory.probes import dissipation_kernels as kernels
-from dyntheory.probes import stepwise_report
+from dyntheory.probes import stepwise_path, stepwise_report
 from dyntheory.probes.base import InScanProbe, Schedule, f64
+
+PATH_BYTES_MAX = 4 * 2**30  # record_path's buffers, per member
 
 
 class StepwiseState(NamedTuple):
@@ -72,6 +74,7 @@ class StepwiseState(NamedTuple):
     phi_s: jax.Array  # () probe-set loss at the start s (NaN before it)
     s: jax.Array  # () int32 start step, −1 before it
     gain: jax.Array  # () the largest one-step growth ‖z_g(t+1)‖/‖z_g(t)‖ since s
+    path: stepwise_path.PathBuffers | None = None  # record_path: the first L steps from s
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -109,6 +112,9 @@ class StepwiseDissipation(InScanProbe):
       threshold: relative cutoff of ``channel_dim``; tolerance: of ``valid``.
       check_spectrum: top ``k`` eigenvalues checked against a complete basis (0: off; needs
         ``rank >= 1``).
+      record_path: keep the first ``L`` steps' path from ``s`` in the state (``2L + 1`` vectors
+        of ``P``), for the exact top eigenpairs of the whole ``W_gg`` by the adjoint
+        (:func:`dyntheory.probes.stepwise_path.exact_topk`; 0: off).
       rule: ``"left"`` (``J``, ``B`` at ``w_t``: first order, module docstring) or
         ``"midpoint"`` (the gradient's ``J`` at ``w_t``, the motion's ``J̄`` and ``B̄`` at
         ``w_t + Δw_t/2``, read from the params after the step: the secant ``g_{t+1} − g_t =
@@ -139,6 +145,7 @@ class StepwiseDissipation(InScanProbe):
     rule: str = "left"
     gradient: str = "batch"
     check_spectrum: int = 0
+    record_path: int = 0
 
     def __post_init__(self):
         losses.get_loss(self.loss)
@@ -157,8 +164,8 @@ class StepwiseDissipation(InScanProbe):
             raise ValueError(
                 f"StepwiseDissipation gradient must be 'batch' or 'full', got {self.gradient!r}."
             )
-        if int(self.rank) < 0 or int(self.start) < 0:
-            raise ValueError("StepwiseDissipation rank and start must be >= 0.")
+        if int(self.rank) < 0 or int(self.start) < 0 or int(self.record_path) < 0:
+            raise ValueError("StepwiseDissipation rank, start and record_path must be >= 0.")
         if int(self.check_spectrum) < 0 or (self.check_spectrum and not self.rank):
             raise ValueError(
                 "StepwiseDissipation(check_spectrum=k) compares the top k eigenvalues of the "
@@ -218,9 +225,23 @@ class StepwiseDissipation(InScanProbe):
         if self.check_spectrum:
             r += self._reference_basis(ctx, params).shape[1]
         nan = jnp.full((), jnp.nan, f64())
+        path = None
+        if self.record_path:
+            flat = ravel_pytree(params)[0]
+            rows = ctx.train["x"].shape[0]
+            need = (2 * self.record_path + 1) * flat.size * flat.dtype.itemsize
+            if need > PATH_BYTES_MAX:
+                raise ValueError(
+                    f"StepwiseDissipation(record_path={self.record_path}) keeps "
+                    f"{2 * self.record_path + 1} vectors of the {flat.size} parameters: "
+                    f"{need / 2**20:.1f} MiB, above the {PATH_BYTES_MAX / 2**20:.0f} MiB limit; "
+                    "record fewer steps (a later start) or a smaller model."
+                )
+            path = stepwise_path.init_buffers(self.record_path, flat.size, rows, flat.dtype)
         return StepwiseState(
             zeros(size), zeros(size, r) if r else None, zeros(r, r) if r else None,
             zeros(r) if r else None, zeros(), zeros(), nan, jnp.full((), -1, jnp.int32), zeros(),
+            path,
         )  # fmt: skip
 
     def _restart(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
@@ -252,7 +273,7 @@ class StepwiseDissipation(InScanProbe):
         gram = None if state.w is None else jnp.zeros_like(state.w)
         g0 = None if tracked is None else tracked[: g.shape[0]].T @ g
         z, start = jnp.concatenate([g, m, w]), jnp.asarray(t, jnp.int32)
-        return StepwiseState(z, tracked, gram, g0, zero, zero, phi, start, zero)
+        return StepwiseState(z, tracked, gram, g0, zero, zero, phi, start, zero, state.path)
 
     def _row_weights(self, ctx, n_rows: int):
         """``(n_rows,)`` weights of the probe set's rows in this step's batch loss, or ``None``
@@ -275,35 +296,17 @@ class StepwiseDissipation(InScanProbe):
 
     def _advance(self, ctx, state: StepwiseState, before, after, t) -> StepwiseState:
         params, x = before[0], ctx.train["x"]
-        fn = lambda w: ctx.apply_fn(w, x)
-        out, jvp = jax.linearize(fn, params)
-        vjp = jax.linear_transpose(jvp, params)
-        if self.rule == "midpoint":  # the motion's J̄ and B̄ at w_t + Δw/2: O(‖Δw‖³) per step
-            mid = jax.tree.map(lambda a, b: a + 0.5 * (b - a), params, after[0])
-            out, jvp = jax.linearize(fn, mid)
-        u = out.reshape(out.shape[0], -1) if self.loss == "squared" else out
-        flat, unravel = ravel_pytree(params)
         p = kernels.precond(self, after[1])
         p = kernels.step_size(self, t, p) * (1.0 if p is None else ravel_pytree(p)[0].astype(f64()))
-        spec = losses.get_loss(self.loss)
-        u64 = u.astype(f64())  # B from float64 logits (below)
-        n, size = u.size, flat.size
-        beta, lam = jnp.asarray(self.momentum, f64()), jnp.asarray(self.decay, f64())
+        beta = jnp.asarray(self.momentum, f64())
         c = 1 - beta ** (t + 1).astype(f64()) if self.bias_correction and self.momentum else 1.0
-
-        rows = self._row_weights(ctx, u.shape[0])
-
-        def one(col):  # one column (g, μ, ω) through the step
-            zg, mu, om = col[:n], col[n : n + size], col[n + size :]
-            ct = zg.reshape(u.shape[0], -1)  # per row: the step's batch weights it (or not)
-            ct = ct if rows is None else rows[:, None] * ct
-            (grad,) = vjp(ct.reshape(out.shape).astype(out.dtype))
-            mu = beta * mu + (1 - beta) * ravel_pytree(grad)[0].astype(f64())
-            d = p * mu / c + lam * om  # −Δω
-            r = jvp(unravel(d.astype(flat.dtype))).reshape(-1).astype(f64())  # −Δu
-            br = spec.out_hessian_vp(u64, r)
-            return jnp.concatenate([zg - br, mu, om - d]), r, br
-
+        rows = self._row_weights(ctx, x.shape[0])
+        one, n = stepwise_path.linear_step(self, ctx.apply_fn, x, params, after[0], p, rows, c)
+        path = state.path
+        if path is not None:
+            flat = lambda tree: ravel_pytree(tree)[0]
+            i = t - state.s
+            path = stepwise_path.record(path, i, flat(params), flat(after[0]), p, rows, c)
         cols = state.z[:, None] if state.tracked is None else jnp.concatenate(
             [state.z[:, None], state.tracked], axis=1
         )  # fmt: skip
@@ -318,7 +321,7 @@ class StepwiseDissipation(InScanProbe):
         return state._replace(
             z=new[:, 0], tracked=None if w is None else new[:, 1:], w=w,
             pred=state.pred + second[0, 0], pred1=state.pred1 + first[0, 0],
-            gain=jnp.maximum(state.gain, gain),
+            gain=jnp.maximum(state.gain, gain), path=path,
         )  # fmt: skip
 
     def step(self, ctx, state: StepwiseState, before, after, t):

@@ -110,7 +110,12 @@ class Config:
         ``"full"`` (the whole training set's gradient at every step);
         ``stepwise_check_spectrum``: ``k > 0`` checks the tracked block's top ``k`` eigenvalues
         against a complete basis carried beside it (``n (p − 1)`` more directions: for small
-        tasks; results.json ``spectrum_rel_err``).
+        tasks; results.json ``spectrum_rel_err``); ``stepwise_exact_topk``: ``k > 0`` keeps the
+        path from ``dissipation_start`` on and, after training, takes the top ``k`` eigenvalues of
+        the whole ``W_gg`` at the last step by the adjoint (:func:`dyntheory.probes.
+        stepwise_path.exact_topk`; memory ``(2L + 1)`` parameter vectors for ``L`` steps, and
+        about 60 forward and backward passes over the path: for small tasks), with the tracked
+        block's and the complete basis's top ``k`` checked against it.
       ntk_spectrum: run the NTK spectrum probe at the probe steps.
       poprisk: run :class:`dyntheory.probes.PopulationRisk` every step (needs ``eval_every=1``);
         results.json's ``poprisk_check`` correlates its predicted change with the test loss's
@@ -152,6 +157,7 @@ class Config:
     stepwise_rule: Literal["left", "midpoint"] = "midpoint"
     stepwise_gradient: Literal["batch", "full"] = "batch"
     stepwise_check_spectrum: int = 0
+    stepwise_exact_topk: int = 0
     ntk_spectrum: bool = True
     poprisk: bool = False
     norms: bool = False
@@ -196,6 +202,14 @@ class Config:
                 "stepwise_check_spectrum=k compares the top k eigenvalues of the tracked "
                 "directions with a complete basis: needs stepwise_rank >= 1 and k >= 0, got "
                 f"k = {self.stepwise_check_spectrum} with stepwise_rank = {self.stepwise_rank}."
+            )
+        if self.stepwise_exact_topk < 0 or (
+            self.stepwise_exact_topk and self.dissipation_integrator == "refresh"
+        ):
+            raise ConfigError(
+                "stepwise_exact_topk=k takes the top k eigenvalues of the per-step reference's "
+                "W_gg by the adjoint: needs k >= 0 and dissipation_integrator stepwise or both, "
+                f"got k = {self.stepwise_exact_topk} with {self.dissipation_integrator!r}."
             )
         if self.poprisk and self.train.eval_every != 1:
             raise ConfigError(

@@ -18,17 +18,18 @@ import math
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
 
-from dyntheory import probes
+from dyntheory import probes, split
 from dyntheory.engine import rundir, sharding, sweep
 from dyntheory.engine.config import to_dict
 from dyntheory.models import EmbedMLP, Transformer, count_params, functional
 from dyntheory.optim import finite_dataset_alpha
 from dyntheory.optim.config import OptimizerConfig
-from dyntheory.probes import ratio
+from dyntheory.probes import ratio, stepwise_path
 from experiments.grokking.config import Config
 from experiments.grokking.data import ModularData, make_data
 
@@ -124,6 +125,11 @@ def make_probes(cfg: Config, optim: OptimizerConfig, n_train: int) -> list[probe
                     rule=cfg.stepwise_rule,
                     gradient=cfg.stepwise_gradient,
                     check_spectrum=cfg.stepwise_check_spectrum,
+                    record_path=(
+                        max(cfg.train.steps - cfg.dissipation_start, 1)
+                        if cfg.stepwise_exact_topk
+                        else 0
+                    ),
                 )
             )
         if cfg.dissipation_integrator == "stepwise":
@@ -264,6 +270,36 @@ def stepwise_summary(cfg: Config, history: dict, n_train: int) -> dict:
     return out
 
 
+def exact_spectrum(cfg: Config, probe, result, apply_fn, params0, x) -> dict:
+    """Per seed, the top ``k`` eigenvalues of the whole ``W_gg`` at the last step by the adjoint
+    over the recorded path (:func:`dyntheory.probes.stepwise_path.exact_topk`), and the tracked
+    block's (``stepwise_rank``) and the complete basis's (``stepwise_check_spectrum``) top ``k``
+    against them (:func:`dyntheory.split.top_rel_err`)."""
+    k = cfg.stepwise_exact_topk
+    buf = result.probe_states[probe.name].path
+    batched = buf.w.ndim == 3  # a member axis (seeds, cells)
+    out = {
+        "exact_top_eigenvalues": [],
+        "exact_vs_tracked_rel_err": [],
+        "exact_vs_complete_rel_err": [],
+    }
+    x = jnp.asarray(x)
+    for m in range(buf.w.shape[0] if batched else 1):
+        one = jax.tree.map(lambda a, m=m: a[m], buf) if batched else buf
+        lam, _ = stepwise_path.exact_topk(probe, apply_fn, x, params0, one, k, num_iters=60)
+        out["exact_top_eigenvalues"].append([float(v) for v in lam])
+        for name, arr in (("tracked", "w_eigenvalues"), ("complete", "w_eigenvalues_ref")):
+            got = result.arrays.get(f"{probe.name}/{arr}")
+            if got is None:
+                out[f"exact_vs_{name}_rel_err"].append(None)
+                continue
+            got = np.asarray(got)
+            last = got[-1, m] if got.ndim == 3 else got[-1]
+            err = split.top_rel_err(jnp.asarray(last), lam, k)
+            out[f"exact_vs_{name}_rel_err"].append(float(err))
+    return out
+
+
 def dissipation_summary(cfg: Config, history: dict, n_train: int) -> dict:
     """W_S at the last probe step, per seed, with its validity checks (THEORY.md §10)."""
     pre = "probe/dissipation/"
@@ -353,6 +389,16 @@ def run(cfg: Config, run_dir) -> dict:
             "wall_time_s": res.wall_s,
             "arms_in_program": res.arms_in_program,
         }
+        if cfg.stepwise_exact_topk:
+            key = "dissipation" if cfg.dissipation_integrator == "stepwise" else "stepwise"
+            probe = next(
+                p
+                for p in make_probes(cfg, arm.optim, n_train)
+                if isinstance(p, probes.StepwiseDissipation)
+            )
+            per_opt[arm.name][key] |= exact_spectrum(
+                cfg, probe, res.result, apply_fn, params0, train["x"]
+            )
         if arm.optim.family == "prm":
             per_opt[arm.name]["gate_mean_per_tensor_final"] = gate_per_tensor(
                 cfg, arm.optim, res.result.state.opt_state
