@@ -107,25 +107,45 @@ def test_dense_step_is_the_momentum_recursion_for_a_constant_kernel():
     np.testing.assert_allclose(z @ w @ z, want, rtol=1e-12)
 
 
+LR, B1, WD, START, STEPS = 0.05, 0.9, 0.1, 3, 12  # the AdamW run checked against dense
+
+
+def adamw_against_dense(loss, **probes_kw):
+    """Train the small MLP with full-batch AdamW (float64) carrying one StepwiseDissipation per
+    ``name -> settings`` of ``probes_kw``; returns ``(res, probes, dense_reference(...),
+    dense Π W_gg Π spectrum (softmax) or W_gg's, descending)``."""
+    opt = optax.adamw(LR, b1=B1, b2=0.99, weight_decay=WD)
+    precond = optim_state.adam_preconditioner(LR, b2=0.99)
+    common = dict(
+        preconditioner=precond, momentum=B1, first_moment=optim_state.first_moment,
+        decay=LR * WD, loss=loss, start=START,
+    )  # fmt: skip
+    probes = {
+        name: P.StepwiseDissipation(P.Schedule.at(STEPS), name=name, **common, **kw)
+        for name, kw in probes_kw.items()
+    }
+    train = data(loss)
+    tr = Trainer(
+        TrainConfig(steps=STEPS, fuse=5, probe_size=N),
+        apply_fn=apply, init_params=init, optimizer=opt, data=train, loss=loss,
+        probes=list(probes.values()),
+    )  # fmt: skip
+    res = tr.run(progress=False)
+    dense = dense_reference(loss, opt, precond, B1, LR * WD, START, STEPS, train)
+    w = dense[2]
+    basis = losses.logit_shift_free_basis(N, OUT) if loss != "squared" else np.eye(N * OUT)
+    basis = np.asarray(basis)
+    ref = np.sort(np.linalg.eigvalsh(basis.T @ (0.5 * (w + w.T)) @ basis))[::-1]
+    return res, probes, dense, ref
+
+
 @pytest.mark.parametrize("loss", ["squared", "softmax_ce"])
 def test_stepwise_equals_the_dense_per_step_accumulation(loss):
     """AdamW (momentum, bias correction, decoupled decay), full batch, float64: the in-scan
     probe's prediction and its complete-basis W spectrum equal the dense recursion to 1e-8."""
-    lr, b1, wd, start, steps = 0.05, 0.9, 0.1, 3, 12
-    opt = optax.adamw(lr, b1=b1, b2=0.99, weight_decay=wd)
-    precond = optim_state.adam_preconditioner(lr, b2=0.99)
-    probe = P.StepwiseDissipation(
-        P.Schedule.at(steps), preconditioner=precond, momentum=b1,
-        first_moment=optim_state.first_moment, decay=lr * wd, loss=loss, start=start,
-        rank=N * OUT, lanczos_iters=N * OUT,
-    )  # fmt: skip
-    train = data(loss)
-    tr = Trainer(
-        TrainConfig(steps=steps, fuse=5, probe_size=N),
-        apply_fn=apply, init_params=init, optimizer=opt, data=train, loss=loss, probes=[probe],
-    )  # fmt: skip
-    res = tr.run(progress=False)
-    pred, drop, w, gwg = dense_reference(loss, opt, precond, b1, lr * wd, start, steps, train)
+    res, _, (pred, drop, w, gwg), _ = adamw_against_dense(
+        loss, stepwise=dict(rank=N * OUT, lanczos_iters=N * OUT)
+    )
     got = res.history["probe/stepwise/predicted_loss_drop"][-1]
     h = lambda key: res.history[f"probe/stepwise/{key}"][-1]
     # the split of the checked Gramian: its two parts carry g(s)ᵀ W_gg g(s)
@@ -142,28 +162,7 @@ def test_check_spectrum_is_the_dense_spectrum_beside_the_tracked_block(loss):
     """check_spectrum: the reference block's eigenvalues are the dense recursion's W_gg spectrum
     on the loss-carrying outputs (softmax: Π W_gg Π), and spectrum_rel_err compares the tracked
     block's top k with them; the tracked block is the same as without the check."""
-    lr, b1, wd, start, steps, rank = 0.05, 0.9, 0.1, 3, 12, 3
-    opt = optax.adamw(lr, b1=b1, b2=0.99, weight_decay=wd)
-    precond = optim_state.adam_preconditioner(lr, b2=0.99)
-    common = dict(
-        preconditioner=precond, momentum=b1, first_moment=optim_state.first_moment,
-        decay=lr * wd, loss=loss, start=start, rank=rank,
-    )  # fmt: skip
-    probes = [
-        P.StepwiseDissipation(P.Schedule.at(steps), name="low", **common),
-        P.StepwiseDissipation(P.Schedule.at(steps), name="chk", check_spectrum=2, **common),
-    ]
-    train = data(loss)
-    tr = Trainer(
-        TrainConfig(steps=steps, fuse=5, probe_size=N),
-        apply_fn=apply, init_params=init, optimizer=opt, data=train, loss=loss, probes=probes,
-    )  # fmt: skip
-    res = tr.run(progress=False)
-    _, _, w, _ = dense_reference(loss, opt, precond, b1, lr * wd, start, steps, train)
-    basis = (
-        np.asarray(losses.logit_shift_free_basis(N, OUT)) if loss != "squared" else np.eye(N * OUT)
-    )
-    ref = np.sort(np.linalg.eigvalsh(basis.T @ (0.5 * (w + w.T)) @ basis))[::-1]
+    res, _, _, ref = adamw_against_dense(loss, low=dict(rank=3), chk=dict(rank=3, check_spectrum=2))
     np.testing.assert_allclose(res.arrays["chk/w_eigenvalues_ref"][-1], ref, atol=1e-10)
     low = res.arrays["low/w_eigenvalues"][-1]
     np.testing.assert_allclose(res.arrays["chk/w_eigenvalues"][-1], low, rtol=1e-10)
@@ -184,28 +183,11 @@ def test_exact_topk_by_the_adjoint_is_the_dense_spectrum(loss):
     """record_path + exact_topk: Lanczos on the adjoint product over the recorded path gives
     the top eigenvalues of the whole W_gg (softmax: Π W_gg Π) of the dense recursion, with no
     tracked directions at all."""
-    lr, b1, wd, start, steps = 0.05, 0.9, 0.1, 3, 12
-    opt = optax.adamw(lr, b1=b1, b2=0.99, weight_decay=wd)
-    precond = optim_state.adam_preconditioner(lr, b2=0.99)
-    probe = P.StepwiseDissipation(
-        P.Schedule.at(steps), preconditioner=precond, momentum=b1,
-        first_moment=optim_state.first_moment, decay=lr * wd, loss=loss, start=start,
-        rule="left", record_path=steps,
-    )  # fmt: skip
-    train = data(loss)
-    tr = Trainer(
-        TrainConfig(steps=steps, fuse=5, probe_size=N),
-        apply_fn=apply, init_params=init, optimizer=opt, data=train, loss=loss, probes=[probe],
-    )  # fmt: skip
-    res = tr.run(progress=False)
-    _, _, w, _ = dense_reference(loss, opt, precond, b1, lr * wd, start, steps, train)
-    basis = (
-        np.asarray(losses.logit_shift_free_basis(N, OUT)) if loss != "squared" else np.eye(N * OUT)
-    )
-    ref = np.sort(np.linalg.eigvalsh(basis.T @ (0.5 * (w + w.T)) @ basis))[::-1]
+    res, probes, _, ref = adamw_against_dense(loss, stepwise=dict(rule="left", record_path=STEPS))
     buf = res.probe_states["stepwise"].path
-    assert int(buf.count) == steps - start
-    x = jnp.asarray(train["x"])
+    assert int(buf.count) == STEPS - START
+    x = jnp.asarray(data(loss)["x"])
+    probe = probes["stepwise"]
     lam, _ = stepwise_path.exact_topk(probe, apply, x, init(jax.random.key(0)), buf, 3)
     np.testing.assert_allclose(np.asarray(lam), ref[:3], rtol=1e-8)
 
