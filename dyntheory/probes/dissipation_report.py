@@ -76,9 +76,8 @@ def report(probe, ctx, state, new, acc, u, uq, g, phi, step, stab) -> tuple[dict
         s[f"{label}_channel"], s[f"{label}_reservoir"] = ch, res + jnp.maximum(outside, 0)
     ref = new.ref
     if ref is not None:  # the low-rank spectrum against the dense reference, top k
-        k_top = min(probe.check_spectrum, lam.shape[0])
         dense_sp = split.split(modulo(ref[0].W), probe.threshold, probe.mode, n_examples=n)
-        s["spectrum_rel_err"] = split.top_rel_err(lam, dense_sp.eigvals, k_top)
+        s["spectrum_rel_err"] = split.top_rel_err(lam, dense_sp.eigvals, probe.check_spectrum)
         s["channel_dim_dense"] = jnp.sum(dense_sp.channel)
         s["w_lambda_max_dense"] = dense_sp.eigvals[0]
     if low:

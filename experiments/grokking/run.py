@@ -260,9 +260,9 @@ def stepwise_summary(cfg: Config, history: dict, n_train: int) -> dict:
         "predicted_loss_drop": last("predicted_loss_drop"),
         "norm_ratio": last("norm_ratio"),
     }
-    split = ("channel_dim", "w_lambda_max", "g0_channel", "g0_reservoir", "dissipated_channel")
+    parts = ("channel_dim", "w_lambda_max", "g0_channel", "g0_reservoir", "dissipated_channel")
     checks = ("g_block_rel_err", "spectrum_half_rel_err", "spectrum_rel_err", "w_lambda_max_ref")
-    for key in (*split, "dissipated_reservoir", *checks):
+    for key in (*parts, "dissipated_reservoir", *checks):
         out[key] = last(key)
     for key in ("spectrum_half_rel_err", "spectrum_rel_err"):  # the largest from the start on
         if f"{pre}{key}" in history:
