@@ -2,7 +2,8 @@
 
 - :class:`MLP` (activation zoo, LayerNorm/DyT, residual), :class:`EmbedMLP` (modular arithmetic),
   :class:`CNN`, :class:`Transformer` (decoder-only, causal, last-position logits).
-- :func:`functional` -> ``(apply_fn, params)``; :func:`count_params`.
+- :func:`functional` -> ``(apply_fn, params)``; :func:`abstract` (the same, params as shapes,
+  nothing initialized); :func:`count_params`.
 - :data:`ACTIVATIONS` (name -> function), :func:`get_activation`, :class:`DyT`, :class:`Linear`
   (the dense layer with the tap the structured NTK reads).
 """
@@ -14,7 +15,7 @@ from dyntheory.models.activations import (
     is_gated,
 )
 from dyntheory.models.cnn import CNN
-from dyntheory.models.functional import ApplyFn, DenseLayer, count_params, functional
+from dyntheory.models.functional import ApplyFn, DenseLayer, abstract, count_params, functional
 from dyntheory.models.layers import NORMS, DyT, Linear, make_norm
 from dyntheory.models.mlp import MLP, EmbedMLP
 from dyntheory.models.transformer import Transformer
@@ -32,6 +33,7 @@ __all__ = [
     "Linear",
     "Transformer",
     "count_params",
+    "abstract",
     "functional",
     "get_activation",
     "is_gated",

@@ -14,6 +14,7 @@ structured NTK uses: :attr:`ApplyFn.dense` (layer key -> param paths) and :meth:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -101,6 +102,19 @@ def functional(model: nnx.Module, method: str | None = None) -> tuple[ApplyFn, P
                 (*path, "kernel"), None if m.bias is None else (*path, "bias")
             )
     return ApplyFn(graphdef, other, method, dense), params
+
+
+def abstract(build: Callable[[], nnx.Module], method: str | None = None) -> tuple[ApplyFn, Params]:
+    """:func:`functional` of ``build()`` without running its initializers: ``(apply_fn, shapes)``,
+    ``shapes`` the params as :class:`jax.ShapeDtypeStruct` (for :func:`count_params`, abstract
+    evaluation and sharding). The same ``apply_fn`` as from a built model; nothing is computed or
+    compiled. A model with non-parameter state (captured as constants) is built for real.
+    """
+    model = nnx.eval_shape(build)
+    apply_fn, shapes = functional(model, method)
+    if jax.tree.leaves(apply_fn.other):
+        return functional(build(), method)
+    return apply_fn, shapes
 
 
 def count_params(tree: Any) -> int:

@@ -94,7 +94,8 @@ def record(buf: PathBuffers, i, w_t, w_next, p, rows, c) -> PathBuffers:
 def exact_topk(probe, apply_fn, x, params_like, buf: PathBuffers, k: int, *, num_iters=None):
     r"""The top ``k`` eigenpairs of ``W_gg(s, s + count)`` on the recorded path, by Lanczos on
     the adjoint product ``v → ½ ∇_v Σ_t q_t(Φ_t (v, 0, 0)) = W_gg v`` (module doc; softmax:
-    ``Π W_gg Π``, as the probe splits). ``params_like``: a pytree of the params' structure;
+    ``Π W_gg Π``, as the probe splits). ``params_like``: a pytree of the params' structure
+    (arrays or shapes);
     ``buf``: a :class:`PathBuffers` of one run (concrete: ``count`` sets the scan's length).
     Each product costs one forward and one backward pass over the ``count`` recorded steps
     (``jax.checkpoint`` per step keeps memory at one step's linearization); ``num_iters``
@@ -104,7 +105,7 @@ def exact_topk(probe, apply_fn, x, params_like, buf: PathBuffers, k: int, *, num
     count = int(buf.count)
     if count < 1:
         raise ValueError("exact_topk needs a recorded path: record_path >= 1 and steps past start.")
-    unravel = ravel_pytree(params_like)[1]
+    unravel = ravel_pytree(jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), params_like))[1]
     xs = (buf.w[:count], buf.w[1 : count + 1], buf.p[:count], buf.rows[:count], buf.c[:count])
     n_params = buf.w.shape[1]
 

@@ -28,7 +28,7 @@ from dyntheory import probes
 from dyntheory.engine import fit, records, rundir, sweep
 from dyntheory.engine.config import to_dict
 from dyntheory.engine.rundir import subrun_dir
-from dyntheory.models import Transformer, count_params, functional
+from dyntheory.models import Transformer, abstract, count_params, functional
 from dyntheory.optim import finite_dataset_alpha
 from dyntheory.optim.config import OptimizerConfig
 from experiments.dpo.config import Config
@@ -179,7 +179,7 @@ def run(cfg: Config, run_dir) -> dict:
         rundir.write_json(out / rundir.CONFIG, {"experiment": "dpo", "config": to_dict(cfg)})
     t = cfg.task
     data = make_task(t)
-    apply_fn, params0 = functional(build_model(cfg, jax.random.key(0)))
+    apply_fn, params0 = abstract(lambda: build_model(cfg, jax.random.key(0)))
     ref, sft = train_reference(cfg, data, apply_fn, out)
     splits = [with_reference(s, apply_fn, ref, t) for s in (data.train, data.val, data.test)]
     train = splits[0]

@@ -38,7 +38,7 @@ from dyntheory import drift
 from dyntheory.drift import curves
 from dyntheory.engine import fit, rundir
 from dyntheory.engine.rundir import subrun_dir
-from dyntheory.models import MLP, count_params, functional
+from dyntheory.models import MLP, abstract, count_params, functional
 from dyntheory.probes import Dissipation, DriftDiffusion, NTKSpectrum, Schedule, last_value
 from dyntheory.probes.dissipation import PARTS, SUBS
 from experiments.dynamics.config import Config
@@ -68,7 +68,7 @@ def model(cfg: Config):
     build = lambda key: MLP(
         cfg.d_in, (cfg.width,) * cfg.depth, 1, activation=cfg.activation, rngs=nnx.Rngs(key)
     )
-    apply_fn, params0 = functional(build(jax.random.key(0)))
+    apply_fn, params0 = abstract(lambda: build(jax.random.key(0)))
     return apply_fn, (lambda key: functional(build(key))[1]), count_params(params0)
 
 

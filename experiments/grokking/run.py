@@ -26,7 +26,7 @@ from flax import nnx
 from dyntheory import probes, split
 from dyntheory.engine import rundir, sharding, sweep
 from dyntheory.engine.config import to_dict
-from dyntheory.models import EmbedMLP, Transformer, count_params, functional
+from dyntheory.models import EmbedMLP, Transformer, abstract, count_params, functional
 from dyntheory.optim import finite_dataset_alpha
 from dyntheory.optim.config import OptimizerConfig
 from dyntheory.probes import ratio, stepwise_path
@@ -336,7 +336,8 @@ def gate_per_tensor(cfg: Config, optim: OptimizerConfig, opt_state) -> dict[str,
     :meth:`dyntheory.optim.config.OptimizerConfig.gate` per seed; returns ``{"<layer path>":
     [mean q per seed]}`` (fraction of the update Adam would make).
     """
-    q = jax.vmap(optim.gate)(opt_state) if cfg.train.seeds > 1 else optim.gate(opt_state)
+    gate = jax.vmap(optim.gate) if cfg.train.seeds > 1 else optim.gate
+    q = jax.jit(gate)(opt_state)  # one program, not one per operation and tensor shape
     out = {}
     for path, leaf in jax.tree.flatten_with_path(q)[0]:
         leaf = np.asarray(leaf, np.float64).reshape(max(cfg.train.seeds, 1), -1)
@@ -362,7 +363,7 @@ def run(cfg: Config, run_dir) -> dict:
     data = load_data(cfg)
     n_train = len(data.y_train)
     alpha = prm_alpha(cfg, n_train) if "prm" in cfg.optimizers else None  # fails before compute
-    apply_fn, params0 = functional(build_model(cfg, data, jax.random.key(0)))
+    apply_fn, params0 = abstract(lambda: build_model(cfg, data, jax.random.key(0)))
     init_params = lambda key: functional(build_model(cfg, data, key))[1]
     train = {"x": data.x_train, "y": data.y_train}
     eval_sets = {"test": {"x": data.x_test, "y": data.y_test}, "trainset": train}

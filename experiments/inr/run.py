@@ -40,7 +40,7 @@ from flax import nnx
 
 from dyntheory import probes
 from dyntheory.engine import sweep
-from dyntheory.models import MLP, functional
+from dyntheory.models import MLP, abstract, functional
 from dyntheory.optim import finite_dataset_alpha
 from dyntheory.optim.config import OptimizerConfig
 from dyntheory.probes import last_finite, seed_columns
@@ -118,7 +118,7 @@ def make_model(cfg: Config):
         activation=cfg.activation,
         rngs=nnx.Rngs(params=key),
     )
-    apply_fn, _ = functional(build(jax.random.key(0)))
+    apply_fn, _ = abstract(lambda: build(jax.random.key(0)))
     return apply_fn, lambda key: functional(build(key))[1]
 
 

@@ -35,7 +35,7 @@ from flax import nnx
 
 from dyntheory.engine import sweep
 from dyntheory.engine.config import TrainConfig
-from dyntheory.models import MLP, functional
+from dyntheory.models import MLP, abstract, functional
 from dyntheory.probes import GateStats, Schedule, last_finite, ratio, seed_columns
 from experiments.pinn import problem
 from experiments.pinn.config import Config
@@ -64,7 +64,7 @@ def make_model(cfg: Config):
     build = lambda key: MLP(
         d_in, (cfg.width,) * cfg.depth, 1, activation=cfg.activation, rngs=nnx.Rngs(params=key)
     )
-    mlp_apply, _ = functional(build(jax.random.key(0)))
+    mlp_apply, _ = abstract(lambda: build(jax.random.key(0)))
     apply_fn = lambda params, z: mlp_apply(params, embed(z))
     init_params = lambda key: functional(build(key))[1]
     return apply_fn, init_params

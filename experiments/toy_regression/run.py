@@ -12,7 +12,7 @@ from flax import nnx
 
 from dyntheory import probes
 from dyntheory.engine import fit
-from dyntheory.models import MLP, count_params, functional
+from dyntheory.models import MLP, abstract, count_params, functional
 from dyntheory.optim import prm
 from dyntheory.optim import state as optim_state
 from experiments.toy_regression.config import Config
@@ -172,7 +172,7 @@ def run(cfg: Config, run_dir) -> dict:
     model = lambda key: MLP(
         cfg.d_in, (cfg.width,) * cfg.depth, 1, activation=cfg.activation, rngs=nnx.Rngs(key)
     )
-    apply_fn, params0 = functional(model(jax.random.key(0)))
+    apply_fn, params0 = abstract(lambda: model(jax.random.key(0)))
     optimizer, precond = make_optimizer(cfg)
     result = fit(
         cfg.train,
