@@ -1,6 +1,7 @@
 """A grid of optimizer settings in one compiled program against one program per setting.
 
     PYTHONPATH=. nice -n 10 python benchmarks/sweep.py              # ≈ 10 min on a 2-core CPU
+    PYTHONPATH=. python benchmarks/sweep.py --dtype float64         # the cells' equality, ≈ 4 min
     PYTHONPATH=. python benchmarks/sweep.py --steps 50 --lrs 1e-3   # a smoke run
 
 PRM on the grokking ``quick`` task (embedding MLP, ÷ mod 59, half the pairs, batch 512), one seed,
@@ -14,8 +15,8 @@ first run of a process compiles once. Printed: wall time of each arm and their r
 training programs compiled (``Trainer.compile`` calls) and of XLA compilations (every jitted
 function: init, step, probes, eager ops), and the largest differences between the two arms over
 every cell: its final metrics, its metrics history (relative) and its final parameters (relative
-to their scale). Both arms compute in float32; a vmapped program sums in another order than a
-single one, so they agree to round-off, not bit for bit.
+to their scale). ``--dtype float64`` makes the params, so every computation, float64: there the
+two arms are compared without float32's reduction-order round-off, which this task amplifies.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ import argparse
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from dyntheory.engine import sweep
 from dyntheory.engine.config import apply_overrides, replace
 from dyntheory.engine.trainer import Trainer
-from dyntheory.models import functional
+from dyntheory.models import abstract, functional
 from experiments.grokking.config import PRESETS
 from experiments.grokking.run import arms, build_model, load_data, make_probes
 
@@ -57,11 +59,12 @@ class Counter:
         return self.programs, self.xla
 
 
-def task(cfg):
+def task(cfg, dtype=jnp.float32):
     data = load_data(cfg)
     n_train = len(data.y_train)
-    apply_fn = functional(build_model(cfg, data, jax.random.key(0)))[0]
-    init = lambda key: functional(build_model(cfg, data, key))[1]
+    apply_fn = abstract(lambda: build_model(cfg, data, jax.random.key(0)))[0]
+    as_dtype = lambda tree: jax.tree.map(lambda x: x.astype(dtype), tree)
+    init = lambda key: as_dtype(functional(build_model(cfg, data, key))[1])
     train = {"x": data.x_train, "y": data.y_train}
     kwargs = dict(
         apply_fn=apply_fn,
@@ -105,6 +108,12 @@ def main(argv=None):
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--lrs", default="1e-3,3e-3")
     ap.add_argument("--alphas", default="0.1,0.25,0.5,1")
+    ap.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="the params' dtype, so of every computation (float64: round-off 1e-16, not 1e-7)",
+    )
     args = ap.parse_args(argv)
     jax.config.update("jax_enable_x64", True)  # as the CLI runs experiments
     jax.config.update("jax_enable_compilation_cache", False)
@@ -112,7 +121,7 @@ def main(argv=None):
         replace(PRESETS["quick"].config, steps=args.steps, seeds=1, probes_per_decade=0),
         ["optimizers=prm", f"lr={args.lrs}", f"prm_alpha={args.alphas}"],
     )
-    todo, kwargs = task(cfg)
+    todo, kwargs = task(cfg, jnp.dtype(args.dtype))
     # warm-up, not counted: what any first run compiles once per process (key and data set-up)
     sweep.run_arms(replace(cfg.train, steps=2), todo[:1], progress=False, **kwargs)
     counter = Counter()
@@ -128,7 +137,7 @@ def main(argv=None):
     (w1, p1, x1), (w2, p2, x2) = out["one vmapped program/stats"], out["sequential programs/stats"]
     print(
         f"\nPRM on grokking quick, {len(todo)} cells (lr {args.lrs} × prm_alpha {args.alphas}), "
-        f"{args.steps} steps, 1 seed\n"
+        f"{args.steps} steps, 1 seed, {args.dtype}\n"
     )
     print("| | wall (s) | training programs compiled | XLA compilations |")
     print("|---|---|---|---|")

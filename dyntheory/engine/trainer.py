@@ -184,10 +184,12 @@ class Trainer:
         return keys
 
     def _member_hyperparams(self):
-        """``{name: (M,) float32}``: each member's cell values (cell ``m // S``)."""
+        """``{name: (M,)}``: each member's cell values (cell ``m // S``), in float64 until the
+        optimizer state takes them in its own dtype, as a separate run's does (float64 under x64:
+        a cell's ``lr=1e-3`` is not rounded to float32's 1.0000000475e-3)."""
         s = self.cfg.seeds
         values = {
-            k: np.asarray([self.grid[m // s][k] for m in range(self.members)], np.float32)
+            k: np.asarray([self.grid[m // s][k] for m in range(self.members)], np.float64)
             for k in self.grid[0]
         }
         return values if self.seeded else {k: v[0] for k, v in values.items()}
