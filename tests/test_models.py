@@ -21,6 +21,7 @@ from dyntheory.models import (
     DyT,
     EmbedMLP,
     Transformer,
+    abstract,
     count_params,
     functional,
     get_activation,
@@ -283,6 +284,26 @@ def test_functional_round_trip():
     np.testing.assert_allclose(
         np.asarray(ys[1]), np.asarray(apply_fn(doubled, x)), **tol(jnp.float32)
     )
+
+
+def test_abstract_is_functional_without_initializing():
+    """abstract(build): the same apply_fn and the params' shapes, and no initializer runs."""
+    model, x = _model("embed")
+    apply_fn, params = functional(model)
+    built = []
+
+    def build():
+        built.append(1)
+        return _model("embed")[0]
+
+    apply_abs, shapes = abstract(build)
+    assert jax.tree.structure(shapes) == jax.tree.structure(params)
+    for s, p in zip(jax.tree.leaves(shapes), jax.tree.leaves(params), strict=True):
+        assert isinstance(s, jax.ShapeDtypeStruct) and (s.shape, s.dtype) == (p.shape, p.dtype)
+    assert count_params(shapes) == count_params(params)
+    assert apply_abs.dense == apply_fn.dense
+    np.testing.assert_array_equal(np.asarray(apply_abs(params, x)), np.asarray(apply_fn(params, x)))
+    assert len(built) == 1  # traced once by nnx.eval_shape, never built for real
 
 
 def test_functional_method_and_taps():

@@ -11,6 +11,7 @@ from flax import nnx
 
 from dyntheory import probes
 from dyntheory.engine import NonFiniteError, Trainer, batching, integrity, rundir
+from dyntheory.engine import trainer as trainer_module
 from dyntheory.engine.checkpoint import abstract_like
 from dyntheory.engine.config import TrainConfig
 from dyntheory.models import MLP, functional
@@ -170,6 +171,23 @@ def test_vmapped_seeds_equal_single_seed_runs():
         assert both.history[key].shape[1] == 2
         np.testing.assert_allclose(both.history[key][:, 1], one.history[key], rtol=1e-5)
     assert not np.allclose(both.history["train/loss"][:, 0], both.history["train/loss"][:, 1])
+
+
+def test_trainers_of_one_init_share_their_initializer():
+    """Two trainers with one init_params function (a comparison's optimizers) get the same jitted
+    initializer, whose params (members mapped one by one) equal each seed's init_params."""
+    cfg = TrainConfig(steps=2, batch_size=8, seeds=2, seed=3)
+    kw = dict(apply_fn=APPLY, init_params=init, data=data(), loss="squared")
+    a = Trainer(cfg, optimizer=optax.adam(1e-2), **kw)
+    b = Trainer(cfg, optimizer=optax.sgd(1e-2), **kw)
+    made = lambda tr: tr._init_args()[1]
+    assert trainer_module._initializer(init, True, a.state_shardings.params) is (
+        trainer_module._initializer(init, True, b.state_shardings.params)
+    )
+    keys = jnp.stack([jax.random.key(3), jax.random.key(4)])
+    vmapped = jax.jit(jax.vmap(lambda k: init(jax.random.split(k)[0])))(keys)
+    assert_trees_all_equal(jax.device_get(made(a)), jax.device_get(vmapped))  # bit for bit
+    assert_trees_all_equal(jax.device_get(a.init_state().params), jax.device_get(made(b)))
 
 
 def test_batching_regimes_are_functions_of_step():
