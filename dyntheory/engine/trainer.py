@@ -284,13 +284,10 @@ class Trainer:
         """``cfg.fuse`` scan iterations: the first ``n_active`` are train steps; if ``measure``,
         iteration ``n_active`` only measures (batch loss and every eval set) at the current params
         (the final metrics line); the rest are no-ops. ``istates``: the in-scan probes' states,
-        advanced after every train step (on ``sets``, the probe sets).
-
-        The measurement is the train step with its results dropped: the step's metrics are the
-        batch loss and gradient at the current params, so one copy of the step serves both and
-        XLA compiles the loss and its gradient once, not twice."""
+        advanced after every train step (on ``sets``, the probe sets)."""
         train = self.vmap_seeds(self._train_one, (0, 0, 0, None, 0, None))
         inscan = self.vmap_seeds(self._inscan_one, (0, 0, 0, 0, None, None, None))
+        grad_metrics = self.vmap_seeds(lambda *a: self._loss_grad(*a)[2], (0, 0, None, 0, None))
         evaluate = self.vmap_seeds(self._eval_one, (0, 0, None))
         every = self.cfg.eval_every
 
@@ -301,42 +298,42 @@ class Trainer:
             nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
             return lax.cond(due, lambda: evaluate(st.params, st.key, eval_sets), lambda: nan)
 
-        def active(carry, measuring):
+        def active(carry):
             st, bcarry, ist = carry
             params, opt_state, bcarry, m = train(
                 st.params, st.opt_state, st.key, st.step, bcarry, data
             )
-            due = (st.step % every == 0) if every else jnp.array(False)
-            m.update(evals(st, due | measuring))
+            m.update(evals(st, (st.step % every == 0) if every else jnp.array(False)))
             if ist:
                 before, after = (st.params, st.opt_state), (params, opt_state)
                 ist = inscan(ist, before, after, st.key, st.step, data, sets)
-            stepped = (TrainState(params, opt_state, st.step + 1, st.key), bcarry, ist)
-            # measuring: the metrics at the current params, the state as it was
-            finite = self.vmap_seeds(all_finite, 0)(st.params)
-            m["_params_finite"] = jnp.where(measuring, finite, m["_params_finite"])
-            kept = jax.tree.map(lambda old, new: jnp.where(measuring, old, new), carry, stepped)
-            return kept, m
+            return (TrainState(params, opt_state, st.step + 1, st.key), bcarry, ist), m
+
+        def measure_only(carry):
+            st, bcarry, _ = carry
+            m = grad_metrics(st.params, st.key, st.step, bcarry, data)
+            m["_params_finite"] = self.vmap_seeds(all_finite, 0)(st.params)
+            return carry, {**m, **evals(st, jnp.array(True))}
 
         def body(carry, i):
-            # the idle branch returns zeros shaped like the step's metrics; lax.switch traces
-            # its branches in order, so the step's own trace gives their shapes (tracing it a
-            # second time, by eval_shape, cost as much as the first)
-            measuring = (i == n_active) & measure
+            # the idle branch returns zeros shaped like the train step's metrics; lax.switch
+            # traces its branches in order, so the train step's own trace gives their shapes
+            # (tracing it a second time, by eval_shape, cost as much as the first)
             seen = {}
 
-            def step():
-                out = active(carry, measuring)
+            def train_step():
+                out = active(carry)
                 seen["metrics"] = jax.tree.map(
                     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), out[1]
                 )
                 return out
 
             def idle():
-                shapes = seen.get("metrics") or jax.eval_shape(active, carry, measuring)[1]
+                shapes = seen.get("metrics") or jax.eval_shape(active, carry)[1]
                 return carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
 
-            return lax.switch(jnp.where((i < n_active) | measuring, 0, 1), [step, idle])
+            branch = jnp.where(i < n_active, 0, jnp.where((i == n_active) & measure, 1, 2))
+            return lax.switch(branch, [train_step, lambda: measure_only(carry), idle])
 
         start = self.vmap_seeds(self.batcher.start, (0, None))(state.key, state.step)
         carry = (state, start, tuple(istates))
