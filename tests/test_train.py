@@ -11,9 +11,9 @@ from flax import nnx
 
 from dyntheory import probes
 from dyntheory.engine import NonFiniteError, Trainer, batching, integrity, rundir
-from dyntheory.engine import trainer as trainer_module
 from dyntheory.engine.checkpoint import abstract_like
 from dyntheory.engine.config import TrainConfig
+from dyntheory.engine.initializer import initializer
 from dyntheory.models import MLP, functional
 from tests.helpers import assert_tree_all_finite, assert_trees_all_close, assert_trees_all_equal
 
@@ -181,8 +181,8 @@ def test_trainers_of_one_init_share_their_initializer():
     a = Trainer(cfg, optimizer=optax.adam(1e-2), **kw)
     b = Trainer(cfg, optimizer=optax.sgd(1e-2), **kw)
     made = lambda tr: tr._init_args()[1]
-    assert trainer_module._initializer(init, True, a.state_shardings.params) is (
-        trainer_module._initializer(init, True, b.state_shardings.params)
+    assert initializer(init, True, a.state_shardings.params) is (
+        initializer(init, True, b.state_shardings.params)
     )
     keys = jnp.stack([jax.random.key(3), jax.random.key(4)])
     vmapped = jax.jit(jax.vmap(lambda k: init(jax.random.split(k)[0])))(keys)

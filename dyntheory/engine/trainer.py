@@ -5,6 +5,7 @@ One call trains a model and (optionally) writes a run directory::
     import optax
     from dyntheory import probes
     from dyntheory.engine.config import TrainConfig
+from dyntheory.engine.initializer import initializer
     from dyntheory.engine import fit
 
     cfg = TrainConfig(steps=2000, batch_size=64, eval_every=100, checkpoint_every=500, seeds=3)
@@ -78,7 +79,6 @@ at the start of a run), all cumulative over resumes.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -91,6 +91,7 @@ from jax import lax
 from dyntheory import losses
 from dyntheory.engine import batching, sharding
 from dyntheory.engine.config import TrainConfig
+from dyntheory.engine.initializer import initializer
 from dyntheory.engine.loop import run_loop
 from dyntheory.engine.probe_runner import ProbeRunner
 from dyntheory.engine.state import FitResult, TrainState, all_finite
@@ -196,7 +197,8 @@ class Trainer:
 
     def _init_one(self, key, params, hyperparams=None):
         """One member's state from its initial ``params`` (made from the first half of ``key``,
-        :func:`_initializer`): the optimizer's state, and the second half of ``key``."""
+        :func:`dyntheory.engine.initializer.initializer`): the optimizer's state, and the second
+        half of ``key``."""
         k_train = jax.random.split(key)[1]
         opt_state = self.optimizer.init(params)
         if hyperparams is not None:
@@ -207,13 +209,13 @@ class Trainer:
         cfg = self.cfg
         # Abstract state -> shardings (layout), then init jitted with out_shardings. The params
         # of an init_params function are their own program: it is the same program for every
-        # optimizer of a comparison, so only the first compiles it (the persistent cache, or
-        # this process's cache of jitted initializers) and the rest compile the optimizer's init.
+        # optimizer of a comparison, so only the first compiles it (engine.initializer keeps
+        # it; the persistent cache across processes) and the rest compile the optimizer's init.
         keys = self._seed_keys()
         if callable(self.init_params):
             init = self.vmap_seeds(self._init_one, 0)
             hp = (self._member_hyperparams(),) if self.grid is not None else ()
-            args = (keys, jax.eval_shape(_initializer(self.init_params, self.seeded), keys), *hp)
+            args = (keys, jax.eval_shape(initializer(self.init_params, self.seeded), keys), *hp)
         else:
             init = self._init_one
             args = (keys, self.init_params)
@@ -228,7 +230,7 @@ class Trainer:
         self.abstract_state = abstract
         self._init = jax.jit(init_state, out_shardings=self.state_shardings)
         if callable(self.init_params):
-            made = _initializer(self.init_params, self.seeded, self.state_shardings.params)
+            made = initializer(self.init_params, self.seeded, self.state_shardings.params)
             self._init_args = lambda: (keys, made(keys), *hp)
         else:
             self._init_args = lambda: args
@@ -387,29 +389,6 @@ class Trainer:
         A Trainer can run several times (other run dirs, more steps) without recompiling.
         """
         return run_loop(self, run_dir, steps=steps, resume=resume, progress=progress)
-
-
-_INITIALIZERS: OrderedDict = OrderedDict()  # the last few jitted initializers of this process
-
-
-def _initializer(init_params: Callable, seeded: bool, shardings=None) -> Callable:
-    """``keys -> params``: each member's ``init_params`` of the first half of its key (mapped
-    over the members when ``seeded``). With ``shardings``, jitted once per ``init_params``
-    function and layout (the last four are kept), so the trainers of a comparison share one
-    compiled initializer."""
-    one = lambda k: init_params(jax.random.split(k)[0])
-    # members one after another (lax.map): the same numbers as vmap, a third of its compile time
-    fn = (lambda keys: lax.map(one, keys)) if seeded else one
-    if shardings is None:
-        return fn
-    leaves, tree = jax.tree.flatten(shardings)
-    key = (init_params, seeded, tree, tuple(leaves))
-    if key not in _INITIALIZERS:
-        _INITIALIZERS[key] = jax.jit(fn, out_shardings=shardings)
-        while len(_INITIALIZERS) > 4:
-            _INITIALIZERS.popitem(last=False)
-    _INITIALIZERS.move_to_end(key)
-    return _INITIALIZERS[key]
 
 
 def fit(
