@@ -190,6 +190,28 @@ def test_trainers_of_one_init_share_their_initializer():
     assert_trees_all_equal(jax.device_get(a.init_state().params), jax.device_get(made(b)))
 
 
+def test_params_as_init_start_every_member_there():
+    """init_params given as params (not a function): every seed and cell starts from them, as
+    inputs of the init program, and trains as it does from a function returning them."""
+    p0 = jax.device_get(init(jax.random.key(7)))
+    cfg = TrainConfig(steps=6, batch_size=8, seeds=2, seed=3, fuse=3)
+    kw = dict(apply_fn=APPLY, data=data(), loss="squared", optimizer=optax.adam(1e-2))
+    given = Trainer(cfg, init_params=p0, **kw)
+    start = jax.device_get(given.init_state().params)
+    for m in range(2):
+        assert_trees_all_equal(jax.tree.map(lambda x, m=m: x[m], start), p0)
+    fn = Trainer(cfg, init_params=lambda key: jax.tree.map(jnp.asarray, p0), **kw)
+    a, b = given.run(progress=False), fn.run(progress=False)
+    assert_trees_all_equal(jax.device_get(a.state.params), jax.device_get(b.state.params))
+    cells = Trainer(
+        cfg,
+        init_params=p0,
+        grid=[{"learning_rate": 1e-2}, {"learning_rate": 1e-3}],
+        **{**kw, "optimizer": optax.inject_hyperparams(optax.adam)(learning_rate=1e-2)},
+    )
+    assert jax.tree.leaves(cells.init_state().params)[0].shape[0] == 4  # 2 cells × 2 seeds
+
+
 def test_batching_regimes_are_functions_of_step():
     d = {k: jnp.asarray(v) for k, v in data(12).items()}
     key = jax.random.key(0)

@@ -12,7 +12,7 @@ from dyntheory.engine.initializer import initializer
     result = fit(
         cfg,
         apply_fn=apply_fn,                      # (params, x) -> outputs (n, p)
-        init_params=lambda key: init(key),      # key -> params pytree (or a params pytree)
+        init_params=lambda key: init(key),      # key -> params (or params: every seed starts there)
         optimizer=optax.adam(1e-3),
         data={"x": x_train, "y": y_train},      # a dataset dict, or a sampler (key, b) -> batch
         loss="squared",                         # "squared", "softmax_ce", or a loss_fn (below)
@@ -148,8 +148,6 @@ class Trainer:
                 f"{what} ({self.batcher.batch_size} examples) is not divisible by the {ndev} "
                 f"devices of the mesh; choose a multiple of {ndev} or set devices=... ."
             )
-        if not callable(init_params) and self.seeded:
-            raise ValueError("seeds > 1 or a grid needs init_params as a function key -> params.")
         self.init_params = init_params
         rep, data_sh = sharding.replicated(self.mesh), sharding.batch_sharding(self.mesh)
         self.replicated = rep
@@ -212,13 +210,13 @@ class Trainer:
         # optimizer of a comparison, so only the first compiles it (engine.initializer keeps
         # it; the persistent cache across processes) and the rest compile the optimizer's init.
         keys = self._seed_keys()
+        hp = (self._member_hyperparams(),) if self.grid is not None else ()
         if callable(self.init_params):
             init = self.vmap_seeds(self._init_one, 0)
-            hp = (self._member_hyperparams(),) if self.grid is not None else ()
             args = (keys, jax.eval_shape(initializer(self.init_params, self.seeded), keys), *hp)
-        else:
-            init = self._init_one
-            args = (keys, self.init_params)
+        else:  # every member starts from these params, an input of the program (not constants)
+            init = self.vmap_seeds(self._init_one, (0, None, 0)[: 2 + len(hp)])
+            args = (keys, self.init_params, *hp)
 
         def init_state(*a):
             params, opt_state, key = init(*a)

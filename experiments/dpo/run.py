@@ -200,7 +200,7 @@ def run(cfg: Config, run_dir) -> dict:
             [probes.GateStats(probes.Schedule.every(every))] if o.family == "prm" else []
         ),
         apply_fn=apply_fn,
-        init_params=lambda key: ref,  # every seed starts at the reference
+        init_params=ref,  # every seed starts at the reference
         data=train,
         loss=loss,
         eval_sets=eval_sets,
