@@ -3,6 +3,9 @@
 import dataclasses
 import io as stdio
 import json
+import os
+import subprocess
+import sys
 from typing import Literal
 
 import pytest
@@ -167,6 +170,20 @@ def test_list(capsys):
     assert code == 0
     assert "toy_regression: Teacher-student MLP regression" in out
     assert "--preset tiny" in out and "--preset quick (default)" in out
+
+
+def test_list_into_a_reader_that_stops_early_ends_quietly():
+    """`dyntheory list | head -1`: a closed pipe stops the listing with status 141 (as it stops
+    any command), and no traceback."""
+    cmd = [sys.executable, "-c", "from dyntheory.cli.app import main; raise SystemExit(main())"]
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before the first line is written
+    try:
+        p = subprocess.run([*cmd, "list"], stdout=write, stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(write)
+    err = p.stderr.decode()
+    assert p.returncode == 141 and "Traceback" not in err and "Exception" not in err, err
 
 
 def test_run_then_resume_toy_experiment(capsys, tmp_path):

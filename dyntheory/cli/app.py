@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
@@ -113,7 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dyntheory`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        code = _command(list(sys.argv[1:] if argv is None else argv))
+        sys.stdout.flush()  # here, where a closed pipe is handled, not at the interpreter's exit
+        return code
+    except BrokenPipeError:
+        # the reader of standard output has gone (`dyntheory list | head`): stop quietly, with a
+        # closed pipe's usual status, and keep the interpreter from failing again at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+
+
+def _command(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     if not COMMANDS[args.command].jax:
         return _main(args)
