@@ -4,8 +4,10 @@ Must run before anything imports jax, so the device count and config take effect
 
 Compilation dominates the suite (a tiny run compiles for seconds and trains for milliseconds), so
 the tests compile with LLVM's optimization level 0 (about half the compile time; XLA's own graph
-passes and the numerics are unchanged: no fast-math either way) and share a persistent
-compilation cache, a fresh directory per session, with the processes they launch. Set
+passes are unchanged) and share a persistent compilation cache, a fresh directory per session,
+with the processes they launch. The last bits of float results differ from the default level's
+(measured in docs/testing.md), so a test compares with tolerances, or bit for bit only within
+the session (resume, sharding, vmapped seeds). Set
 ``DYNTHEORY_TEST_XLA_OPT=1`` to test with the default optimization level.
 """
 
