@@ -12,6 +12,7 @@ the session (resume, sharding, vmapped seeds). Set
 """
 
 import atexit
+import contextlib
 import fcntl
 import os
 import shutil
@@ -41,6 +42,35 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 jax.config.update("jax_numpy_dtype_promotion", "standard")
 
 
+# Where a mesh is not what a test is about, it runs on one device, as a run on a CPU does: a test
+# file marked ``pytestmark = pytest.mark.one_device`` gets a one-device mesh for ``devices=0``
+# ("all"). On 8 fake devices sharing 2 cores every replicated computation is done 8 times, and
+# the experiment tests took a third longer. The shared tiny runs below, the engine's own tests
+# and every test that names a device count keep all 8.
+@pytest.fixture(autouse=True)
+def _one_device_mesh(request, monkeypatch):
+    if request.node.get_closest_marker("one_device") is None:
+        return
+    from dyntheory.engine import sharding
+
+    every = sharding.make_mesh
+    one = lambda devices=0: every(devices or 1)
+    one.every = every  # for _all_devices
+    monkeypatch.setattr(sharding, "make_mesh", one)
+
+
+@contextlib.contextmanager
+def _all_devices():
+    from dyntheory.engine import sharding
+
+    patched = sharding.make_mesh
+    sharding.make_mesh = getattr(patched, "every", patched)
+    try:
+        yield
+    finally:
+        sharding.make_mesh = patched
+
+
 # The tiny preset of every experiment, run once per session through ``dyntheory run``'s code
 # path and shared read-only by the experiment tests and the figure tests (a run's directory may
 # gain a drawn figure; nothing else writes to it). With pytest-xdist (scripts/test.sh runs a worker
@@ -67,7 +97,8 @@ def tiny_run(tmp_path_factory):
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not (out / "results.json").exists():
                 overrides = TINY_OVERRIDES.get(experiment, ())
-                cli.run_experiment(experiment, "tiny", overrides, out=out, force=True)
+                with _all_devices():  # every experiment's sharded smoke run, whoever asks first
+                    cli.run_experiment(experiment, "tiny", overrides, out=out, force=True)
         return out
 
     get.root = root

@@ -16,6 +16,8 @@ from jax.flatten_util import ravel_pytree
 
 from dyntheory import dissipation, losses
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 N_TRAIN, N_QUERY = 16, 64
 
 

@@ -21,6 +21,8 @@ from dyntheory.cli import app as cli
 from dyntheory.engine import rundir
 from dyntheory.probes import ProbeContext, Schedule
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"
 

@@ -11,6 +11,8 @@ from dyntheory.engine import rundir
 from dyntheory.engine.config import ConfigError
 from experiments import double_descent, dynamics, toy_regression
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 # the row-wise checks that only one method reports
 LOWRANK_ONLY = ("basis_size", "g0_tracked")
 

@@ -16,6 +16,8 @@ from experiments.double_descent.data import make_task
 from experiments.double_descent.exact import feature_counts, summarize_sweep
 from experiments.double_descent.trained import run_trained
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 
 @pytest.mark.parametrize("task", ["regression", "binary"])
 def test_make_task_noise(task):

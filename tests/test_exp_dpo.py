@@ -24,6 +24,8 @@ from experiments.dpo.losses import (
 )
 from paper_figures import dpo as dpo_figure
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 TASK = Task(vocab=6, prompt_len=3, len_min=1, len_max=4, n_train=50, n_val=8, n_test=12)
 
 # --------------------------------------------------------------------------- loss

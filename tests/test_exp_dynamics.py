@@ -19,6 +19,8 @@ from dyntheory.probes.dissipation import PARTS, SUBS
 from experiments.dynamics import PRESETS, Config
 from experiments.dynamics.run import fit_window
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 
 @pytest.mark.parametrize(
     "override, match",

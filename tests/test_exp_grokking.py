@@ -15,6 +15,8 @@ from experiments.grokking import PRESETS, Config
 from experiments.grokking.data import OPS, all_pairs, is_prime, make_data, tokens
 from experiments.grokking.run import first_crossing, median_steps, prm_alpha
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 # --------------------------------------------------------------------------- data
 
 

@@ -11,6 +11,8 @@ from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.init_diagnostics import PRESETS, Config, run
 from experiments.init_diagnostics.run import PREDICTIVE, bound_position, bracket
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 
 def test_bracket_and_bound_position():
     m = (0.5, 0.9, 1.1, 2.0)

@@ -13,6 +13,8 @@ import pytest
 from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.inr import PRESETS, Config, signals
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 inr_run = importlib.import_module("experiments.inr.run")  # the module, not the run function
 
 # --------------------------------------------------------------------------- metrics

@@ -15,6 +15,8 @@ from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.pinn import PRESETS, Config, problem
 from experiments.pinn.run import first_crossing, make_loss, make_model
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 BETA = 5.0
 
 

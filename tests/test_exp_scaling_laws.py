@@ -14,6 +14,8 @@ from dyntheory.cli import app as cli
 from dyntheory.engine.config import ConfigError, apply_overrides
 from experiments.scaling_laws import DESCRIPTION, PRESETS, Config, classify, teacher
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 TS = types.SimpleNamespace(
     M=64,
     a=1.5,

@@ -192,8 +192,8 @@ def _readme_snippets() -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-# The session's compile settings (LLVM optimization level, shared compilation cache), which change
-# no number; the snippets still get one device, as in a user's shell.
+# The session's compile settings (LLVM optimization level, shared compilation cache: faster
+# compiles); the snippets get one device, as in a user's shell.
 SPEED = {k: v for k, v in os.environ.items() if k.startswith("JAX_") and "CACHE" in k} | {
     "XLA_FLAGS": xla_flags(1)
 }
