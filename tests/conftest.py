@@ -44,9 +44,9 @@ jax.config.update("jax_numpy_dtype_promotion", "standard")
 
 # Where a mesh is not what a test is about, it runs on one device, as a run on a CPU does: a test
 # file marked ``pytestmark = pytest.mark.one_device`` gets a one-device mesh for ``devices=0``
-# ("all"). On 8 fake devices sharing 2 cores every replicated computation is done 8 times, and
-# the experiment tests took a third longer. The shared tiny runs below, the engine's own tests
-# and every test that names a device count keep all 8.
+# ("all"). On 8 fake devices sharing 2 cores every replicated computation is done 8 times: the
+# grokking tests took 1.4× as long (docs/testing.md). The shared tiny runs below, the engine's
+# own tests and every test that names a device count keep all 8.
 @pytest.fixture(autouse=True)
 def _one_device_mesh(request, monkeypatch):
     if request.node.get_closest_marker("one_device") is None:

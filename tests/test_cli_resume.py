@@ -24,6 +24,8 @@ from experiments.grokking import PRESETS as GROKKING
 from experiments.toy_regression import PRESETS as TOY
 from tests.helpers import xla_flags
 
+pytestmark = pytest.mark.one_device  # their runs on one device (tests/conftest.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -23,6 +23,7 @@ import pytest
 
 from dyntheory.cli import app as cli
 from dyntheory.engine import faults, rundir
+from tests.helpers import xla_flags
 from tests.test_cli_resume import assert_same_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,7 +46,9 @@ QUICK = [  # one point of each kind, for the default suite (-1: its last pass)
 
 
 def cli_process(argv, env_extra=None, timeout=300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    """``dyntheory ARGV`` in a process of its own, on one device (what is tested is what a kill
+    leaves on disk, not the mesh; on 8 fake devices a toy run takes half as long again)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "XLA_FLAGS": xla_flags(1)}
     env.pop("DYNTHEORY_FAULT", None)
     env.pop("DYNTHEORY_FAULT_TRACE", None)
     env.update(env_extra or {})
