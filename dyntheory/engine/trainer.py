@@ -5,7 +5,6 @@ One call trains a model and (optionally) writes a run directory::
     import optax
     from dyntheory import probes
     from dyntheory.engine.config import TrainConfig
-from dyntheory.engine.initializer import initializer
     from dyntheory.engine import fit
 
     cfg = TrainConfig(steps=2000, batch_size=64, eval_every=100, checkpoint_every=500, seeds=3)
