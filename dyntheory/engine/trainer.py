@@ -78,6 +78,7 @@ at the start of a run), all cumulative over resumes.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -255,8 +256,15 @@ class Trainer:
         metrics["train/grad_norm"] = optax.tree.norm(grads)
         return grads, carry, metrics
 
+    @functools.cached_property
+    def _shared_loss_grad(self):
+        """:meth:`_loss_grad` as one jitted function: the train branch and the measuring branch
+        of the fused step call it with the same shapes, so JAX traces and lowers it once for
+        both (XLA inlines the call, so the compiled program is the same)."""
+        return jax.jit(self._loss_grad)
+
     def _train_one(self, params, opt_state, key, step, carry, data):
-        grads, carry, metrics = self._loss_grad(params, key, step, carry, data)
+        grads, carry, metrics = self._shared_loss_grad(params, key, step, carry, data)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["_params_finite"] = all_finite(params)
@@ -286,8 +294,11 @@ class Trainer:
         advanced after every train step (on ``sets``, the probe sets)."""
         train = self.vmap_seeds(self._train_one, (0, 0, 0, None, 0, None))
         inscan = self.vmap_seeds(self._inscan_one, (0, 0, 0, 0, None, None, None))
-        grad_metrics = self.vmap_seeds(lambda *a: self._loss_grad(*a)[2], (0, 0, None, 0, None))
-        evaluate = self.vmap_seeds(self._eval_one, (0, 0, None))
+        grad_metrics = self.vmap_seeds(
+            lambda *a: self._shared_loss_grad(*a)[2], (0, 0, None, 0, None)
+        )
+        # jitted, so its shape query and its calls in both branches share one trace and lowering
+        evaluate = jax.jit(self.vmap_seeds(self._eval_one, (0, 0, None)))
         every = self.cfg.eval_every
 
         def evals(st, due):
