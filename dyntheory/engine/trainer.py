@@ -78,7 +78,6 @@ at the start of a run), all cumulative over resumes.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -101,6 +100,10 @@ from dyntheory.probes.base import InScanProbe
 Params = Any
 Batch = dict[str, jax.Array]
 LossFn = losses.LossFn
+
+
+# fresh buffers with the same layout (a jitted copy: also for arrays of other processes)
+_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 class Trainer:
@@ -256,15 +259,8 @@ class Trainer:
         metrics["train/grad_norm"] = optax.tree.norm(grads)
         return grads, carry, metrics
 
-    @functools.cached_property
-    def _shared_loss_grad(self):
-        """:meth:`_loss_grad` as one jitted function: the train branch and the measuring branch
-        of the fused step call it with the same shapes, so JAX traces and lowers it once for
-        both (XLA inlines the call, so the compiled program is the same)."""
-        return jax.jit(self._loss_grad)
-
     def _train_one(self, params, opt_state, key, step, carry, data):
-        grads, carry, metrics = self._shared_loss_grad(params, key, step, carry, data)
+        grads, carry, metrics = self._loss_grad(params, key, step, carry, data)
         updates, opt_state = self.optimizer.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         metrics["_params_finite"] = all_finite(params)
@@ -288,62 +284,66 @@ class Trainer:
         )
 
     def _chunk_fn(self, state: TrainState, data, eval_sets, n_active, measure, istates, sets):
-        """``cfg.fuse`` scan iterations: the first ``n_active`` are train steps; if ``measure``,
-        iteration ``n_active`` only measures (batch loss and every eval set) at the current params
-        (the final metrics line); the rest are no-ops. ``istates``: the in-scan probes' states,
-        advanced after every train step (on ``sets``, the probe sets)."""
+        """``cfg.fuse`` scan iterations: the first ``n_active`` are train steps, the rest no-ops.
+        With ``measure``, iteration ``n_active`` is a train step too, one that evaluates every
+        eval set: its metrics (the batch loss and gradient, and every eval set, at the params it
+        starts from) are the final metrics line, and :meth:`advance` drops the state it leaves.
+        ``istates``: the in-scan probes' states, advanced after every train step (on ``sets``,
+        the probe sets).
+
+        The program so holds the model's forward and backward pass once. A measuring branch of
+        its own was a second copy for XLA to compile, and an update in a branch apart from the
+        gradient trains slower (docs/results/compile.md)."""
         train = self.vmap_seeds(self._train_one, (0, 0, 0, None, 0, None))
         inscan = self.vmap_seeds(self._inscan_one, (0, 0, 0, 0, None, None, None))
-        grad_metrics = self.vmap_seeds(
-            lambda *a: self._shared_loss_grad(*a)[2], (0, 0, None, 0, None)
-        )
-        # jitted, so its shape query and its calls in both branches share one trace and lowering
-        evaluate = jax.jit(self.vmap_seeds(self._eval_one, (0, 0, None)))
+        evaluate = self.vmap_seeds(self._eval_one, (0, 0, None))
         every = self.cfg.eval_every
 
         def evals(st, due):
             if not self.eval_sets:
                 return {}
-            shapes = jax.eval_shape(evaluate, st.params, st.key, eval_sets)
-            nan = jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), shapes)
-            return lax.cond(due, lambda: evaluate(st.params, st.key, eval_sets), lambda: nan)
+            seen = {}
 
-        def active(carry):
+            def run():
+                out = evaluate(st.params, st.key, eval_sets)
+                seen["shapes"] = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), out)
+                return out
+
+            def nan():
+                return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), seen["shapes"])
+
+            # lax.switch traces its branches in order: the NaNs take the evaluation's shapes
+            return lax.switch(jnp.where(due, 0, 1), [run, nan])
+
+        def train_step(carry, force_eval):
             st, bcarry, ist = carry
             params, opt_state, bcarry, m = train(
                 st.params, st.opt_state, st.key, st.step, bcarry, data
             )
-            m.update(evals(st, (st.step % every == 0) if every else jnp.array(False)))
+            due = (st.step % every == 0) if every else jnp.array(False)
+            m.update(evals(st, due | force_eval))
             if ist:
                 before, after = (st.params, st.opt_state), (params, opt_state)
                 ist = inscan(ist, before, after, st.key, st.step, data, sets)
             return (TrainState(params, opt_state, st.step + 1, st.key), bcarry, ist), m
 
-        def measure_only(carry):
-            st, bcarry, _ = carry
-            m = grad_metrics(st.params, st.key, st.step, bcarry, data)
-            m["_params_finite"] = self.vmap_seeds(all_finite, 0)(st.params)
-            return carry, {**m, **evals(st, jnp.array(True))}
-
         def body(carry, i):
             # the idle branch returns zeros shaped like the train step's metrics; lax.switch
             # traces its branches in order, so the train step's own trace gives their shapes
-            # (tracing it a second time, by eval_shape, cost as much as the first)
             seen = {}
+            measuring = (i == n_active) & measure
 
-            def train_step():
-                out = active(carry)
+            def step():
+                out = train_step(carry, measuring)
                 seen["metrics"] = jax.tree.map(
                     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), out[1]
                 )
                 return out
 
             def idle():
-                shapes = seen.get("metrics") or jax.eval_shape(active, carry)[1]
-                return carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+                return carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), seen["metrics"])
 
-            branch = jnp.where(i < n_active, 0, jnp.where((i == n_active) & measure, 1, 2))
-            return lax.switch(branch, [train_step, lambda: measure_only(carry), idle])
+            return lax.switch(jnp.where((i < n_active) | measuring, 0, 1), [step, idle])
 
         start = self.vmap_seeds(self.batcher.start, (0, None))(state.key, state.step)
         carry = (state, start, tuple(istates))
@@ -366,10 +366,17 @@ class Trainer:
         return state._replace(opt_state=state.opt_state._replace(hyperparams=fresh))
 
     def advance(self, state: TrainState, pstates: tuple, n: int, measure: bool = False):
-        """One dispatch: ``n`` fused train steps (the in-scan probes advancing with them), or
-        with ``measure`` (and ``n = 0``) the final measurement; ``(state, pstates, metrics)``."""
+        """One dispatch: ``n`` fused train steps (the in-scan probes advancing with them):
+        ``(state, pstates, metrics)``. With ``measure`` (and ``n = 0``), the final measurement:
+        one train step on a copy of the state and the in-scan probes' states (the fused step
+        donates its inputs), whose metrics come back with ``state`` and ``pstates`` unchanged."""
         ist = tuple(pstates[i] for i in self.inscan)
         args = (self.data, self.eval_sets, np.int32(n), np.bool_(measure))
+        if measure:
+            if n:
+                raise ValueError(f"the measurement takes no train steps, got n={n}.")
+            _, _, metrics = self.chunk(_copy(state), *args, _copy(ist), self.prober.sets)
+            return state, pstates, metrics
         state, ist, metrics = self.chunk(state, *args, ist, self.prober.sets)
         pstates = list(pstates)
         for i, ps in zip(self.inscan, ist, strict=True):
