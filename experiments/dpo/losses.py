@@ -134,17 +134,23 @@ def make_sft_loss(prompt_len: int, pad: int) -> Callable:
     return loss_fn
 
 
-# jitted once: the chosen and rejected sequences of a split (same shapes) share one program
+# jitted once: every chunk of :func:`batched_logprob` has the same shape, so one program
 _jitted_logprob = jax.jit(sequence_logprob, static_argnums=(0, 3, 4))
 
 
 def batched_logprob(
     apply_fn: Callable, params, seq: np.ndarray, prompt_len: int, pad: int, chunk: int = 2048
 ) -> np.ndarray:
-    """``log π(y|x)`` ``(n,)`` float32 of many sequences, ``chunk`` at a time (the reference's
-    constants)."""
-    parts = [
-        np.asarray(_jitted_logprob(apply_fn, params, seq[i : i + chunk], prompt_len, pad))
-        for i in range(0, len(seq), chunk)
-    ]
+    """``log π(y|x)`` ``(n,)`` float32 of many sequences, ``min(chunk, n)`` at a time (the
+    reference's constants). The last chunk is padded with copies of its first sequence, so
+    every call has one shape; a sequence's value does not depend on the others in its chunk."""
+    n = len(seq)
+    size = min(chunk, n)
+    parts = []
+    for i in range(0, n, size):
+        part = seq[i : i + size]
+        if len(part) < size:
+            part = np.concatenate([part, np.repeat(part[:1], size - len(part), axis=0)])
+        lp = np.asarray(_jitted_logprob(apply_fn, params, part, prompt_len, pad))
+        parts.append(lp[: min(size, n - i)])
     return np.concatenate(parts).astype(np.float32)

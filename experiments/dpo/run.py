@@ -90,9 +90,14 @@ def train_reference(cfg: Config, data: PreferenceData, apply_fn, out: Path):
     return jax.device_get(result.state.params), summary
 
 
-def with_reference(split: dict, apply_fn, ref, t) -> dict:
-    lp = lambda s: batched_logprob(apply_fn, ref, s, t.prompt_len, t.pad)
-    return {**split, "ref_w": lp(split["w"]), "ref_l": lp(split["l"])}
+def with_reference(splits: list[dict], apply_fn, ref, t) -> list[dict]:
+    """Each split with the reference's log-probabilities of its responses, ``ref_w`` and
+    ``ref_l``: every sequence of every split goes through one batched call, so one compiled
+    program serves them all (a row's value does not depend on its batch)."""
+    seqs = [s[k] for s in splits for k in ("w", "l")]
+    lp = batched_logprob(apply_fn, ref, np.concatenate(seqs), t.prompt_len, t.pad)
+    lp = np.split(lp, np.cumsum([len(x) for x in seqs])[:-1])
+    return [{**s, "ref_w": lp[2 * i], "ref_l": lp[2 * i + 1]} for i, s in enumerate(splits)]
 
 
 def prm_alpha(cfg: Config) -> float:
@@ -181,7 +186,7 @@ def run(cfg: Config, run_dir) -> dict:
     data = make_task(t)
     apply_fn, params0 = abstract(lambda: build_model(cfg, jax.random.key(0)))
     ref, sft = train_reference(cfg, data, apply_fn, out)
-    splits = [with_reference(s, apply_fn, ref, t) for s in (data.train, data.val, data.test)]
+    splits = with_reference([data.train, data.val, data.test], apply_fn, ref, t)
     train = splits[0]
     every = {k: np.concatenate([s[k] for s in splits]) for k in train}
     every["part"] = np.repeat(np.arange(3, dtype=np.int32), [len(s["w"]) for s in splits])
