@@ -220,6 +220,26 @@ def test_ownership_marker_and_legacy_recognition(tmp_path):
     assert not owned.is_run_dir(plain) and owned.collision(plain) == plain / rundir.CONFIG
 
 
+def test_a_sub_run_below_a_grouping_directory_is_cleared_by_force(tmp_path):
+    # inr and double_descent write <out>/<signal or model>/<arm>: the directory between is
+    # dyntheory's too, so a second `run --force` clears it instead of refusing
+    d = tmp_path / "run"
+    rd = rundir.RunDir(d)
+    arm = rundir.subrun_dir(d / "sines1d" / "adamw", {"arm": "adamw"})
+    arm.append_metrics([{"step": 0}])
+    assert "sines1d" in owned.written(d) and "adamw" in owned.written(d / "sines1d")
+    assert owned.foreign(d) is None
+    (d / "sines1d" / "notes.txt").write_text("mine")
+    assert owned.foreign(d) == d / "sines1d" / "notes.txt"
+    (d / "sines1d" / "notes.txt").unlink()
+    rd.clear()
+    assert sorted(p.name for p in d.iterdir()) == [rundir.MARKER]
+    # outside a run directory, the missing parents of a new run are the user's: left unmarked
+    deep = tmp_path / "a" / "b" / "run"
+    rundir.RunDir(deep)
+    assert owned.is_run_dir(deep) and not owned.is_run_dir(tmp_path / "a" / "b")
+
+
 def test_the_lock_is_taken_before_the_directory_is_read(capsys, tmp_path, monkeypatch):
     d = tmp_path / "toy"
     seen = []

@@ -98,6 +98,22 @@ def claim(path: str | os.PathLike) -> None:
         _write_marker(parent, names | {path.name})
 
 
+def make_dirs(path: str | os.PathLike) -> None:
+    """Create the directory ``path`` and its missing parents. Each one created inside a run
+    directory is claimed by its parent and marked: a sub-run's grouping directory (an
+    experiment's ``<out>/<signal>/<arm>``) is dyntheory's, so ``--force`` may clear it."""
+    path = Path(path)
+    missing = []
+    while not path.is_dir() and path.parent != path:
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        claim(d)  # a no-op unless the parent is a run directory
+        d.mkdir(exist_ok=True)
+        if (d.parent / MARKER).is_file():
+            mark(d)
+
+
 def foreign(path: str | os.PathLike) -> Path | None:
     """The first entry under ``path`` that dyntheory did not write (sub-runs checked
     recursively), or ``None``."""

@@ -95,10 +95,8 @@ class RunDir:
         self.path = Path(path)
         if create and sharding.is_main_process():
             existed = self.path.is_dir()
-            if not existed and self.path.parent.is_dir():
-                owned.claim(self.path)  # a sub-run: claimed before it exists
-            try:
-                self.path.mkdir(parents=True, exist_ok=True)
+            try:  # a sub-run, and any directory above it, claimed before it exists
+                owned.make_dirs(self.path)
             except OSError as e:
                 raise RunDirError(f"cannot write to the run directory {self.path}: {e}") from None
             if not existed:
