@@ -147,7 +147,9 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
         recorded.update(records.unstack_arrays(rd.read_arrays(), start))
         if main:
             rd.truncate_metrics(start)
-        logged = sum(1 for line in rd.read_metrics() if line["step"] < start)
+        logged = sharding.from_main(
+            sum(1 for line in rd.read_metrics() if line["step"] < start) if main else 0
+        )
     else:
         state = tr.init_state()
         pstates = tr.prober.init(state)
@@ -283,7 +285,9 @@ def _run(tr, rd, steps, resume, progress) -> FitResult:
             events.close()
         if ckpt is not None:
             ckpt.close()
-    history = records.metrics_table(rd.read_metrics() if rd is not None else written)
+    # only the main process writes (and on another host, sees) the metrics file
+    lines = written if rd is None else sharding.json_from_main(rd.read_metrics() if main else None)
+    history = records.metrics_table(lines)
     probe_states = {p.name: ps for p, ps in zip(tr.probes, pstates, strict=True)}
     return FitResult(
         state, final, history, arrays, probe_states, rd.path if rd is not None else None

@@ -204,6 +204,24 @@ def from_main(value: int) -> int:
     return int(multihost_utils.broadcast_one_to_all(np.int64(value)))
 
 
+def json_from_main(value):
+    """The main process's JSON-serializable ``value`` on every process (what only it has read,
+    such as a file that only it writes: other hosts may not see that file at all)."""
+    if jax.process_count() == 1:
+        return value
+    import json
+
+    from jax.experimental import multihost_utils
+
+    data = json.dumps(value).encode() if is_main_process() else b""
+    n = from_main(len(data))
+    buf = np.zeros(n, np.uint8)
+    if is_main_process():
+        buf[:] = np.frombuffer(data, np.uint8)
+    buf = np.asarray(multihost_utils.broadcast_one_to_all(buf))
+    return json.loads(buf.tobytes().decode())
+
+
 def is_main_process() -> bool:
     """Only process 0 writes files in a multi-host run."""
     return jax.process_index() == 0
