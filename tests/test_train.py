@@ -14,6 +14,7 @@ from dyntheory.engine import NonFiniteError, Trainer, batching, integrity, rundi
 from dyntheory.engine.checkpoint import abstract_like
 from dyntheory.engine.config import TrainConfig
 from dyntheory.engine.initializer import initializer
+from dyntheory.engine.state import copy_tree, when
 from dyntheory.models import MLP, functional
 from tests.helpers import assert_tree_all_finite, assert_trees_all_close, assert_trees_all_equal
 
@@ -292,3 +293,30 @@ def test_probes_see_the_whole_training_set_unless_a_subset_is_asked_for_by_name(
     # a probe that reads no probe set runs on a sampler without one
     Trainer(cfg, apply_fn=APPLY, init_params=init, optimizer=optax.sgd(0.1), data=sampler,
             probes=[probes.Norms(probes.Schedule.every(2))])  # fmt: skip
+
+
+def test_when_traces_its_function_once_and_fills_in_its_shapes():
+    traced = []
+
+    def fn(x):
+        traced.append(1)
+        return {"a": x * 2.0, "b": jnp.ones((3,), jnp.int32)}
+
+    nan = lambda shapes: jax.tree.map(lambda s: jnp.full(s.shape, -1, s.dtype), shapes)
+    f = jax.jit(lambda x, p: when(p, lambda: fn(x), nan))
+    x = jnp.arange(2.0)
+    out = f(x, True)
+    assert len(traced) == 1  # the fill took its shapes from fn's own trace
+    np.testing.assert_array_equal(out["a"], [0.0, 2.0])
+    np.testing.assert_array_equal(out["b"], [1, 1, 1])
+    out = f(x, False)
+    np.testing.assert_array_equal(out["a"], [-1.0, -1.0])
+    assert out["b"].dtype == jnp.int32 and out["b"].shape == (3,)
+
+
+def test_copy_tree_gives_fresh_buffers_with_the_same_values():
+    tree = {"w": jnp.arange(3.0), "key": jax.random.key(1)}
+    out = copy_tree(tree)
+    assert out["w"].unsafe_buffer_pointer() != tree["w"].unsafe_buffer_pointer()
+    np.testing.assert_array_equal(out["w"], tree["w"])
+    np.testing.assert_array_equal(jax.random.key_data(out["key"]), jax.random.key_data(tree["key"]))

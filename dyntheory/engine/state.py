@@ -1,4 +1,5 @@
-"""The engine's value types: the training state, the result of a run, the non-finite stop."""
+"""The engine's value types: the training state, the result of a run, the non-finite stop; and the
+small tree functions of the fused step."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 Params = Any
 
@@ -52,3 +54,22 @@ class FitResult(NamedTuple):
 def all_finite(tree) -> jax.Array:
     leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
+
+
+# fresh buffers with the same layout (jitted: also for arrays of other processes)
+copy_tree = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
+
+
+def when(pred: jax.Array, fn, otherwise):
+    """``fn()`` where ``pred``, else ``otherwise(shapes)`` with ``shapes`` the
+    ``ShapeDtypeStruct`` tree of ``fn()``'s result. ``lax.switch`` traces its branches in order,
+    so ``otherwise`` takes the shapes from ``fn``'s own trace: ``fn`` is traced once, where
+    ``jax.eval_shape`` would trace it a second time."""
+    seen = {}
+
+    def first():
+        out = fn()
+        seen["shapes"] = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), out)
+        return out
+
+    return lax.switch(jnp.where(pred, 0, 1), [first, lambda: otherwise(seen["shapes"])])

@@ -93,17 +93,13 @@ from dyntheory.engine.config import TrainConfig
 from dyntheory.engine.initializer import initializer
 from dyntheory.engine.loop import run_loop
 from dyntheory.engine.probe_runner import ProbeRunner
-from dyntheory.engine.state import FitResult, TrainState, all_finite
+from dyntheory.engine.state import FitResult, TrainState, all_finite, copy_tree, when
 from dyntheory.optim import state as optim_state
 from dyntheory.probes.base import InScanProbe
 
 Params = Any
 Batch = dict[str, jax.Array]
 LossFn = losses.LossFn
-
-
-# fresh buffers with the same layout (a jitted copy: also for arrays of other processes)
-_copy = jax.jit(lambda tree: jax.tree.map(jnp.copy, tree))
 
 
 class Trainer:
@@ -302,18 +298,9 @@ class Trainer:
         def evals(st, due):
             if not self.eval_sets:
                 return {}
-            seen = {}
-
-            def run():
-                out = evaluate(st.params, st.key, eval_sets)
-                seen["shapes"] = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), out)
-                return out
-
-            def nan():
-                return jax.tree.map(lambda s: jnp.full(s.shape, jnp.nan, s.dtype), seen["shapes"])
-
-            # lax.switch traces its branches in order: the NaNs take the evaluation's shapes
-            return lax.switch(jnp.where(due, 0, 1), [run, nan])
+            run = lambda: evaluate(st.params, st.key, eval_sets)
+            nan = lambda s: jnp.full(s.shape, jnp.nan, s.dtype)
+            return when(due, run, lambda shapes: jax.tree.map(nan, shapes))
 
         def train_step(carry, force_eval):
             st, bcarry, ist = carry
@@ -328,22 +315,14 @@ class Trainer:
             return (TrainState(params, opt_state, st.step + 1, st.key), bcarry, ist), m
 
         def body(carry, i):
-            # the idle branch returns zeros shaped like the train step's metrics; lax.switch
-            # traces its branches in order, so the train step's own trace gives their shapes
-            seen = {}
+            # an idle iteration returns zeros shaped like the train step's metrics
             measuring = (i == n_active) & measure
-
-            def step():
-                out = train_step(carry, measuring)
-                seen["metrics"] = jax.tree.map(
-                    lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), out[1]
-                )
-                return out
-
-            def idle():
-                return carry, jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), seen["metrics"])
-
-            return lax.switch(jnp.where((i < n_active) | measuring, 0, 1), [step, idle])
+            zeros = lambda s: jnp.zeros(s.shape, s.dtype)
+            return when(
+                (i < n_active) | measuring,
+                lambda: train_step(carry, measuring),
+                lambda shapes: (carry, jax.tree.map(zeros, shapes[1])),
+            )
 
         start = self.vmap_seeds(self.batcher.start, (0, None))(state.key, state.step)
         carry = (state, start, tuple(istates))
@@ -375,7 +354,7 @@ class Trainer:
         if measure:
             if n:
                 raise ValueError(f"the measurement takes no train steps, got n={n}.")
-            _, _, metrics = self.chunk(_copy(state), *args, _copy(ist), self.prober.sets)
+            _, _, metrics = self.chunk(copy_tree(state), *args, copy_tree(ist), self.prober.sets)
             return state, pstates, metrics
         state, ist, metrics = self.chunk(state, *args, ist, self.prober.sets)
         pstates = list(pstates)
